@@ -1,0 +1,168 @@
+"""DetectionLayer: final boxes from classified, refined proposals (Matterport 2.1)."""
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+from typing import Any, Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mrcnn import utils
+from mrcnn.data import parse_image_meta_graph
+from mrcnn.proposals import (apply_box_deltas_graph, clip_boxes_graph, config_value,
+                             float_list, norm_boxes_graph)
+
+logger = logging.getLogger(__name__)
+
+
+def refine_detections_graph(rois: tf.Tensor, probs: tf.Tensor, deltas: tf.Tensor,
+                            window: tf.Tensor, config: Any) -> tf.Tensor:
+    """Refines, filters and suppresses the classified proposals of one image.
+
+    config needs BBOX_STD_DEV, DETECTION_MIN_CONFIDENCE, DETECTION_MAX_INSTANCES,
+    DETECTION_NMS_THRESHOLD.
+
+    rois: [N, (y1, x1, y2, x2)] normalized
+    probs: [N, num_classes] class probabilities
+    deltas: [N, num_classes, (dy, dx, log(dh), log(dw))] class-specific
+    window: [4] (y1, x1, y2, x2) normalized: the image area without padding
+    Returns: [DETECTION_MAX_INSTANCES, (y1, x1, y2, x2, class_id, score)] normalized,
+        sorted by score, zero padded
+    """
+    max_instances = config.DETECTION_MAX_INSTANCES
+    class_ids = tf.argmax(probs, axis=1, output_type=tf.int32)  # [N] best class
+    indices = tf.stack([tf.range(tf.shape(probs)[0]), class_ids], axis=1)  # [N, 2]
+    class_scores = tf.gather_nd(probs, indices)  # [N]
+    deltas_specific = tf.gather_nd(deltas, indices)  # [N, 4]
+    refined_rois = apply_box_deltas_graph(
+        rois, deltas_specific * np.asarray(config.BBOX_STD_DEV, np.float32))  # [N, 4]
+    refined_rois = clip_boxes_graph(refined_rois, window)
+
+    # Drop background, then low confidence.
+    keep = tf.where(class_ids > 0)[:, 0]  # [K] int64
+    if config.DETECTION_MIN_CONFIDENCE:
+        conf_keep = tf.where(class_scores >= config.DETECTION_MIN_CONFIDENCE)[:, 0]
+        keep = tf.sets.intersection(tf.expand_dims(keep, 0), tf.expand_dims(conf_keep, 0))
+        keep = tf.sparse.to_dense(keep)[0]
+
+    # Per-class NMS.
+    pre_nms_class_ids = tf.gather(class_ids, keep)
+    pre_nms_scores = tf.gather(class_scores, keep)
+    pre_nms_rois = tf.gather(refined_rois, keep)
+    unique_pre_nms_class_ids = tf.unique(pre_nms_class_ids)[0]
+
+    def nms_keep_map(class_id):
+        """Indices (into rois) kept by NMS for one class, padded with -1."""
+        ixs = tf.where(tf.equal(pre_nms_class_ids, class_id))[:, 0]
+        class_keep = tf.image.non_max_suppression(
+            tf.gather(pre_nms_rois, ixs), tf.gather(pre_nms_scores, ixs),
+            max_output_size=max_instances,
+            iou_threshold=config.DETECTION_NMS_THRESHOLD)
+        class_keep = tf.gather(keep, tf.gather(ixs, class_keep))
+        # Same length for every class so map_fn can stack them.
+        gap = max_instances - tf.shape(class_keep)[0]
+        class_keep = tf.pad(class_keep, [(0, gap)], mode="CONSTANT", constant_values=-1)
+        class_keep.set_shape([max_instances])
+        return class_keep
+
+    nms_keep = tf.map_fn(nms_keep_map, unique_pre_nms_class_ids,
+                         fn_output_signature=tf.int64)  # [classes, max_instances]
+    nms_keep = tf.reshape(nms_keep, [-1])
+    nms_keep = tf.gather(nms_keep, tf.where(nms_keep > -1)[:, 0])
+    keep = tf.sets.intersection(tf.expand_dims(keep, 0), tf.expand_dims(nms_keep, 0))
+    keep = tf.sparse.to_dense(keep)[0]
+
+    # Best DETECTION_MAX_INSTANCES over all classes.
+    class_scores_keep = tf.gather(class_scores, keep)
+    num_keep = tf.minimum(tf.shape(class_scores_keep)[0], max_instances)
+    top_ids = tf.nn.top_k(class_scores_keep, k=num_keep, sorted=True)[1]
+    keep = tf.gather(keep, top_ids)
+
+    detections = tf.concat([
+        tf.gather(refined_rois, keep),
+        tf.cast(tf.gather(class_ids, keep), tf.float32)[..., tf.newaxis],
+        tf.gather(class_scores, keep)[..., tf.newaxis],
+    ], axis=1)  # [num_keep, 6]
+
+    gap = max_instances - tf.shape(detections)[0]
+    detections = tf.pad(detections, [(0, gap), (0, 0)], "CONSTANT")
+    detections.set_shape([max_instances, 6])
+    return detections  # [DETECTION_MAX_INSTANCES, 6]
+
+
+@keras.saving.register_keras_serializable(package="mrcnn")
+class DetectionLayer(keras.layers.Layer):
+    """Classified proposals and their deltas -> final detections.
+
+    Params: config (IMAGES_PER_GPU, BBOX_STD_DEV, DETECTION_MIN_CONFIDENCE,
+    DETECTION_MAX_INSTANCES, DETECTION_NMS_THRESHOLD) or those values as lower-case
+    keywords.
+
+    Inputs (one list):
+        rois: [batch, N, (y1, x1, y2, x2)] normalized
+        mrcnn_class: [batch, N, num_classes] probabilities
+        mrcnn_bbox: [batch, N, num_classes, (dy, dx, log(dh), log(dw))]
+        image_meta: [batch, META]; window and image_shape come from it
+    Returns:
+        [batch, DETECTION_MAX_INSTANCES, (y1, x1, y2, x2, class_id, score)] normalized
+    """
+
+    def __init__(self, config=None, images_per_gpu: Optional[int] = None,
+                 bbox_std_dev: Optional[Sequence[float]] = None,
+                 detection_min_confidence: Optional[float] = None,
+                 detection_max_instances: Optional[int] = None,
+                 detection_nms_threshold: Optional[float] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.images_per_gpu = int(config_value(config, "IMAGES_PER_GPU", images_per_gpu))
+        self.bbox_std_dev = float_list(
+            config_value(config, "BBOX_STD_DEV", bbox_std_dev), "BBOX_STD_DEV", 4)
+        self.detection_min_confidence = float(
+            config_value(config, "DETECTION_MIN_CONFIDENCE", detection_min_confidence))
+        self.detection_max_instances = int(
+            config_value(config, "DETECTION_MAX_INSTANCES", detection_max_instances))
+        self.detection_nms_threshold = float(
+            config_value(config, "DETECTION_NMS_THRESHOLD", detection_nms_threshold))
+        if self.detection_max_instances < 1:
+            raise ValueError("DETECTION_MAX_INSTANCES must be >= 1, got "
+                             f"{self.detection_max_instances}")
+
+    def _graph_config(self) -> SimpleNamespace:
+        """The config fields refine_detections_graph reads, under their config names."""
+        return SimpleNamespace(BBOX_STD_DEV=np.array(self.bbox_std_dev, np.float32),
+                               DETECTION_MIN_CONFIDENCE=self.detection_min_confidence,
+                               DETECTION_MAX_INSTANCES=self.detection_max_instances,
+                               DETECTION_NMS_THRESHOLD=self.detection_nms_threshold)
+
+    def call(self, inputs):
+        if len(inputs) != 4:
+            raise ValueError("DetectionLayer expects [rois, mrcnn_class, mrcnn_bbox, "
+                             f"image_meta], got {len(inputs)} inputs")
+        rois, mrcnn_class, mrcnn_bbox, image_meta = inputs
+
+        # Images of a batch share one molded size: the first one's normalizes all windows.
+        m = parse_image_meta_graph(image_meta)
+        image_shape = m["image_shape"][0]  # [3]
+        window = norm_boxes_graph(m["window"], image_shape[:2])  # [batch, 4]
+
+        config = self._graph_config()
+        detections_batch = utils.batch_slice(
+            [rois, mrcnn_class, mrcnn_bbox, window],
+            lambda x, y, w, z: refine_detections_graph(x, y, w, z, config),
+            self.images_per_gpu)
+        # Matterport reshapes to BATCH_SIZE; per replica the batch is IMAGES_PER_GPU.
+        return tf.reshape(detections_batch,
+                          [self.images_per_gpu, self.detection_max_instances, 6])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], self.detection_max_instances, 6)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(images_per_gpu=self.images_per_gpu,
+                      bbox_std_dev=list(self.bbox_std_dev),
+                      detection_min_confidence=self.detection_min_confidence,
+                      detection_max_instances=self.detection_max_instances,
+                      detection_nms_threshold=self.detection_nms_threshold)
+        return config

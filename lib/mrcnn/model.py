@@ -1,0 +1,643 @@
+"""MaskRCNN: builds the training and inference graphs, trains, detects.
+
+The graph pieces live in their own modules (backbone, fpn, rpn, proposals, roi_align,
+targets, heads, detection, losses, data, weights, training); this module assembles them
+and re-exports Matterport's public names so ``from mrcnn import model as modellib``
+keeps working.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import re
+from collections import OrderedDict
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mrcnn import utils
+from mrcnn.backbone import (compute_backbone_shapes, conv_block, identity_block,  # noqa: F401
+                            resnet_graph)
+from mrcnn.data import (DataGenerator, check_image, compose_image_meta,  # noqa: F401
+                        data_generator, load_image_gt, mold_image, parse_image_meta,
+                        parse_image_meta_graph, unmold_image)
+from mrcnn.detection import DetectionLayer, refine_detections_graph  # noqa: F401
+from mrcnn.fpn import fpn_graph
+from mrcnn.graph_layers import (ActiveClassIds, AnchorsLayer, DetectionBoxes, Identity,
+                                LossLayer, NormBoxes)
+from mrcnn.heads import build_fpn_mask_graph, fpn_classifier_graph  # noqa: F401
+from mrcnn.layers import BatchNorm, TimeDistributed  # noqa: F401
+from mrcnn.losses import (batch_pack_graph, mrcnn_bbox_loss_graph,  # noqa: F401
+                          mrcnn_class_loss_graph, mrcnn_mask_loss_graph, rpn_bbox_loss_graph,
+                          rpn_class_loss_graph, smooth_l1_loss)
+from mrcnn.proposals import ProposalLayer, apply_box_deltas_graph, clip_boxes_graph  # noqa: F401
+from mrcnn.roi_align import PyramidROIAlign, log2_graph  # noqa: F401
+from mrcnn.rpn import build_rpn_model, rpn_graph  # noqa: F401
+from mrcnn.targets import (DetectionTargetLayer, build_detection_targets,  # noqa: F401
+                           build_rpn_targets, detection_targets_graph, generate_random_rois,
+                           overlaps_graph)
+from mrcnn.training import (LAYER_REGEX, LOSS_NAMES, AtomicCheckpoint, LossModel,
+                            set_trainable)
+from mrcnn import weights as weights_io
+
+logger = logging.getLogger(__name__)
+
+
+def log(text: str, array: np.ndarray | None = None) -> None:
+    """Prints a text message and, optionally, an array's shape, min, max and dtype.
+
+    A display helper for notebooks (Matterport's), hence print rather than logging.
+    """
+    if array is not None:
+        text = text.ljust(25)
+        text += "shape: {:20}  ".format(str(array.shape))
+        if array.size:
+            text += "min: {:10.5f}  max: {:10.5f}".format(array.min(), array.max())
+        else:
+            text += "min: {:10}  max: {:10}".format("", "")
+        text += "  {}".format(array.dtype)
+    print(text)
+
+
+class MaskRCNN:
+    """Encapsulates the Mask R-CNN Keras model (Matterport's API).
+
+    The Keras model is in ``self.keras_model``. ``mode`` is "training" or "inference".
+    """
+
+    #: The checkpoint file name prefix (``{prefix}_{name}_{epoch:04d}.h5``).
+    CHECKPOINT_PREFIX = "mask_rcnn"
+
+    def __init__(self, mode: str, config, model_dir: str):
+        if mode not in ("training", "inference"):
+            raise ValueError(f"mode must be 'training' or 'inference', got {mode!r}")
+        self.mode = mode
+        self.config = config
+        self.model_dir = model_dir
+        self.epoch = 0
+        self.log_dir = None
+        self.checkpoint_path = None
+        self.last_load_report = None
+        self._anchor_cache: dict = {}
+        self.set_log_dir()
+        self.strategy = None
+        if config.GPU_COUNT > 1:
+            from mrcnn.parallel_model import ParallelModel, get_strategy
+
+            self.strategy = get_strategy(config.GPU_COUNT)
+            with self.strategy.scope():
+                model = self.build(mode=mode, config=config)
+            self.keras_model = ParallelModel(model, config.GPU_COUNT)
+        else:
+            self.keras_model = self.build(mode=mode, config=config)
+
+    # ------------------------------------------------------------------ graph
+    def build_backbone(self, input_image, config):
+        """Returns [C2, C3, C4, C5] for the image input."""
+        if callable(config.BACKBONE):
+            _, C2, C3, C4, C5 = config.BACKBONE(input_image, stage5=True,
+                                                train_bn=config.TRAIN_BN)
+        else:
+            _, C2, C3, C4, C5 = resnet_graph(input_image, config.BACKBONE, stage5=True,
+                                             train_bn=config.TRAIN_BN)
+        return C2, C3, C4, C5
+
+    # Head variants; the Siamese model overrides these (class-agnostic box, one mask
+    # channel, plain class loss).
+    CLASS_AGNOSTIC_BBOX = False
+    MASK_CHANNELS = None
+    CLASS_LOSS = "mrcnn_class_loss_graph"
+
+    def with_masks(self, config) -> bool:
+        """Whether the graph has a mask head (the Siamese 'frcnn' variant has none)."""
+        return True
+
+    def image_input_shape(self, config) -> list:
+        """Shape of the image input (without batch)."""
+        return [None, None, config.IMAGE_SHAPE[2]]
+
+    def build_extra_inputs(self, config) -> list:
+        """Inputs that follow input_image_meta (the Siamese model adds input_target)."""
+        return []
+
+    def build_feature_pyramid(self, input_image, extra_inputs: list, config) -> list:
+        """Returns the pyramid [P2, P3, P4, P5, P6] the RPN and heads run on."""
+        C2, C3, C4, C5 = self.build_backbone(input_image, config)
+        return list(fpn_graph(C2, C3, C4, C5, config.TOP_DOWN_PYRAMID_SIZE))
+
+    @staticmethod
+    def check_image_size(config) -> None:
+        """Image sides must be divisible by 64 (six stride-2 stages)."""
+        h, w = config.IMAGE_SHAPE[:2]
+        if h / 2 ** 6 != int(h / 2 ** 6) or w / 2 ** 6 != int(w / 2 ** 6):
+            raise ValueError(
+                "Image size must be dividable by 2 at least 6 times to avoid fractions "
+                f"when downscaling and upscaling; got IMAGE_SHAPE {tuple(config.IMAGE_SHAPE)}. "
+                "For example, use 256, 320, 384, 448, 512, ... etc.")
+
+    def build(self, mode: str, config) -> keras.Model:
+        """Builds the Mask R-CNN architecture (Matterport's graph and layer names)."""
+        self.check_image_size(config)
+        input_image = keras.Input(shape=self.image_input_shape(config), name="input_image")
+        input_image_meta = keras.Input(shape=[config.IMAGE_META_SIZE], name="input_image_meta")
+        extra_inputs = self.build_extra_inputs(config)
+        if mode == "training":
+            input_rpn_match = keras.Input(shape=[None, 1], name="input_rpn_match",
+                                          dtype="int32")
+            input_rpn_bbox = keras.Input(shape=[None, 4], name="input_rpn_bbox",
+                                         dtype="float32")
+            input_gt_class_ids = keras.Input(shape=[None], name="input_gt_class_ids",
+                                             dtype="int32")
+            # [batch, MAX_GT_INSTANCES, (y1, x1, y2, x2)] in pixels
+            input_gt_boxes = keras.Input(shape=[None, 4], name="input_gt_boxes",
+                                         dtype="float32")
+            gt_boxes = NormBoxes(name="norm_gt_boxes")([input_gt_boxes, input_image])
+            mask_shape = (config.MINI_MASK_SHAPE if config.USE_MINI_MASK
+                          else config.IMAGE_SHAPE[:2])
+            # [batch, height, width, MAX_GT_INSTANCES]; uint8, not bool: boolean inputs
+            # break tf.distribute's first cross-replica reduce.
+            input_gt_masks = keras.Input(shape=[mask_shape[0], mask_shape[1], None],
+                                         name="input_gt_masks", dtype="uint8")
+        else:
+            input_anchors = keras.Input(shape=[None, 4], name="input_anchors")
+
+        rpn_feature_maps = self.build_feature_pyramid(input_image, extra_inputs, config)
+        mrcnn_feature_maps = rpn_feature_maps[:4]  # P6 feeds the RPN only
+        depth = int(rpn_feature_maps[0].shape[-1])
+
+        if mode == "training":
+            anchors = AnchorsLayer(self.get_anchors(config.IMAGE_SHAPE),
+                                   name="anchors")(input_image)
+        else:
+            anchors = input_anchors
+
+        rpn = build_rpn_model(config.RPN_ANCHOR_STRIDE, len(config.RPN_ANCHOR_RATIOS), depth)
+        rpn_class_logits, rpn_class, rpn_bbox = self._rpn_outputs(rpn, rpn_feature_maps)
+
+        proposal_count = (config.POST_NMS_ROIS_TRAINING if mode == "training"
+                          else config.POST_NMS_ROIS_INFERENCE)
+        # [batch, proposal_count, (y1, x1, y2, x2)] normalized, zero padded
+        rpn_rois = ProposalLayer(proposal_count=proposal_count,
+                                 nms_threshold=config.RPN_NMS_THRESHOLD,
+                                 name="ROI", config=config)([rpn_class, rpn_bbox, anchors])
+        with_masks = self.with_masks(config)
+        head_kwargs = dict(train_bn=config.TRAIN_BN,
+                           fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE,
+                           class_agnostic_bbox=self.CLASS_AGNOSTIC_BBOX)
+
+        if mode == "training":
+            inputs = [input_image, input_image_meta, *extra_inputs, input_rpn_match,
+                      input_rpn_bbox, input_gt_class_ids, input_gt_boxes, input_gt_masks]
+            if not config.USE_RPN_ROIS:
+                # Ignore predicted ROIs and use ROIs provided as an input (pixels).
+                input_rois = keras.Input(shape=[config.POST_NMS_ROIS_TRAINING, 4],
+                                         name="input_roi", dtype="int32")
+                target_rois = NormBoxes(name="norm_input_rois")([input_rois, input_image])
+                inputs.append(input_rois)
+            else:
+                target_rois = rpn_rois
+
+            # Subsampled ROIs and their targets, zero padded to TRAIN_ROIS_PER_IMAGE.
+            rois, target_class_ids, target_bbox, target_mask = DetectionTargetLayer(
+                config, name="proposal_targets")(
+                    [target_rois, input_gt_class_ids, gt_boxes, input_gt_masks])
+
+            mrcnn_class_logits, mrcnn_class, mrcnn_bbox = fpn_classifier_graph(
+                rois, mrcnn_feature_maps, input_image_meta, config.POOL_SIZE,
+                config.NUM_CLASSES, **head_kwargs)
+            output_rois = Identity(name="output_rois")(rois)
+
+            class_loss_inputs = [target_class_ids, mrcnn_class_logits]
+            if self.CLASS_LOSS == "mrcnn_class_loss_graph":
+                class_loss_inputs.append(ActiveClassIds(name="active_class_ids")(
+                    input_image_meta))
+            losses = [
+                LossLayer("rpn_class_loss_graph", name="rpn_class_loss")(
+                    [input_rpn_match, rpn_class_logits]),
+                LossLayer("rpn_bbox_loss_graph", leading_args=[config.IMAGES_PER_GPU],
+                          name="rpn_bbox_loss")([input_rpn_bbox, input_rpn_match, rpn_bbox]),
+                LossLayer(self.CLASS_LOSS, name="mrcnn_class_loss")(class_loss_inputs),
+                LossLayer("mrcnn_bbox_loss_graph", name="mrcnn_bbox_loss")(
+                    [target_bbox, target_class_ids, mrcnn_bbox]),
+            ]
+            outputs = [rpn_class_logits, rpn_class, rpn_bbox, mrcnn_class_logits, mrcnn_class,
+                       mrcnn_bbox]
+            loss_names = list(LOSS_NAMES[:4])
+            if with_masks:
+                mrcnn_mask = build_fpn_mask_graph(
+                    rois, mrcnn_feature_maps, input_image_meta, config.MASK_POOL_SIZE,
+                    config.NUM_CLASSES, train_bn=config.TRAIN_BN,
+                    mask_channels=self.MASK_CHANNELS)
+                losses.append(LossLayer("mrcnn_mask_loss_graph", name="mrcnn_mask_loss")(
+                    [target_mask, target_class_ids, mrcnn_mask]))
+                outputs.append(mrcnn_mask)
+                loss_names.append(LOSS_NAMES[4])
+            outputs += [rpn_rois, output_rois] + losses
+            return LossModel(inputs=inputs, outputs=outputs, name="mask_rcnn",
+                             loss_names=loss_names, loss_weights=config.LOSS_WEIGHTS,
+                             weight_decay=config.WEIGHT_DECAY)
+
+        mrcnn_class_logits, mrcnn_class, mrcnn_bbox = fpn_classifier_graph(
+            rpn_rois, mrcnn_feature_maps, input_image_meta, config.POOL_SIZE,
+            config.NUM_CLASSES, **head_kwargs)
+        # [batch, DETECTION_MAX_INSTANCES, (y1, x1, y2, x2, class_id, score)] normalized
+        detections = DetectionLayer(config, name="mrcnn_detection")(
+            [rpn_rois, mrcnn_class, mrcnn_bbox, input_image_meta])
+        outputs = [detections, mrcnn_class, mrcnn_bbox]
+        if with_masks:
+            detection_boxes = DetectionBoxes(name="detection_boxes")(detections)
+            mrcnn_mask = build_fpn_mask_graph(
+                detection_boxes, mrcnn_feature_maps, input_image_meta, config.MASK_POOL_SIZE,
+                config.NUM_CLASSES, train_bn=config.TRAIN_BN, mask_channels=self.MASK_CHANNELS)
+            outputs.append(mrcnn_mask)
+        outputs += [rpn_rois, rpn_class, rpn_bbox]
+        return keras.Model([input_image, input_image_meta, *extra_inputs, input_anchors],
+                           outputs, name="mask_rcnn")
+
+    @staticmethod
+    def _rpn_outputs(rpn: keras.Model, feature_maps: Sequence) -> tuple:
+        """Runs the shared RPN on each level and concatenates over levels.
+
+        Returns rpn_class_logits [batch, anchors, 2], rpn_class [batch, anchors, 2],
+        rpn_bbox [batch, anchors, 4].
+        """
+        layer_outputs = [rpn(p) for p in feature_maps]
+        names = ["rpn_class_logits", "rpn_class", "rpn_bbox"]
+        outputs = list(zip(*layer_outputs))
+        return tuple(keras.layers.Concatenate(axis=1, name=n)(list(o))
+                     for o, n in zip(outputs, names))
+
+    @property
+    def inner_model(self) -> keras.Model:
+        """The Keras model itself (unwrapped from ParallelModel when multi-GPU)."""
+        return getattr(self.keras_model, "inner_model", self.keras_model)
+
+    # ------------------------------------------------------------ checkpoints
+    def find_last(self) -> str:
+        """Returns the path of the last checkpoint of the latest run of this config."""
+        if not os.path.isdir(self.model_dir):
+            raise FileNotFoundError(f"Model directory {self.model_dir!r} does not exist")
+        key = self.config.NAME.lower()
+        dir_names = sorted(d for d in next(os.walk(self.model_dir))[1] if d.startswith(key))
+        if not dir_names:
+            raise FileNotFoundError(
+                f"Could not find model directory under {self.model_dir} (expected a folder "
+                f"starting with {key!r})")
+        for dir_name in reversed(dir_names):
+            run_dir = os.path.join(self.model_dir, dir_name)
+            checkpoints = sorted(f for f in next(os.walk(run_dir))[2]
+                                 if f.startswith(self.CHECKPOINT_PREFIX) and f.endswith(".h5"))
+            if checkpoints:
+                return os.path.join(run_dir, checkpoints[-1])
+        raise FileNotFoundError(f"Could not find weight files in {self.model_dir}/{key}*")
+
+    def load_weights(self, filepath: str, by_name: bool = False,
+                     exclude: Sequence[str] | None = None, skip_mismatch: bool = False):
+        """Loads weights from a (legacy Keras 2 or our) HDF5 file, keyed by layer name.
+
+        ``exclude``: layer names to skip (implies by_name, as in Matterport). Returns the
+        load report (also in ``self.last_load_report``) and sets the log dir so training
+        resumes at the epoch in the file name.
+        """
+        if exclude:
+            by_name = True
+        report = weights_io.load_weights(self.inner_model, filepath, by_name=by_name,
+                                         exclude=exclude, skip_mismatch=skip_mismatch)
+        self.last_load_report = report
+        self.set_log_dir(filepath)
+        return report
+
+    def save_weights(self, filepath: str) -> None:
+        """Writes a name-keyed checkpoint that loads into training and inference models."""
+        weights_io.save_weights(self.inner_model, filepath)
+
+    def get_imagenet_weights(self, path: str | None = None) -> str:
+        """Returns a local ImageNet ResNet weights file (no download)."""
+        path = path or os.environ.get("MRCNN_IMAGENET_WEIGHTS", "")
+        if path and os.path.isfile(path):
+            return path
+        raise FileNotFoundError(
+            "ImageNet ResNet weights are not downloaded at run time. Place "
+            "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5 locally and pass its path "
+            "(or set MRCNN_IMAGENET_WEIGHTS)." + (f" Not found: {path}" if path else ""))
+
+    def set_log_dir(self, model_path: str | None = None) -> None:
+        """Sets the run directory and epoch; a checkpoint path resumes its run and epoch."""
+        self.epoch = 0
+        now = datetime.datetime.now()
+        if model_path:
+            # .../mask_rcnn_shapes20171029T2315/mask_rcnn_shapes_0001.h5 (also Windows paths)
+            regex = (r".*[/\\][\w-]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]"
+                     + re.escape(self.CHECKPOINT_PREFIX) + r"\_[\w-]+(\d{4})\.h5")
+            m = re.match(regex, model_path)
+            if m:
+                now = datetime.datetime(int(m.group(1)), int(m.group(2)), int(m.group(3)),
+                                        int(m.group(4)), int(m.group(5)))
+                # The file name holds the 1-based number of the last finished epoch.
+                self.epoch = int(m.group(6))
+                logger.info("Re-starting from epoch %d", self.epoch)
+        self.log_dir = os.path.join(self.model_dir,
+                                    "{}{:%Y%m%dT%H%M}".format(self.config.NAME.lower(), now))
+        self.checkpoint_path = os.path.join(
+            self.log_dir, "{}_{}_*epoch*.h5".format(self.CHECKPOINT_PREFIX,
+                                                     self.config.NAME.lower()))
+        self.checkpoint_path = self.checkpoint_path.replace("*epoch*", "{epoch:04d}")
+
+    # --------------------------------------------------------------- training
+    def get_trainable_layers(self) -> list:
+        """Returns the layers that have weights (nested models expanded)."""
+        layers = []
+        for layer in self.keras_model.layers:
+            if isinstance(layer, keras.Model):
+                layers.extend(l for l in layer.layers if l.weights)
+            elif layer.weights:
+                layers.append(layer)
+        return layers
+
+    def set_trainable(self, layer_regex: str, keras_model: keras.Model | None = None,
+                      indent: int = 0, verbose: int = 1) -> list[str]:
+        """Sets layers matching the regex (full match) trainable, the others frozen."""
+        return set_trainable(keras_model or self.keras_model, layer_regex, indent, verbose)
+
+    def compile(self, learning_rate: float, momentum: float) -> None:
+        """SGD with momentum and gradient clipping; losses come from the graph."""
+        optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
+                                         clipnorm=self.config.GRADIENT_CLIP_NORM)
+        # CropAndResize has no XLA kernel: never let Keras turn XLA on.
+        self.keras_model.compile(optimizer=optimizer, jit_compile=False)
+
+    def layer_regex(self, layers: str) -> str:
+        """Resolves a training preset name to its regex; other strings are regexes."""
+        return LAYER_REGEX.get(layers, layers)
+
+    def make_data_generator(self, dataset, shuffle: bool = True, augmentation=None,
+                            no_augmentation_sources=None, steps: int | None = None):
+        """The training data source (a keras PyDataset)."""
+        return DataGenerator(dataset, self.config, shuffle=shuffle, augmentation=augmentation,
+                             no_augmentation_sources=no_augmentation_sources,
+                             steps_per_epoch=steps)
+
+    def train(self, train_dataset, val_dataset, learning_rate: float, epochs: int,
+              layers: str, augmentation=None, custom_callbacks: list | None = None,
+              no_augmentation_sources=None) -> keras.callbacks.History | None:
+        """Trains up to ``epochs`` (total, not additional) on the layers selected.
+
+        layers: "heads", "3+", "4+", "5+", "all" or a regex of layer names.
+        augmentation: an imgaug augmenter (mask-safe augmenters only).
+        """
+        if self.mode != "training":
+            raise ValueError("Create model in training mode to train it "
+                             f"(this one is in {self.mode!r} mode)")
+        layer_regex = self.layer_regex(layers)
+        train_generator = self.make_data_generator(
+            train_dataset, shuffle=True, augmentation=augmentation,
+            no_augmentation_sources=no_augmentation_sources,
+            steps=self.config.STEPS_PER_EPOCH)
+        val_generator = self.make_data_generator(val_dataset, shuffle=True,
+                                                 steps=self.config.VALIDATION_STEPS)
+        os.makedirs(self.log_dir, exist_ok=True)
+        callbacks = [
+            keras.callbacks.TensorBoard(log_dir=self.log_dir, histogram_freq=0,
+                                        write_graph=False),
+            AtomicCheckpoint(self.checkpoint_path, source=self.inner_model),
+        ]
+        if custom_callbacks:
+            callbacks += custom_callbacks
+        logger.info("Starting at epoch %d. LR=%s", self.epoch, learning_rate)
+        logger.info("Checkpoint Path: %s", self.checkpoint_path)
+        self.set_trainable(layer_regex)
+        self.compile(learning_rate, self.config.LEARNING_MOMENTUM)
+        if self.epoch >= epochs:
+            logger.info("Already trained to epoch %d (asked for %d): nothing to do",
+                        self.epoch, epochs)
+            return None
+        history = self.keras_model.fit(
+            train_generator, initial_epoch=self.epoch, epochs=epochs,
+            steps_per_epoch=self.config.STEPS_PER_EPOCH, callbacks=callbacks,
+            validation_data=val_generator, validation_steps=self.config.VALIDATION_STEPS,
+            verbose=1)
+        self.epoch = max(self.epoch, epochs)
+        return history
+
+    # -------------------------------------------------------------- inference
+    def mold_inputs(self, images: Sequence[np.ndarray]):
+        """Resizes and normalizes images for the network.
+
+        Returns molded_images [N, h, w, 3], image_metas [N, META], windows [N, 4] (pixels,
+        the part of the molded image that holds the original image).
+        """
+        molded_images, image_metas, windows = [], [], []
+        for i, image in enumerate(images):
+            image = check_image(image, name=f"images[{i}]")
+            molded_image, window, scale, padding, crop = utils.resize_image(
+                image,
+                min_dim=self.config.IMAGE_MIN_DIM,
+                min_scale=self.config.IMAGE_MIN_SCALE,
+                max_dim=self.config.IMAGE_MAX_DIM,
+                mode=self.config.IMAGE_RESIZE_MODE)
+            molded_image = mold_image(molded_image, self.config)
+            image_meta = compose_image_meta(0, image.shape, molded_image.shape, window, scale,
+                                            np.zeros([self.config.NUM_CLASSES], dtype=np.int32))
+            molded_images.append(molded_image)
+            windows.append(window)
+            image_metas.append(image_meta)
+        return np.stack(molded_images), np.stack(image_metas), np.stack(windows)
+
+    def unmold_detections(self, detections, mrcnn_mask, original_image_shape, image_shape,
+                          window):
+        """Turns one image's detections into boxes, class ids, scores and full masks.
+
+        detections: [N, (y1, x1, y2, x2, class_id, score)] normalized.
+        mrcnn_mask: [N, height, width, num_classes], or None for box-only graphs.
+        Returns boxes [N, 4] pixels of the original image, class_ids [N], scores [N],
+        masks [height, width, N] bool.
+        """
+        zero_ix = np.where(detections[:, 4] == 0)[0]
+        N = zero_ix[0] if zero_ix.shape[0] > 0 else detections.shape[0]
+
+        boxes = detections[:N, :4]
+        class_ids = detections[:N, 4].astype(np.int32)
+        scores = detections[:N, 5]
+        masks = mrcnn_mask[np.arange(N), :, :, class_ids] if mrcnn_mask is not None else None
+
+        # Window to normalized coordinates, then boxes relative to the window.
+        window = utils.norm_boxes(window, image_shape[:2])
+        wy1, wx1, wy2, wx2 = window
+        shift = np.array([wy1, wx1, wy1, wx1])
+        wh = wy2 - wy1
+        ww = wx2 - wx1
+        scale = np.array([wh, ww, wh, ww])
+        boxes = np.divide(boxes - shift, scale)
+        boxes = utils.denorm_boxes(boxes, original_image_shape[:2])
+
+        # Drop zero-area boxes (possible in early training).
+        exclude_ix = np.where((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) <= 0)[0]
+        if exclude_ix.shape[0] > 0:
+            boxes = np.delete(boxes, exclude_ix, axis=0)
+            class_ids = np.delete(class_ids, exclude_ix, axis=0)
+            scores = np.delete(scores, exclude_ix, axis=0)
+            if masks is not None:
+                masks = np.delete(masks, exclude_ix, axis=0)
+            N = class_ids.shape[0]
+
+        if masks is None:
+            # Box-only graph (Siamese 'frcnn'): each box filled is its mask.
+            full_masks = []
+            for y1, x1, y2, x2 in boxes:
+                m = np.zeros(original_image_shape[:2], dtype=bool)
+                m[y1:y2, x1:x2] = True
+                full_masks.append(m)
+        else:
+            full_masks = [utils.unmold_mask(masks[i], boxes[i], original_image_shape)
+                          for i in range(N)]
+        full_masks = (np.stack(full_masks, axis=-1) if full_masks
+                      else np.empty(original_image_shape[:2] + (0,), dtype=bool))
+        return boxes, class_ids, scores, full_masks
+
+    def _check_batch(self, items: Sequence, what: str) -> None:
+        if not isinstance(items, (list, tuple, np.ndarray)):
+            raise ValueError(f"{what} must be a list of {self.config.BATCH_SIZE} arrays, "
+                             f"got {type(items).__name__}")
+        if len(items) != self.config.BATCH_SIZE:
+            raise ValueError(f"len({what}) must be equal to BATCH_SIZE "
+                             f"({self.config.BATCH_SIZE}), got {len(items)}")
+
+    def _batch_anchors(self, image_shape) -> np.ndarray:
+        """[BATCH_SIZE, num_anchors, 4] normalized anchors for the molded image shape."""
+        anchors = self.get_anchors(image_shape)
+        return np.broadcast_to(anchors, (self.config.BATCH_SIZE,) + anchors.shape)
+
+    def _run_detection(self, model_inputs: list, molded_images: np.ndarray,
+                       windows: np.ndarray, original_shapes: list,
+                       model: keras.Model | None = None, transform=None) -> list[dict]:
+        """Runs the inference graph and unmolds each image's detections.
+
+        ``transform(detections, molded_images, windows) -> detections`` may edit the
+        raw [batch, N, 6] detections first (the Siamese random baseline does).
+        """
+        outputs = [np.asarray(o) for o in (model or self.keras_model).predict_on_batch(
+            model_inputs)]
+        detections = outputs[0]
+        # [batch, N, h, w, num_classes] masks, absent in box-only (frcnn) graphs
+        mrcnn_mask = outputs[3] if self.with_masks(self.config) else None
+        if transform is not None:
+            detections = transform(detections, molded_images, windows)
+        results = []
+        for i, original_shape in enumerate(original_shapes):
+            masks = mrcnn_mask[i] if mrcnn_mask is not None else None
+            rois, class_ids, scores, full_masks = self.unmold_detections(
+                detections[i], masks, original_shape, molded_images[i].shape, windows[i])
+            results.append({"rois": rois, "class_ids": class_ids, "scores": scores,
+                            "masks": full_masks})
+        return results
+
+    def _check_inference(self) -> None:
+        if self.mode != "inference":
+            raise ValueError(f"Create model in inference mode to detect (got {self.mode!r})")
+
+    def detect(self, images: Sequence[np.ndarray], verbose: int = 0) -> list[dict]:
+        """Runs detection on BATCH_SIZE images of any size.
+
+        Returns one dict per image: rois [N, (y1, x1, y2, x2)], class_ids [N],
+        scores [N], masks [H, W, N] bool, in the original image's coordinates.
+        """
+        self._check_inference()
+        self._check_batch(images, "images")
+        images = [check_image(image, name=f"images[{i}]") for i, image in enumerate(images)]
+        if verbose:
+            log("Processing {} images".format(len(images)))
+            for image in images:
+                log("image", image)
+        molded_images, image_metas, windows = self.mold_inputs(images)
+        image_shape = molded_images[0].shape
+        for g in molded_images[1:]:
+            if g.shape != image_shape:
+                raise ValueError("After resizing, all images must have the same size. "
+                                 "Check IMAGE_RESIZE_MODE and image sizes.")
+        anchors = self._batch_anchors(image_shape)
+        if verbose:
+            log("molded_images", molded_images)
+            log("image_metas", image_metas)
+            log("anchors", anchors)
+        return self._run_detection([molded_images, image_metas, anchors], molded_images,
+                                   windows, [image.shape for image in images])
+
+    def detect_molded(self, molded_images: np.ndarray, image_metas: np.ndarray,
+                      verbose: int = 0) -> list[dict]:
+        """Runs detection on images already molded (e.g. from load_image_gt + mold_image).
+
+        Boxes and masks are returned in the molded image's coordinates.
+        """
+        self._check_inference()
+        self._check_batch(molded_images, "molded_images")
+        molded_images = np.asarray(molded_images)
+        image_shape = molded_images[0].shape
+        windows = np.array([[0, 0, image_shape[0], image_shape[1]]] * len(molded_images))
+        return self._run_detection(
+            [molded_images, np.asarray(image_metas), self._batch_anchors(image_shape)],
+            molded_images, windows, [image_shape] * len(molded_images))
+
+    def get_anchors(self, image_shape) -> np.ndarray:
+        """Returns the normalized anchor pyramid for the given image shape (cached)."""
+        backbone_shapes = compute_backbone_shapes(self.config, image_shape)
+        key = tuple(image_shape)
+        if key not in self._anchor_cache:
+            a = utils.generate_pyramid_anchors(
+                self.config.RPN_ANCHOR_SCALES, self.config.RPN_ANCHOR_RATIOS, backbone_shapes,
+                self.config.BACKBONE_STRIDES, self.config.RPN_ANCHOR_STRIDE)
+            # Kept in pixels too for visualisation, as Matterport does.
+            self.anchors = a
+            self._anchor_cache[key] = utils.norm_boxes(a, image_shape[:2]).astype(np.float32)
+        return self._anchor_cache[key]
+
+    # ------------------------------------------------------------- debugging
+    def ancestor(self, tensor, name: str, checked: list | None = None):
+        """Not supported on Keras 3 symbolic tensors; kept for API parity."""
+        raise NotImplementedError("ancestor() relied on TF1 graph internals; use run_graph()")
+
+    def find_trainable_layer(self, layer):
+        """Returns the wrapped layer for TimeDistributed wrappers, else the layer."""
+        inner = getattr(layer, "layer", None)
+        return self.find_trainable_layer(inner) if inner is not None else layer
+
+    def run_graph(self, images: Sequence[np.ndarray], outputs: list[tuple[str, Any]],
+                  image_metas: np.ndarray | None = None) -> OrderedDict:
+        """Runs a sub-graph and returns the named intermediate tensors as numpy arrays.
+
+        outputs: [(name, keras_tensor), ...], e.g.
+        ``[("proposals", model.keras_model.get_layer("ROI").output)]``.
+        In training mode pass images already molded with their metas.
+        """
+        model = self.inner_model
+        outputs = OrderedDict(outputs)
+        sub_model = keras.Model(model.inputs, list(outputs.values()))
+        if image_metas is None:
+            molded_images, image_metas, _ = self.mold_inputs(images)
+        else:
+            molded_images = np.asarray(images)
+        model_in = [molded_images, image_metas]
+        if self.mode == "inference":
+            anchors = self.get_anchors(molded_images[0].shape)
+            model_in.append(np.broadcast_to(anchors, (len(molded_images),) + anchors.shape))
+        values = sub_model.predict_on_batch(model_in)
+        if not isinstance(values, (list, tuple)):
+            values = [values]
+        result = OrderedDict((k, np.asarray(v)) for k, v in zip(outputs.keys(), values))
+        for k, v in result.items():
+            log(k, v)
+        return result
+
+
+__all__ = [
+    "MaskRCNN", "log", "resnet_graph", "identity_block", "conv_block", "build_rpn_model",
+    "rpn_graph", "fpn_classifier_graph", "build_fpn_mask_graph", "ProposalLayer",
+    "PyramidROIAlign", "DetectionTargetLayer", "DetectionLayer", "BatchNorm",
+    "rpn_class_loss_graph", "rpn_bbox_loss_graph", "mrcnn_class_loss_graph",
+    "mrcnn_bbox_loss_graph", "mrcnn_mask_loss_graph", "smooth_l1_loss", "load_image_gt",
+    "build_rpn_targets", "build_detection_targets", "generate_random_rois", "data_generator",
+    "compose_image_meta", "parse_image_meta", "parse_image_meta_graph", "mold_image",
+    "unmold_image", "compute_backbone_shapes", "LAYER_REGEX",
+]

@@ -1,0 +1,217 @@
+"""Region proposals: the box-delta graph functions and ProposalLayer (Matterport 2.1).
+
+Box graph helpers live here because every later stage (detection targets, the
+detection layer, the model's gt normalization) builds on them:
+- apply_box_deltas_graph: boxes + deltas -> boxes (inverse: utils.box_refinement_graph).
+- clip_boxes_graph: clip boxes to a window.
+- norm_boxes_graph / denorm_boxes_graph: pixel <-> normalized coordinates. In pixels
+  (y2, x2) lies outside the box, normalized it lies inside: shift (0, 0, 1, 1) and
+  scale (h - 1, w - 1).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mrcnn import utils
+
+logger = logging.getLogger(__name__)
+
+
+############################################################
+#  Box graph functions
+############################################################
+
+def apply_box_deltas_graph(boxes: tf.Tensor, deltas: tf.Tensor) -> tf.Tensor:
+    """Applies refinement deltas to boxes.
+
+    boxes: [N, (y1, x1, y2, x2)] boxes to update
+    deltas: [N, (dy, dx, log(dh), log(dw))] refinements to apply
+    Returns: [N, (y1, x1, y2, x2)]
+    """
+    height = boxes[:, 2] - boxes[:, 0]  # [N]
+    width = boxes[:, 3] - boxes[:, 1]  # [N]
+    center_y = boxes[:, 0] + 0.5 * height
+    center_x = boxes[:, 1] + 0.5 * width
+    center_y += deltas[:, 0] * height
+    center_x += deltas[:, 1] * width
+    height *= tf.exp(deltas[:, 2])
+    width *= tf.exp(deltas[:, 3])
+    y1 = center_y - 0.5 * height
+    x1 = center_x - 0.5 * width
+    y2 = y1 + height
+    x2 = x1 + width
+    return tf.stack([y1, x1, y2, x2], axis=1, name="apply_box_deltas_out")  # [N, 4]
+
+
+def clip_boxes_graph(boxes: tf.Tensor, window) -> tf.Tensor:
+    """Clips boxes to a window.
+
+    boxes: [N, (y1, x1, y2, x2)]
+    window: [4] as (y1, x1, y2, x2)
+    Returns: [N, (y1, x1, y2, x2)]
+    """
+    wy1, wx1, wy2, wx2 = tf.split(tf.cast(window, boxes.dtype), 4)
+    y1, x1, y2, x2 = tf.split(boxes, 4, axis=1)  # each [N, 1]
+    y1 = tf.maximum(tf.minimum(y1, wy2), wy1)
+    x1 = tf.maximum(tf.minimum(x1, wx2), wx1)
+    y2 = tf.maximum(tf.minimum(y2, wy2), wy1)
+    x2 = tf.maximum(tf.minimum(x2, wx2), wx1)
+    clipped = tf.concat([y1, x1, y2, x2], axis=1, name="clipped_boxes")  # [N, 4]
+    clipped.set_shape((clipped.shape[0], 4))
+    return clipped
+
+
+def norm_boxes_graph(boxes: tf.Tensor, shape) -> tf.Tensor:
+    """Pixel boxes -> normalized boxes.
+
+    boxes: [..., (y1, x1, y2, x2)] in pixels ((y2, x2) outside the box)
+    shape: [(height, width)] in pixels
+    Returns: [..., (y1, x1, y2, x2)] normalized ((y2, x2) inside the box)
+    """
+    h, w = tf.split(tf.cast(shape, tf.float32), 2)
+    scale = tf.concat([h, w, h, w], axis=-1) - tf.constant(1.0)  # [4]
+    shift = tf.constant([0.0, 0.0, 1.0, 1.0])
+    return tf.divide(tf.cast(boxes, tf.float32) - shift, scale)
+
+
+def denorm_boxes_graph(boxes: tf.Tensor, shape) -> tf.Tensor:
+    """Normalized boxes -> pixel boxes (int32), the inverse of norm_boxes_graph.
+
+    boxes: [..., (y1, x1, y2, x2)] normalized
+    shape: [(height, width)] in pixels
+    Returns: [..., (y1, x1, y2, x2)] int32 pixels
+    """
+    h, w = tf.split(tf.cast(shape, tf.float32), 2)
+    scale = tf.concat([h, w, h, w], axis=-1) - tf.constant(1.0)  # [4]
+    shift = tf.constant([0.0, 0.0, 1.0, 1.0])
+    return tf.cast(tf.round(tf.multiply(boxes, scale) + shift), tf.int32)
+
+
+############################################################
+#  Config plumbing shared by the graph layers
+############################################################
+
+def config_value(config: Any, field: str, given: Any) -> Any:
+    """The value of a config field for a layer: `given` if not None, else config.FIELD.
+
+    Layers keep plain copies of the config fields they need, so that get_config()
+    is JSON-able and from_config() works without a Config object.
+    """
+    if given is not None:
+        return given
+    if config is None:
+        raise ValueError(
+            f"{field} is needed: pass a config with {field} or the value itself "
+            f"(got config=None and {field.lower()}=None)")
+    if not hasattr(config, field):
+        raise ValueError(f"config {type(config).__name__} has no field {field}")
+    return getattr(config, field)
+
+
+def float_list(values: Sequence[float], field: str, length: int) -> list:
+    """Plain list of `length` floats (e.g. a std-dev array) or ValueError."""
+    out = [float(v) for v in np.asarray(values, dtype=np.float64).reshape(-1)]
+    if len(out) != length:
+        raise ValueError(f"{field} must hold {length} values, got {len(out)}: {out}")
+    return out
+
+
+############################################################
+#  Proposal Layer
+############################################################
+
+@keras.saving.register_keras_serializable(package="mrcnn")
+class ProposalLayer(keras.layers.Layer):
+    """Turns anchor scores and deltas into proposals for the second stage.
+
+    Keeps the top min(PRE_NMS_LIMIT, num_anchors) anchors by foreground score,
+    refines them with deltas * RPN_BBOX_STD_DEV, clips them to [0, 0, 1, 1], runs NMS
+    and zero-pads to proposal_count.
+
+    Params: proposal_count, nms_threshold, and config (IMAGES_PER_GPU,
+    RPN_BBOX_STD_DEV, PRE_NMS_LIMIT) or those values as keywords.
+
+    Inputs:
+        rpn_probs: [batch, num_anchors, (bg prob, fg prob)]
+        rpn_bbox: [batch, num_anchors, (dy, dx, log(dh), log(dw))]
+        anchors: [batch, num_anchors, (y1, x1, y2, x2)] normalized
+    Returns:
+        [batch, proposal_count, (y1, x1, y2, x2)] normalized, zero padded
+    """
+
+    def __init__(self, proposal_count: int, nms_threshold: float, config=None,
+                 images_per_gpu: Optional[int] = None,
+                 rpn_bbox_std_dev: Optional[Sequence[float]] = None,
+                 pre_nms_limit: Optional[int] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.proposal_count = int(proposal_count)
+        self.nms_threshold = float(nms_threshold)
+        self.images_per_gpu = int(config_value(config, "IMAGES_PER_GPU", images_per_gpu))
+        self.rpn_bbox_std_dev = float_list(
+            config_value(config, "RPN_BBOX_STD_DEV", rpn_bbox_std_dev), "RPN_BBOX_STD_DEV", 4)
+        self.pre_nms_limit = int(config_value(config, "PRE_NMS_LIMIT", pre_nms_limit))
+        if self.proposal_count < 1:
+            raise ValueError(f"proposal_count must be >= 1, got {proposal_count}")
+
+    def call(self, inputs):
+        if len(inputs) != 3:
+            raise ValueError(
+                f"ProposalLayer expects [rpn_probs, rpn_bbox, anchors], got {len(inputs)} inputs")
+        scores = inputs[0][:, :, 1]  # [batch, num_anchors] foreground probability
+        deltas = inputs[1] * np.reshape(
+            np.array(self.rpn_bbox_std_dev, np.float32), [1, 1, 4])  # [batch, num_anchors, 4]
+        anchors = inputs[2]  # [batch, num_anchors, 4]
+
+        # Trim to the best anchors first: everything after is cheaper on fewer boxes.
+        pre_nms_limit = tf.minimum(self.pre_nms_limit, tf.shape(anchors)[1])
+        ix = tf.nn.top_k(scores, pre_nms_limit, sorted=True,
+                         name="top_anchors").indices  # [batch, pre_nms_limit]
+        scores = utils.batch_slice([scores, ix], lambda x, y: tf.gather(x, y),
+                                   self.images_per_gpu)  # [batch, pre_nms_limit]
+        deltas = utils.batch_slice([deltas, ix], lambda x, y: tf.gather(x, y),
+                                   self.images_per_gpu)  # [batch, pre_nms_limit, 4]
+        pre_nms_anchors = utils.batch_slice([anchors, ix], lambda a, x: tf.gather(a, x),
+                                            self.images_per_gpu,
+                                            names=["pre_nms_anchors"])  # [batch, pre_nms_limit, 4]
+
+        boxes = utils.batch_slice([pre_nms_anchors, deltas],
+                                  lambda x, y: apply_box_deltas_graph(x, y),
+                                  self.images_per_gpu,
+                                  names=["refined_anchors"])  # [batch, pre_nms_limit, 4]
+        # Normalized coordinates: the image is the unit square.
+        window = np.array([0, 0, 1, 1], dtype=np.float32)
+        boxes = utils.batch_slice(boxes, lambda x: clip_boxes_graph(x, window),
+                                  self.images_per_gpu,
+                                  names=["refined_anchors_clipped"])  # [batch, pre_nms_limit, 4]
+
+        # No small-box filter: it hurts small objects (Matterport, after Xinlei Chen).
+        proposals = utils.batch_slice([boxes, scores], self._nms, self.images_per_gpu)
+        return proposals  # [batch, proposal_count, 4]
+
+    def _nms(self, boxes: tf.Tensor, scores: tf.Tensor) -> tf.Tensor:
+        """NMS on one image, zero padded. boxes [N, 4], scores [N] -> [proposal_count, 4]."""
+        indices = tf.image.non_max_suppression(
+            boxes, scores, self.proposal_count, self.nms_threshold,
+            name="rpn_non_max_suppression")
+        proposals = tf.gather(boxes, indices)  # [<= proposal_count, 4]
+        padding = tf.maximum(self.proposal_count - tf.shape(proposals)[0], 0)
+        proposals = tf.pad(proposals, [(0, padding), (0, 0)])
+        proposals.set_shape([self.proposal_count, 4])
+        return proposals
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], self.proposal_count, 4)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(proposal_count=self.proposal_count,
+                      nms_threshold=self.nms_threshold,
+                      images_per_gpu=self.images_per_gpu,
+                      rpn_bbox_std_dev=list(self.rpn_bbox_std_dev),
+                      pre_nms_limit=self.pre_nms_limit)
+        return config

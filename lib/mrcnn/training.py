@@ -1,0 +1,163 @@
+"""The training loop's pieces: the loss-logging model, weight decay, layer presets,
+trainability, and an atomic checkpoint callback.
+
+Keras 3 dropped ``metrics_tensors`` and symbolic ``add_loss``. The training graph
+therefore outputs its loss components as named scalars, and ``LossModel.train_step``
+weights them, adds weight decay, and tracks each component with a ``Mean`` metric. The
+metrics are created once per model and reset each epoch by Keras, so logged values are
+per-epoch means and do not accumulate across compiles (Matterport's metrics doubled
+when a second training stage re-compiled the model).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Iterable, Sequence
+
+import keras
+import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+# Matterport's training presets; the Siamese model adds its own (heads/rpn/2+...).
+LAYER_REGEX = {
+    # all layers but the backbone
+    "heads": r"(mrcnn\_.*)|(rpn\_.*)|(fpn\_.*)",
+    # from a specific ResNet stage and up
+    "3+": r"(res3.*)|(bn3.*)|(res4.*)|(bn4.*)|(res5.*)|(bn5.*)|(mrcnn\_.*)|(rpn\_.*)|(fpn\_.*)",
+    "4+": r"(res4.*)|(bn4.*)|(res5.*)|(bn5.*)|(mrcnn\_.*)|(rpn\_.*)|(fpn\_.*)",
+    "5+": r"(res5.*)|(bn5.*)|(mrcnn\_.*)|(rpn\_.*)|(fpn\_.*)",
+    # all layers
+    "all": ".*",
+}
+
+LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss",
+              "mrcnn_mask_loss")
+
+
+def weight_decay_loss(variables: Iterable[tf.Variable], weight_decay: float) -> tf.Tensor:
+    """Matterport's L2 term: sum over weights of WEIGHT_DECAY * sum(w^2) / size(w).
+
+    BatchNorm gamma and beta are excluded, as in Matterport.
+    """
+    terms = [
+        weight_decay * tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
+        / tf.cast(tf.size(v), tf.float32)
+        for v in variables
+        if not (v.path.endswith("gamma") or v.path.endswith("beta"))
+    ]
+    if not terms:
+        return tf.constant(0.0)
+    return tf.add_n(terms)
+
+
+class LossModel(keras.Model):
+    """A functional model whose last outputs are named scalar loss components.
+
+    Construct it like a functional model plus ``loss_names`` (the names of the trailing
+    scalar outputs), ``loss_weights`` ({name: weight}) and ``weight_decay``. It is
+    compiled with an optimizer only; ``fit`` logs ``loss`` (weighted sum incl. weight
+    decay), each weighted component, and ``l2_loss``.
+    """
+
+    def __init__(self, *args, loss_names: Sequence[str] = LOSS_NAMES,
+                 loss_weights: dict | None = None, weight_decay: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_names = list(loss_names)
+        self.loss_weights = dict(loss_weights or {})
+        self.weight_decay = float(weight_decay)
+        self._trackers = {name: keras.metrics.Mean(name=name)
+                          for name in ["loss", *self.loss_names, "l2_loss"]}
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    def _loss_components(self, data, training: bool):
+        inputs = data[0] if isinstance(data, tuple) else data
+        outputs = self(inputs, training=training)
+        components = outputs[-len(self.loss_names):]
+        weighted = {name: tf.cast(c, tf.float32) * self.loss_weights.get(name, 1.0)
+                    for name, c in zip(self.loss_names, components)}
+        l2 = weight_decay_loss(self.trainable_variables, self.weight_decay)
+        total = tf.add_n(list(weighted.values())) + l2
+        return total, weighted, l2
+
+    def _track(self, total, weighted, l2):
+        self._trackers["loss"].update_state(total)
+        self._trackers["l2_loss"].update_state(l2)
+        for name, value in weighted.items():
+            self._trackers[name].update_state(value)
+        return {name: m.result() for name, m in self._trackers.items()}
+
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            total, weighted, l2 = self._loss_components(data, training=True)
+            # Gradients are summed over replicas by the optimizer: scale per replica.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = total / replicas
+        variables = self.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(
+            [(g, v) for g, v in zip(grads, variables) if g is not None])
+        return self._track(total, weighted, l2)
+
+    def test_step(self, data):
+        total, weighted, l2 = self._loss_components(data, training=False)
+        return self._track(total, weighted, l2)
+
+
+def set_trainable(keras_model: keras.Model, layer_regex: str, indent: int = 0,
+                  verbose: int = 1) -> list[str]:
+    """Marks layers whose names fully match ``layer_regex`` trainable, others frozen.
+
+    Walks nested models (Matterport's semantics); wrappers are matched by the wrapper's
+    name. Returns the names of the layers that are trainable.
+    """
+    if verbose > 0 and indent == 0:
+        logger.info("Selecting layers to train")
+    trainable_names = []
+    for layer in keras_model.layers:
+        if isinstance(layer, keras.Model):
+            logger.debug("%sIn model: %s", " " * indent, layer.name)
+            # Setting a container's flag propagates to every child in Keras 3: set the
+            # container first, then decide per child.
+            layer.trainable = True
+            trainable_names += set_trainable(layer, layer_regex, indent + 4, verbose)
+            continue
+        if not layer.weights:
+            continue
+        trainable = bool(re.fullmatch(layer_regex, layer.name))
+        inner = getattr(layer, "layer", None)
+        if inner is not None:
+            inner.trainable = trainable
+        layer.trainable = trainable
+        if trainable:
+            trainable_names.append(layer.name)
+            if verbose > 0:
+                logger.info("%s%-20s (%s)", " " * indent, layer.name, layer.__class__.__name__)
+    return trainable_names
+
+
+class AtomicCheckpoint(keras.callbacks.Callback):
+    """Saves name-keyed HDF5 weights at each epoch end, atomically.
+
+    ``path_template`` contains ``{epoch:04d}``, formatted with the 1-based epoch just
+    finished (Keras ModelCheckpoint's numbering, which Matterport's resume relies on).
+    ``source`` is the model whose weights are written (the inner model under
+    ParallelModel).
+    """
+
+    def __init__(self, path_template: str, source: keras.Model | None = None):
+        super().__init__()
+        self.path_template = path_template
+        self.source = source
+
+    def on_epoch_end(self, epoch, logs=None):
+        from mrcnn.weights import save_weights
+
+        path = self.path_template.format(epoch=epoch + 1)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        save_weights(self.source or self.model, path)
+        logger.info("Saved checkpoint %s", path)

@@ -1,0 +1,318 @@
+"""COCO-format data for Siamese Mask R-CNN: IndexedCocoDataset and class splits.
+
+Layout read (Matterport's): ``{dataset_dir}/annotations/instances_{subset}{year}.json``
+and images under ``{dataset_dir}/{subset}{year}/``. Nothing is downloaded.
+
+Internal class ids are 1..N in the order of the sorted COCO category ids
+(0 is the background), so for COCO 1..80 as in the paper.
+
+Differences from the old ``IndexedCocoDataset``:
+
+- The indices list only non-crowd annotations: a category that occurs in an
+  image only as a crowd can neither serve as a reference nor as a positive
+  there. The old index could send the reference drawing into an endless loop.
+- ``set_active_classes`` is the one way to choose the active classes (the old
+  method stored them where nothing read them; the notebooks set
+  ``ACTIVE_CLASSES`` directly, which still works: it is the same value).
+- Sub-splitting train2017 into train / validation sorts the image ids first;
+  the old code sliced the ids in ``set`` order.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+from typing import Any, Iterable, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+from mrcnn import utils
+
+logger = logging.getLogger(__name__)
+
+SOURCE = "coco"
+
+# Images of the last part of train2017 (sorted by id) used for validation.
+DEFAULT_VAL_COUNT = 3000
+
+
+############################################################
+#  Class splits
+############################################################
+
+def get_class_split(split: Union[int, str], num_classes: int = 80
+                    ) -> Tuple[np.ndarray, np.ndarray]:
+    """One-shot (held-out) and background (training) internal class ids.
+
+    split: 1..4 (also '1'..'4' or 'i1'..'i4'): class i + 4k (k = 0, 1, ...) is
+        held out, every other class is a background class; 'full': no class is
+        held out.
+    num_classes: number of object categories (80 for COCO), ids 1..num_classes.
+    Returns (one_shot_ids, background_ids), sorted int arrays.
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
+            or num_classes < 1:
+        raise ValueError("num_classes: expected an integer >= 1, got {!r}".format(num_classes))
+    all_ids = np.arange(1, num_classes + 1)
+    key = str(split).strip().lower()
+    if key == "full":
+        return np.array([], dtype=int), all_ids
+    if key.startswith("i"):
+        key = key[1:]
+    if key not in ("1", "2", "3", "4"):
+        raise ValueError("split: expected 1, 2, 3, 4 or 'full', got {!r}".format(split))
+    one_shot = all_ids[(all_ids - int(key)) % 4 == 0]
+    if one_shot.size == 0:
+        raise ValueError("split {}: no class is held out among {} classes".format(
+            split, num_classes))
+    return one_shot, all_ids[(all_ids - int(key)) % 4 != 0]
+
+
+def split_train_val(image_ids: Iterable[int], val_count: int = DEFAULT_VAL_COUNT
+                    ) -> Tuple[list, list]:
+    """Deterministic train / validation split of COCO image ids.
+
+    The ids are sorted; the last val_count are the validation images.
+    Returns (train_ids, val_ids), both sorted lists.
+    """
+    ids = sorted(int(i) for i in image_ids)
+    if isinstance(val_count, bool) or not isinstance(val_count, (int, np.integer)) \
+            or not 0 <= val_count < len(ids):
+        raise ValueError("val_count: expected an integer in [0, {}) for {} images, "
+                         "got {!r}".format(len(ids), len(ids), val_count))
+    cut = len(ids) - int(val_count)
+    return ids[:cut], ids[cut:]
+
+
+############################################################
+#  Annotation file
+############################################################
+
+def annotation_path(dataset_dir: str, subset: str, year: str) -> str:
+    """Path of the COCO annotation file of a subset."""
+    return os.path.join(dataset_dir, "annotations", "instances_{}{}.json".format(subset, year))
+
+
+def load_coco_api(path: str) -> COCO:
+    """A pycocotools COCO object for an annotation file, without its prints.
+
+    Raises FileNotFoundError (missing file) or ValueError (not valid JSON or
+    not COCO format), naming the file.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError("COCO annotation file not found: {}".format(path))
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError("{}: expected a COCO annotation file in JSON, could not parse "
+                         "it: {}".format(path, error)) from error
+    missing = [key for key in ("images", "annotations", "categories")
+               if not isinstance(data, dict) or key not in data]
+    if missing:
+        raise ValueError("{}: expected a COCO annotation file with 'images', 'annotations' "
+                         "and 'categories', missing {}".format(path, missing))
+    coco = COCO()
+    coco.dataset = data
+    # pycocotools reports its progress with print().
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+############################################################
+#  Dataset
+############################################################
+
+class IndexedCocoDataset(utils.Dataset):
+    """A COCO-format Dataset with image<->category indices and active classes.
+
+    After ``prepare()`` (which builds the indices):
+    image_category_index[i]: sorted internal class ids with a non-crowd
+        instance in image i (internal image id).
+    category_image_index[c]: int array of the internal image ids with a
+        non-crowd instance of class c (empty for c = 0, the background).
+    """
+
+    def __init__(self, class_map: Any = None):
+        super().__init__(class_map)
+        self.image_category_index: list = []
+        self.category_image_index: list = []
+        self._active_classes: Optional[np.ndarray] = None
+
+    # ---- loading -------------------------------------------------------
+    def load_coco(self, dataset_dir: str, subset: str, year: str = "2017",
+                  class_ids: Optional[Sequence[int]] = None, class_map: Any = None,
+                  return_coco: bool = False, auto_download: bool = False,
+                  subsubset: Optional[str] = None,
+                  val_count: int = DEFAULT_VAL_COUNT) -> Optional[COCO]:
+        """Loads a subset of a COCO-format data set (Matterport's signature).
+
+        dataset_dir: root directory (annotations/ and {subset}{year}/).
+        subset: 'train', 'val', 'minival' or 'valminusminival' (the last two
+            read their images from val{year}).
+        class_ids: COCO category ids to load (default all); only images with
+            an annotation of one of them are added.
+        class_map: not implemented (as in Matterport).
+        return_coco: return the pycocotools COCO object.
+        auto_download: not supported (True raises ValueError).
+        subsubset: None (all images), 'train' or 'val': the split of
+            split_train_val() with val_count validation images.
+        """
+        if auto_download:
+            raise ValueError("auto_download=True is not supported: nothing is downloaded. "
+                             "Put the annotations in {} and the images in {}".format(
+                                 os.path.join(dataset_dir, "annotations"),
+                                 os.path.join(dataset_dir, "{}{}".format(subset, year))))
+        coco = load_coco_api(annotation_path(dataset_dir, subset, year))
+        image_subset = "val" if subset in ("minival", "valminusminival") else subset
+        image_dir = os.path.join(dataset_dir, "{}{}".format(image_subset, year))
+
+        class_ids = sorted(class_ids) if class_ids else sorted(coco.getCatIds())
+        image_ids = set()
+        for class_id in class_ids:
+            image_ids.update(coco.getImgIds(catIds=[class_id]))
+        image_ids = self._select_subsubset(sorted(image_ids), subsubset, val_count)
+
+        for class_id in class_ids:
+            self.add_class(SOURCE, class_id, coco.loadCats(class_id)[0]["name"])
+        for image_id in image_ids:
+            info = coco.imgs[image_id]
+            self.add_image(
+                SOURCE, image_id=image_id,
+                path=os.path.join(image_dir, info["file_name"]),
+                width=info["width"], height=info["height"],
+                annotations=coco.loadAnns(coco.getAnnIds(
+                    imgIds=[image_id], catIds=class_ids, iscrowd=None)))
+        logger.info("Loaded %d images and %d classes from %s", len(image_ids),
+                    len(class_ids), annotation_path(dataset_dir, subset, year))
+        return coco if return_coco else None
+
+    @staticmethod
+    def _select_subsubset(image_ids: list, subsubset: Optional[str], val_count: int) -> list:
+        if subsubset is None:
+            return image_ids
+        if subsubset not in ("train", "val"):
+            raise ValueError("subsubset: expected None, 'train' or 'val', got {!r}".format(
+                subsubset))
+        train_ids, val_ids = split_train_val(image_ids, val_count)
+        return train_ids if subsubset == "train" else val_ids
+
+    def prepare(self, class_map: Any = None) -> None:
+        """Matterport's prepare(), then the indices and the default active
+        classes (all classes)."""
+        super().prepare(class_map)
+        self.build_indices()
+
+    # ---- indices -------------------------------------------------------
+    def build_indices(self) -> None:
+        """Builds image_category_index and category_image_index (needs prepare())."""
+        self.image_category_index = [self._image_categories(image_id)
+                                     for image_id in range(len(self.image_info))]
+        members: list = [[] for _ in range(self.num_classes)]
+        for image_id, categories in enumerate(self.image_category_index):
+            for category in categories:
+                members[category].append(image_id)
+        self.category_image_index = [np.array(ids, dtype=int) for ids in members]
+
+    def _image_categories(self, image_id: int) -> list:
+        info = self.image_info[image_id]
+        if info["source"] != SOURCE:
+            return []
+        categories = set()
+        for annotation in info["annotations"]:
+            source_id = "{}.{}".format(SOURCE, annotation["category_id"])
+            if not annotation.get("iscrowd", 0) and source_id in self.class_from_source_map:
+                categories.add(self.map_source_class_id(source_id))
+        return sorted(categories)
+
+    # ---- active classes -------------------------------------------------
+    def set_active_classes(self, active_classes: Union[Iterable[int], str]) -> None:
+        """Sets the internal class ids that may serve as references.
+
+        active_classes: class ids (1..num_classes-1), or the path of a text
+            file with one id per line.
+        """
+        if isinstance(active_classes, (str, os.PathLike)):
+            with open(active_classes, "r", encoding="utf-8") as f:
+                active_classes = [int(line) for line in f if line.strip()]
+        ids = np.unique(np.asarray(list(active_classes), dtype=int))
+        num_classes = len(self.class_info)
+        bad = ids[(ids < 1) | (ids >= num_classes)]
+        if bad.size:
+            raise ValueError("active classes: expected internal class ids in 1..{}, got "
+                             "{}".format(num_classes - 1, bad.tolist()))
+        self._active_classes = ids
+
+    def get_active_classes(self) -> np.ndarray:
+        """The active internal class ids (default: every class but the background)."""
+        if self._active_classes is None:
+            return np.arange(1, len(self.class_info))
+        return self._active_classes.copy()
+
+    # The old notebooks assign dataset.ACTIVE_CLASSES directly.
+    @property
+    def ACTIVE_CLASSES(self) -> np.ndarray:  # noqa: N802 - the old public name
+        return self.get_active_classes()
+
+    @ACTIVE_CLASSES.setter
+    def ACTIVE_CLASSES(self, value: Iterable[int]) -> None:  # noqa: N802
+        self.set_active_classes(value)
+
+    # ---- masks ---------------------------------------------------------
+    def load_mask(self, image_id: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Instance masks of an image (Matterport's COCO semantics).
+
+        Returns masks [height, width, instances] bool and class_ids
+        [instances] int32; crowd annotations get negative class ids; masks
+        that round to no pixel are skipped.
+        """
+        info = self.image_info[image_id]
+        if info["source"] != SOURCE:
+            return super().load_mask(image_id)
+        height, width = info["height"], info["width"]
+        masks, class_ids = [], []
+        for annotation in info["annotations"]:
+            class_id = self.map_source_class_id("{}.{}".format(SOURCE, annotation["category_id"]))
+            if not class_id:
+                continue
+            mask = self.annToMask(annotation, height, width)
+            # Objects smaller than a pixel vanish when rasterised.
+            if mask.max() < 1:
+                continue
+            if annotation.get("iscrowd", 0):
+                class_id *= -1
+                # A crowd RLE can come with a different size: cover the image.
+                if mask.shape != (height, width):
+                    mask = np.ones([height, width], dtype=bool)
+            masks.append(mask)
+            class_ids.append(class_id)
+        if not class_ids:
+            return np.zeros([height, width, 0], dtype=bool), np.zeros([0], dtype=np.int32)
+        return np.stack(masks, axis=2).astype(bool), np.array(class_ids, dtype=np.int32)
+
+    def image_reference(self, image_id: int) -> str:
+        """Link to the image on the COCO website (for COCO images)."""
+        info = self.image_info[image_id]
+        if info["source"] == SOURCE:
+            return "http://cocodataset.org/#explore?id={}".format(info["id"])
+        return super().image_reference(image_id)
+
+    # The two functions below follow pycocotools (Matterport's copies).
+    def annToRLE(self, ann: dict, height: int, width: int) -> dict:  # noqa: N802
+        """Polygons, uncompressed RLE or RLE -> RLE."""
+        segmentation = ann["segmentation"]
+        if isinstance(segmentation, list):
+            # A polygon object can have several parts: merge them.
+            return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+        if isinstance(segmentation["counts"], list):
+            return mask_utils.frPyObjects(segmentation, height, width)
+        return segmentation
+
+    def annToMask(self, ann: dict, height: int, width: int) -> np.ndarray:  # noqa: N802
+        """Annotation -> binary mask [height, width] uint8."""
+        return mask_utils.decode(self.annToRLE(ann, height, width))

@@ -1,0 +1,325 @@
+"""Siamese Mask R-CNN configuration: defaults, presets and typed overrides.
+
+``Config`` extends ``mrcnn.config.Config`` with the fields of the paper's code
+(NAME, EXPERIMENT, MODEL, CHECKPOINT_DIR, NUM_TARGETS, FPN_FEATUREMAPS,
+TARGET_MIN_DIM / TARGET_MAX_DIM) and one project switch, REFERENCE_MOLDING.
+Its defaults are the paper's "small" model (the old ``lib/config.py``); the
+presets reproduce the configurations of the paper's notebooks:
+
+=============  ===============================================================
+small          1 GPU x 12 images, images 400/512, references 75/96, FC 512
+large          4 GPUs x 3 images, images 800/1024, references 150/192, FC 1024,
+               256 RPN anchors, 2000/1000 proposals, 200 ROIs, 100 detections
+small_eval     small, one image at a time (inference)
+large_eval     large, one image at a time (inference)
+=============  ===============================================================
+
+Computed fields: BATCH_SIZE, IMAGE_SHAPE, IMAGE_META_SIZE (12 + NUM_CLASSES)
+and TARGET_SHAPE ([TARGET_MAX_DIM, TARGET_MAX_DIM, 3]).
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import difflib
+import numbers
+from typing import Any, Mapping, Optional, Type, Union
+
+import numpy as np
+
+from mrcnn import config as mrcnn_config
+
+MODELS = ("mrcnn", "frcnn")
+
+# Fields the constructor derives from the others; overriding them is an error.
+COMPUTED_FIELDS = ("BATCH_SIZE", "IMAGE_SHAPE", "IMAGE_META_SIZE", "TARGET_SHAPE")
+
+
+class Config(mrcnn_config.Config):
+    """Base configuration of Siamese Mask R-CNN (the paper's small model).
+
+    Subclass it and override class attributes, as with Matterport's Config,
+    or use ``preset()`` / ``config_from_overrides()``.
+    """
+    # Name of the configuration and of the experiment; the training log
+    # directory is logs/siamese_{MODEL}_{NAME}_{EXPERIMENT}/.
+    NAME = "coco"
+    EXPERIMENT = "example"
+
+    # 'mrcnn' (boxes and masks) or 'frcnn' (Faster R-CNN: no mask head).
+    MODEL = "mrcnn"
+
+    # Directory holding pretrained checkpoints (ImageNet backbones, released
+    # Siamese weights).
+    CHECKPOINT_DIR = "checkpoints/"
+
+    GPU_COUNT = 1
+    IMAGES_PER_GPU = 1
+
+    # Siamese Mask R-CNN uses a ResNet-50 ("resnet_tiny" for CPU tests).
+    BACKBONE = "resnet50"
+
+    # Background and "same category as the reference".
+    NUM_CLASSES = 2
+
+    # Width of the shared FPN (every conv followed by ReLU). The matching
+    # convs fpn_distance_P2..P6 output 3 * FPN_FEATUREMAPS / 2 channels.
+    # TOP_DOWN_PYRAMID_SIZE (Matterport's field, 256) is not used by the
+    # Siamese FPN.
+    FPN_FEATUREMAPS = 256
+    FPN_CLASSIF_FC_LAYERS_SIZE = 512
+
+    # References per query (k-shot); their pyramid levels are averaged.
+    NUM_TARGETS = 1
+
+    # Reference images are resized like the query ("square" mode) to
+    # TARGET_MAX_DIM x TARGET_MAX_DIM.
+    TARGET_MIN_DIM = 75
+    TARGET_MAX_DIM = 96
+
+    # True: references are mean-subtracted (molded) like the query at
+    # inference, as they are in training. False: the old code's inference,
+    # which fed raw references (reproduces the published numbers).
+    REFERENCE_MOLDING = True
+
+    IMAGE_RESIZE_MODE = "square"
+    IMAGE_MIN_DIM = 400
+    IMAGE_MAX_DIM = 512
+
+    RPN_TRAIN_ANCHORS_PER_IMAGE = 64
+    POST_NMS_ROIS_TRAINING = 500
+    POST_NMS_ROIS_INFERENCE = 500
+    TRAIN_ROIS_PER_IMAGE = 100
+    MAX_GT_INSTANCES = 30
+    DETECTION_MAX_INSTANCES = 30
+    DETECTION_NMS_THRESHOLD = 0.5
+
+    LEARNING_RATE = 0.02
+    LOSS_WEIGHTS = {
+        "rpn_class_loss": 2.,
+        "rpn_bbox_loss": 0.1,
+        "mrcnn_class_loss": 2.,
+        "mrcnn_bbox_loss": 0.5,
+        "mrcnn_mask_loss": 1.,
+    }
+    TRAIN_BN = False
+
+    def compute_derived(self) -> None:
+        """Matterport's computed fields plus TARGET_SHAPE."""
+        super().compute_derived()
+        self.TARGET_SHAPE = np.array([self.TARGET_MAX_DIM, self.TARGET_MAX_DIM, 3])
+
+    def validate(self) -> None:
+        """Matterport's checks plus the Siamese fields; ValueError names the field."""
+        super().validate()
+        self._validate_siamese_model()
+        self._validate_references()
+        self._validate_names()
+
+    def _validate_siamese_model(self) -> None:
+        if self.MODEL not in MODELS:
+            raise ValueError("MODEL must be one of {}; got {!r}".format(
+                list(MODELS), self.MODEL))
+        if not isinstance(self.BACKBONE, str) or not self.BACKBONE.startswith("resnet"):
+            raise ValueError(
+                "BACKBONE must be a ResNet for Siamese Mask R-CNN (one of {}); "
+                "got {!r}".format(sorted(self.RESNET_ARCHITECTURES), self.BACKBONE))
+        if self.NUM_CLASSES != 2:
+            raise ValueError(
+                "NUM_CLASSES must be 2 for Siamese Mask R-CNN (background and "
+                "'same category as the reference'); got {!r}".format(self.NUM_CLASSES))
+        _require_int(self, "FPN_FEATUREMAPS", minimum=1)
+        if self.FPN_FEATUREMAPS % 2:
+            raise ValueError(
+                "FPN_FEATUREMAPS must be even (the matching convs have "
+                "3 * FPN_FEATUREMAPS / 2 filters); got {}".format(self.FPN_FEATUREMAPS))
+
+    def _validate_references(self) -> None:
+        _require_int(self, "NUM_TARGETS", minimum=1)
+        _require_int(self, "TARGET_MIN_DIM", minimum=1)
+        _require_int(self, "TARGET_MAX_DIM", minimum=1)
+        if self.TARGET_MIN_DIM > self.TARGET_MAX_DIM:
+            raise ValueError(
+                "TARGET_MIN_DIM must be <= TARGET_MAX_DIM; got TARGET_MIN_DIM={} and "
+                "TARGET_MAX_DIM={}".format(self.TARGET_MIN_DIM, self.TARGET_MAX_DIM))
+        if not isinstance(self.REFERENCE_MOLDING, (bool, np.bool_)):
+            raise ValueError("REFERENCE_MOLDING must be True or False; got {!r}".format(
+                self.REFERENCE_MOLDING))
+
+    def _validate_names(self) -> None:
+        # They name the log directory, so they must be usable as text.
+        for name in ("NAME", "EXPERIMENT", "CHECKPOINT_DIR"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ValueError("{} must be a non-empty string; got {!r}".format(
+                    name, value))
+
+
+def _require_int(config: Config, name: str, minimum: int) -> None:
+    value = getattr(config, name)
+    if (not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_))
+            or value < minimum):
+        raise ValueError("{} must be an integer >= {}; got {!r}".format(
+            name, minimum, value))
+
+
+############################################################
+#  Presets
+############################################################
+
+class SmallConfig(Config):
+    """The paper's small model, trained on 1 GPU x 12 images (train.ipynb)."""
+    IMAGES_PER_GPU = 12
+
+
+class LargeConfig(Config):
+    """The paper's large model (experiments/train_parallel_coco_*.ipynb),
+    trained on 4 GPUs x 3 images."""
+    NAME = "parallel_coco"
+    GPU_COUNT = 4
+    IMAGES_PER_GPU = 3
+    IMAGE_MIN_DIM = 800
+    IMAGE_MAX_DIM = 1024
+    TARGET_MIN_DIM = 150
+    TARGET_MAX_DIM = 192
+    FPN_CLASSIF_FC_LAYERS_SIZE = 1024
+    RPN_TRAIN_ANCHORS_PER_IMAGE = 256
+    POST_NMS_ROIS_TRAINING = 2000
+    POST_NMS_ROIS_INFERENCE = 1000
+    TRAIN_ROIS_PER_IMAGE = 200
+    DETECTION_MAX_INSTANCES = 100
+    MAX_GT_INSTANCES = 100
+
+
+class SmallEvalConfig(Config):
+    """Small model at inference, one image at a time (evaluate-experiments.ipynb)."""
+    EXPERIMENT = "evaluation"
+    GPU_COUNT = 1
+    IMAGES_PER_GPU = 1
+
+
+class LargeEvalConfig(LargeConfig):
+    """Large model at inference, one image at a time (evaluate-experiments.ipynb)."""
+    NAME = "coco"
+    EXPERIMENT = "evaluation"
+    GPU_COUNT = 1
+    IMAGES_PER_GPU = 1
+
+
+PRESETS = {
+    "small": SmallConfig,
+    "large": LargeConfig,
+    "small_eval": SmallEvalConfig,
+    "large_eval": LargeEvalConfig,
+}
+
+
+def preset(name: str, **overrides: Any) -> Config:
+    """A preset configuration ('small', 'large', 'small_eval', 'large_eval'),
+    with optional field overrides, e.g. ``preset('small', IMAGES_PER_GPU=2)``.
+
+    String override values are parsed like config_from_overrides() does.
+    """
+    key = str(name).lower().replace("-", "_")
+    if key not in PRESETS:
+        raise ValueError("preset: expected one of {}, got {!r}".format(
+            sorted(PRESETS), name))
+    return config_from_overrides(PRESETS[key], overrides)
+
+
+############################################################
+#  Typed overrides (the command line's --set KEY=VALUE)
+############################################################
+
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+def parse_value(name: str, text: str, default: Any) -> Any:
+    """Parses the string ``text`` for field ``name`` like its default value.
+
+    bool: true/false/yes/no/on/off/1/0; int: an integer (a float is accepted,
+    e.g. IMAGE_MIN_SCALE=1.5); float; str: the text itself; list, tuple,
+    dict, numpy array: a Python literal (ast.literal_eval). "None" gives None
+    for every field but a string one. Raises ValueError naming the field.
+    """
+    stripped = text.strip()
+    if stripped == "None" and not isinstance(default, str):
+        return None
+    try:
+        return _parse_typed(stripped, default)
+    except (ValueError, SyntaxError, TypeError) as error:
+        raise ValueError("{}: expected a value of type {} (default {!r}), got {!r}".format(
+            name, type(default).__name__, default, text)) from error
+
+
+def _parse_typed(text: str, default: Any) -> Any:
+    if isinstance(default, (bool, np.bool_)):
+        lowered = text.lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ValueError("not a boolean")
+    if isinstance(default, numbers.Integral):
+        try:
+            return int(text)
+        except ValueError:
+            return float(text)
+    if isinstance(default, numbers.Real):
+        return float(text)
+    if isinstance(default, str) or callable(default):
+        return text
+    if isinstance(default, np.ndarray):
+        return np.asarray(ast.literal_eval(text), dtype=default.dtype)
+    if isinstance(default, (list, tuple)):
+        value = ast.literal_eval(text)
+        if not isinstance(value, (list, tuple)):
+            raise TypeError("not a sequence")
+        return type(default)(value)
+    if isinstance(default, dict):
+        value = ast.literal_eval(text)
+        if not isinstance(value, dict):
+            raise TypeError("not a dict")
+        return value
+    # Default None or another type: a literal when it is one, else the text.
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _field_names(config: Union[Config, Type[Config]]) -> list:
+    return [name for name in dir(config) if name.isupper() and not name.startswith("_")]
+
+
+def _check_override_key(config: Config, key: str) -> None:
+    if key in COMPUTED_FIELDS:
+        raise ValueError("{} is computed from the other fields and cannot be set; "
+                         "computed fields are {}".format(key, list(COMPUTED_FIELDS)))
+    fields = _field_names(config)
+    if key not in fields:
+        close = difflib.get_close_matches(key, fields, n=3)
+        hint = " (did you mean {}?)".format(", ".join(close)) if close else ""
+        raise ValueError("unknown configuration field {!r}{}".format(key, hint))
+
+
+def config_from_overrides(base: Union[Config, Type[Config]],
+                          overrides: Optional[Mapping[str, Any]] = None) -> Config:
+    """A new, validated configuration: ``base`` with fields replaced.
+
+    base: a Config subclass or instance (an instance is copied, not changed).
+    overrides: {"FIELD": value}; string values are parsed like the field's
+        current value (see parse_value()), other values are used as they are.
+    Computed fields are recomputed. Unknown or computed field names and values
+    that fail validation raise ValueError.
+    """
+    config = base() if isinstance(base, type) else copy.deepcopy(base)
+    for key, value in (overrides or {}).items():
+        _check_override_key(config, key)
+        if isinstance(value, str):
+            value = parse_value(key, value, getattr(config, key))
+        setattr(config, key, value)
+    config.compute_derived()
+    config.validate()
+    return config

@@ -1,0 +1,420 @@
+"""Training data for Siamese Mask R-CNN: reference drawing and the batch generator.
+
+A training sample (paper §4, the old ``siamese_data_generator``): pick one
+active category present in the query at random, keep only that category's
+ground truth (relabelled 1; its crowds stay negative, -1), build the RPN
+targets from it and draw NUM_TARGETS references of the category.
+
+Differences from the old code:
+
+- References come from another image than the query when one exists (the
+  paper's protocol); ``allow_same_image=True`` restores the old behaviour.
+- Crowds of the chosen category are kept as -1 (the old code dropped them), so
+  that proposals on a crowd are not trained as background.
+- Batches are reproducible: each sample draws from a generator seeded by
+  (seed, epoch, position), and the global numpy / random / imgaug state used by
+  Matterport's helpers (RPN anchor subsampling, augmentation) is seeded the
+  same way for the duration of the sample, under a lock.
+- A bad sample is logged with its image id and replaced by the next image;
+  MAX_CONSECUTIVE_FAILURES failures in a row raise RuntimeError. Images
+  without an active category are left out beforehand.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import sys
+import threading
+from typing import Any, Iterator, NamedTuple, Optional, Sequence
+
+import keras
+import numpy as np
+
+from mrcnn import utils
+from mrcnn.backbone import compute_backbone_shapes
+from mrcnn.data import load_image_gt, mold_image
+from mrcnn.targets import build_rpn_targets
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_CONSECUTIVE_FAILURES = 10
+
+# Entries of Matterport's image meta before the active class ids.
+_META_PREFIX = 12
+
+
+class ReferenceNotFoundError(RuntimeError):
+    """No usable reference instance was found for a category."""
+
+
+class _NoActiveCategory(Exception):
+    """The loaded query has no instance of an active category (skip, not a failure)."""
+
+
+############################################################
+#  References
+############################################################
+
+def _reference_candidates(category: int, dataset: Any, exclude_image_id: Optional[int],
+                          allow_same_image: bool) -> np.ndarray:
+    """Internal image ids to draw a reference of `category` from."""
+    index = dataset.category_image_index
+    if isinstance(category, bool) or not isinstance(category, (int, np.integer)) \
+            or not 0 < category < len(index):
+        raise ValueError("category: expected an internal class id in 1..{}, got {!r}".format(
+            len(index) - 1, category))
+    candidates = np.asarray(index[category], dtype=int)
+    if exclude_image_id is not None and not allow_same_image:
+        others = candidates[candidates != exclude_image_id]
+        # The query itself is used only when no other image has the category.
+        if others.size:
+            candidates = others
+    if candidates.size == 0:
+        raise ReferenceNotFoundError(
+            "category {}: no image has a non-crowd instance of it".format(category))
+    return candidates
+
+
+def get_one_target(category: int, dataset: Any, config: Any, augmentation: Any = None,
+                   target_size_limit: int = 0, max_attempts: int = 10,
+                   return_all: bool = False, return_original_size: bool = False,
+                   exclude_image_id: Optional[int] = None, allow_same_image: bool = False,
+                   rng: Any = None):
+    """Draws one reference image of `category`.
+
+    A random image with a non-crowd instance of the category (another than
+    exclude_image_id when one exists, unless allow_same_image) is loaded with
+    the query geometry (load_image_gt), one of its instances of the category is
+    cropped by its box, resized with resize_image (min TARGET_MIN_DIM, max
+    TARGET_MAX_DIM, "square" mode) and zero-padded to TARGET_MAX_DIM squared.
+
+    target_size_limit: crops whose shorter side is below this are redrawn; if
+        every attempt is too small, the last crop is used (old behaviour).
+    max_attempts: draws before giving up; ReferenceNotFoundError when none of
+        them had an instance of the category. An image that fails to load is
+        logged and counts as a failed draw.
+    rng: numpy Generator / RandomState for the draws (default np.random).
+
+    Returns the reference [T, T, 3] (dtype of the image); with return_all
+    (reference, window, scale, padding, crop) of resize_image; with
+    return_original_size (reference, crop shape [h, w, 3]).
+    """
+    if max_attempts < 1:
+        raise ValueError("max_attempts: expected an integer >= 1, got {!r}".format(max_attempts))
+    rng = np.random if rng is None else rng
+    candidates = _reference_candidates(category, dataset, exclude_image_id, allow_same_image)
+    crop, error = None, None
+    for _ in range(max_attempts):
+        image_id = int(rng.choice(candidates))
+        try:
+            image, _, class_ids, boxes, _ = load_image_gt(dataset, config, image_id,
+                                                          augmentation=augmentation)
+        except Exception as exc:  # noqa: BLE001 - a bad reference image is redrawn
+            error = exc
+            logger.warning("Reference image %d (category %d) failed to load: %s: %s",
+                           image_id, category, type(exc).__name__, exc)
+            continue
+        instances = np.flatnonzero(class_ids == category)
+        if instances.size == 0:
+            # E.g. the instance was too small to survive resizing.
+            logger.debug("Reference image %d lost its instances of category %d",
+                         image_id, category)
+            continue
+        y1, x1, y2, x2 = boxes[int(rng.choice(instances))]
+        crop = image[y1:y2, x1:x2]  # [h, w, 3]
+        if min(crop.shape[:2]) >= target_size_limit:
+            break
+    if crop is None:
+        last = "; last error: {}: {}".format(type(error).__name__, error) if error else ""
+        raise ReferenceNotFoundError(
+            "category {}: no instance found in {} attempts (images drawn from {}){}".format(
+                category, max_attempts, candidates.tolist()[:10], last)) from error
+
+    original_size = crop.shape
+    # "square" whatever IMAGE_RESIZE_MODE is: references are always T x T.
+    resized = utils.resize_image(crop, min_dim=config.TARGET_MIN_DIM,
+                                 min_scale=config.IMAGE_MIN_SCALE,
+                                 max_dim=config.TARGET_MAX_DIM, mode="square")
+    target = resized[0]  # [T, T, 3]
+    if return_all:
+        return resized
+    if return_original_size:
+        return target, original_size
+    return target
+
+
+############################################################
+#  Training samples
+############################################################
+
+class SiameseSample(NamedTuple):
+    """Everything the training graph needs from one query."""
+    image: np.ndarray         # [S, S, 3] molded float32
+    image_meta: np.ndarray    # [12 + NUM_CLASSES]
+    targets: np.ndarray       # [k, T, T, 3] molded float32
+    rpn_match: np.ndarray     # [anchors] int32
+    rpn_bbox: np.ndarray      # [RPN_TRAIN_ANCHORS_PER_IMAGE, 4]
+    gt_class_ids: np.ndarray  # [n] int32: 1, or -1 for a crowd
+    gt_boxes: np.ndarray      # [n, (y1, x1, y2, x2)] int32
+    gt_masks: np.ndarray      # [h, w, n] bool (mini masks when USE_MINI_MASK)
+    category: int             # internal class id the sample is about
+
+
+def active_classes_of(dataset: Any) -> np.ndarray:
+    """The active internal class ids of a data set (all classes by default)."""
+    if hasattr(dataset, "get_active_classes"):
+        return np.asarray(dataset.get_active_classes(), dtype=int)
+    active = getattr(dataset, "ACTIVE_CLASSES", None)
+    if active is not None:
+        return np.asarray(active, dtype=int)
+    return np.arange(1, dataset.num_classes)
+
+
+def eligible_image_ids(dataset: Any, active_classes: Sequence[int]) -> np.ndarray:
+    """Internal ids of the images with a non-crowd instance of an active class."""
+    if not getattr(dataset, "image_category_index", None):
+        if not hasattr(dataset, "build_indices"):
+            raise ValueError("dataset: expected an IndexedCocoDataset-like object with "
+                             "image_category_index, got {}".format(type(dataset).__name__))
+        dataset.build_indices()
+    active = set(int(c) for c in active_classes)
+    return np.array([image_id for image_id, categories
+                     in enumerate(dataset.image_category_index)
+                     if active.intersection(categories)], dtype=int)
+
+
+_GLOBAL_RANDOM_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _seeded_global_random(seed: int) -> Iterator[None]:
+    """Seeds np.random, random and imgaug for a block; restores numpy and random.
+
+    Matterport's helpers (build_rpn_targets, augmentation) draw from these
+    global generators; the lock keeps threads from interleaving their draws.
+    """
+    with _GLOBAL_RANDOM_LOCK:
+        numpy_state, python_state = np.random.get_state(), random.getstate()
+        np.random.seed(seed)
+        random.seed(seed)
+        imgaug = sys.modules.get("imgaug")
+        if imgaug is not None and hasattr(getattr(imgaug, "random", None), "seed"):
+            imgaug.random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(numpy_state)
+            random.setstate(python_state)
+
+
+def pyramid_anchors(config: Any) -> np.ndarray:
+    """Anchors of config.IMAGE_SHAPE in pixels: [anchors, (y1, x1, y2, x2)]."""
+    backbone_shapes = compute_backbone_shapes(config, config.IMAGE_SHAPE)
+    return utils.generate_pyramid_anchors(config.RPN_ANCHOR_SCALES, config.RPN_ANCHOR_RATIOS,
+                                          backbone_shapes, config.BACKBONE_STRIDES,
+                                          config.RPN_ANCHOR_STRIDE)
+
+
+def load_siamese_sample(dataset: Any, config: Any, image_id: int, anchors: np.ndarray,
+                        active_classes: Sequence[int], rng: Any, augmentation: Any = None,
+                        allow_same_image: bool = False,
+                        target_size_limit: int = 0) -> SiameseSample:
+    """Builds one training sample for query `image_id` (see the module doc).
+
+    Raises _NoActiveCategory when the loaded query has no active instance.
+    """
+    image, image_meta, gt_class_ids, gt_boxes, gt_masks = load_image_gt(
+        dataset, config, image_id, augmentation=augmentation,
+        use_mini_mask=config.USE_MINI_MASK)
+    present = np.unique(gt_class_ids[gt_class_ids > 0])
+    categories = np.intersect1d(present, np.asarray(active_classes, dtype=int))
+    if categories.size == 0:
+        raise _NoActiveCategory(image_id)
+    category = int(rng.choice(categories))
+
+    # Only the chosen category is an object here; its crowds stay crowds.
+    keep = np.abs(gt_class_ids) == category
+    class_ids = np.where(gt_class_ids[keep] > 0, 1, -1).astype(np.int32)  # [n]
+    boxes = gt_boxes[keep]           # [n, 4]
+    masks = gt_masks[:, :, keep]     # [h, w, n]
+    rpn_match, rpn_bbox = build_rpn_targets(image.shape, anchors, class_ids, boxes, config)
+
+    # More instances than fit in the batch arrays: keep a random subset.
+    if boxes.shape[0] > config.MAX_GT_INSTANCES:
+        ids = rng.choice(boxes.shape[0], config.MAX_GT_INSTANCES, replace=False)
+        class_ids, boxes, masks = class_ids[ids], boxes[ids], masks[:, :, ids]
+
+    exclude = None if allow_same_image else image_id
+    references = [get_one_target(category, dataset, config, augmentation=augmentation,
+                                 target_size_limit=target_size_limit,
+                                 exclude_image_id=exclude, allow_same_image=allow_same_image,
+                                 rng=rng)
+                  for _ in range(config.NUM_TARGETS)]
+    targets = np.stack([mold_image(r.astype(np.float32), config) for r in references])
+
+    # Both Siamese classes (background, match) are always active.
+    meta = np.concatenate([image_meta[:_META_PREFIX], np.ones(config.NUM_CLASSES)])
+    return SiameseSample(mold_image(image.astype(np.float32), config), meta, targets,
+                         rpn_match, rpn_bbox, class_ids, boxes, masks, category)
+
+
+def assemble_siamese_batch(samples: Sequence[SiameseSample], config: Any) -> list:
+    """Stacks samples into the model inputs, in this order:
+
+    images [B, S, S, 3] float32, image_meta [B, 12 + NUM_CLASSES] float32,
+    targets [B, k, T, T, 3] float32, rpn_match [B, anchors, 1] int32,
+    rpn_bbox [B, RPN_TRAIN_ANCHORS_PER_IMAGE, 4] float32,
+    gt_class_ids [B, MAX_GT_INSTANCES] int32, gt_boxes [B, MAX_GT_INSTANCES, 4]
+    int32, gt_masks [B, h, w, MAX_GT_INSTANCES] uint8 (zero padded).
+    """
+    batch, max_gt = len(samples), config.MAX_GT_INSTANCES
+    mask_hw = samples[0].gt_masks.shape[:2]
+    gt_class_ids = np.zeros((batch, max_gt), dtype=np.int32)
+    gt_boxes = np.zeros((batch, max_gt, 4), dtype=np.int32)
+    gt_masks = np.zeros((batch,) + mask_hw + (max_gt,), dtype=np.uint8)
+    for b, sample in enumerate(samples):
+        n = sample.gt_class_ids.shape[0]
+        gt_class_ids[b, :n] = sample.gt_class_ids
+        gt_boxes[b, :n] = sample.gt_boxes
+        gt_masks[b, :, :, :n] = sample.gt_masks
+    return [
+        np.stack([s.image for s in samples]).astype(np.float32),
+        np.stack([s.image_meta for s in samples]).astype(np.float32),
+        np.stack([s.targets for s in samples]).astype(np.float32),
+        np.stack([s.rpn_match for s in samples])[:, :, np.newaxis].astype(np.int32),
+        np.stack([s.rpn_bbox for s in samples]).astype(np.float32),
+        gt_class_ids, gt_boxes, gt_masks,
+    ]
+
+
+############################################################
+#  Generator
+############################################################
+
+class SiameseDataGenerator(keras.utils.PyDataset):
+    """Keras PyDataset of Siamese training batches; each item is ``(inputs,)``.
+
+    dataset: an IndexedCocoDataset (prepared); its active classes choose the
+        categories of the samples.
+    batch_size: default config.BATCH_SIZE.
+    seed: makes the batches reproducible (default: drawn from np.random).
+    allow_same_image: let the reference come from the query image itself.
+    workers / use_multiprocessing: default config.WORKERS (0 = load in the
+        calling thread) and config.USE_MULTIPROCESSING.
+
+    Batch idx of an epoch takes the images at positions idx * batch_size, ...
+    of the epoch order (reshuffled per epoch when shuffle); a failed sample is
+    replaced by the next position.
+    """
+
+    def __init__(self, dataset: Any, config: Any, shuffle: bool = True,
+                 augmentation: Any = None, batch_size: Optional[int] = None,
+                 allow_same_image: bool = False, target_size_limit: int = 0,
+                 seed: Optional[int] = None, workers: Optional[int] = None,
+                 use_multiprocessing: Optional[bool] = None, max_queue_size: int = 10):
+        workers = int(getattr(config, "WORKERS", 0) if workers is None else workers)
+        if use_multiprocessing is None:
+            use_multiprocessing = bool(getattr(config, "USE_MULTIPROCESSING", False))
+        if workers < 0:
+            raise ValueError("workers: expected an integer >= 0, got {}".format(workers))
+        # Keras loads in the calling thread for workers <= 1 without multiprocessing.
+        super().__init__(workers=max(workers, 1),
+                         use_multiprocessing=use_multiprocessing and workers > 0,
+                         max_queue_size=max_queue_size)
+        self.dataset = dataset
+        self.config = config
+        self.shuffle = shuffle
+        self.augmentation = augmentation
+        self.allow_same_image = allow_same_image
+        self.target_size_limit = target_size_limit
+        self.batch_size = int(config.BATCH_SIZE if batch_size is None else batch_size)
+        if self.batch_size < 1:
+            raise ValueError("batch_size: expected an integer >= 1, got {}".format(
+                self.batch_size))
+        self.max_failures = int(getattr(config, "MAX_CONSECUTIVE_FAILURES",
+                                        DEFAULT_MAX_CONSECUTIVE_FAILURES))
+        self.active_classes = active_classes_of(dataset)
+        self.image_ids = eligible_image_ids(dataset, self.active_classes)
+        if self.image_ids.size == 0:
+            raise ValueError("dataset: expected at least one image with an instance of an "
+                             "active class {}, got none".format(self.active_classes.tolist()))
+        self.anchors = pyramid_anchors(config)  # [anchors, (y1, x1, y2, x2)]
+        self.seed = int(np.random.randint(2 ** 31 - 1) if seed is None else seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.image_ids) / self.batch_size)
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """Image ids in the order of an epoch."""
+        if not self.shuffle:
+            return self.image_ids.copy()
+        return np.random.default_rng([self.seed, epoch]).permutation(self.image_ids)
+
+    def __getitem__(self, idx: int) -> tuple:
+        if not 0 <= idx < len(self):
+            raise IndexError("batch index: expected 0 <= idx < {}, got {}".format(
+                len(self), idx))
+        epoch = self.epoch
+        order = self.epoch_order(epoch)
+        samples = self._load_samples(order, epoch, idx * self.batch_size)
+        return (assemble_siamese_batch(samples, self.config),)
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+
+    def _load_samples(self, order: np.ndarray, epoch: int, position: int) -> list:
+        """batch_size samples from `position` on, skipping unusable images."""
+        samples, failures, skipped = [], 0, 0
+        while len(samples) < self.batch_size:
+            image_id = int(order[position % len(order)])
+            seed = int(np.random.SeedSequence([self.seed, epoch, position]).generate_state(1)[0])
+            position += 1
+            try:
+                samples.append(self._load_sample(image_id, seed))
+                failures = 0
+            except _NoActiveCategory:
+                skipped += 1
+                logger.debug("Image %d has no active instance after loading; skipped",
+                             image_id)
+                if skipped > len(order):
+                    raise RuntimeError("no image of the data set gave an instance of an "
+                                       "active class {}".format(self.active_classes.tolist()))
+            except Exception as error:  # noqa: BLE001 - a bad sample is skipped
+                failures += 1
+                logger.warning("Skipping image %d (%s), %d consecutive failures: %s: %s",
+                               image_id, self._describe(image_id), failures,
+                               type(error).__name__, error)
+                if failures >= self.max_failures:
+                    raise RuntimeError(
+                        "{} consecutive samples failed; last image {} ({}): {}: {}".format(
+                            failures, image_id, self._describe(image_id),
+                            type(error).__name__, error)) from error
+        return samples
+
+    def _load_sample(self, image_id: int, seed: int) -> SiameseSample:
+        rng = np.random.default_rng(seed)
+        with _seeded_global_random(seed):
+            return load_siamese_sample(self.dataset, self.config, image_id, self.anchors,
+                                       self.active_classes, rng,
+                                       augmentation=self.augmentation,
+                                       allow_same_image=self.allow_same_image,
+                                       target_size_limit=self.target_size_limit)
+
+    def _describe(self, image_id: int) -> str:
+        info = self.dataset.image_info[image_id]
+        return "source id {}, {}".format(info.get("id"), info.get("path"))
+
+
+def siamese_data_generator(dataset: Any, config: Any, shuffle: bool = True,
+                           augmentation: Any = None, batch_size: Optional[int] = None,
+                           **kwargs: Any) -> SiameseDataGenerator:
+    """The old function's name: returns a SiameseDataGenerator (a PyDataset).
+
+    Pass it to fit(); each item is ``(inputs,)``, see assemble_siamese_batch().
+    Extra keyword arguments go to SiameseDataGenerator.
+    """
+    return SiameseDataGenerator(dataset, config, shuffle=shuffle, augmentation=augmentation,
+                                batch_size=batch_size, **kwargs)

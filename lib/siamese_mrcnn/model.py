@@ -1,0 +1,362 @@
+"""SiameseMaskRCNN: Mask R-CNN conditioned on a reference image (paper §4).
+
+What changes against ``mrcnn.model.MaskRCNN`` (SPEC §3):
+- one ResNet (``resnet_model``) and one ReLU-FPN (``fpn_model``) encode the query and
+  the k references with shared weights; the references' pyramids are averaged;
+- the matching step (``siamese_mrcnn.matching``) fuses each query level with the pooled
+  reference vector through ``fpn_distance_P2..P6``;
+- the RPN and the heads see the 3C/2-channel matched maps; the heads have 2 classes,
+  a class-agnostic box and a one-channel mask ('frcnn': no mask head).
+
+Everything else (proposals, ROI align, targets, detection, training loop, weights I/O)
+is Matterport's, inherited.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+from collections import OrderedDict
+from typing import Any, Mapping, Sequence
+
+import keras
+import numpy as np
+
+from mrcnn.backbone import build_resnet_model
+from mrcnn.fpn import build_fpn_model
+from mrcnn.model import MaskRCNN, log
+from mrcnn.training import LAYER_REGEX as MRCNN_LAYER_REGEX
+from mrcnn.data import check_image
+
+from siamese_mrcnn.matching import match_with_vectors, pool_references
+from siamese_mrcnn.reference import (MergeReferences, SplitReferences, mold_references,
+                                     randomize_detections)
+
+logger = logging.getLogger(__name__)
+
+# The paper code's training presets: Matterport's plus "rpn" and "2+".
+LAYER_REGEX = dict(MRCNN_LAYER_REGEX)
+LAYER_REGEX.update({
+    "rpn": r"(rpn\_.*)|(fpn\_.*)",
+    "2+": r"(res2.*)|(bn2.*)|(res3.*)|(bn3.*)|(res4.*)|(bn4.*)|(res5.*)|(bn5.*)|(mrcnn\_.*)"
+          r"|(rpn\_.*)|(fpn\_.*)",
+})
+
+PRETRAININGS = {"imagenet-1k": "imagenet_1k.h5", "imagenet-771": "imagenet_771.h5",
+                "imagenet-687": "imagenet_687.h5"}
+
+_CHECKPOINT_RE = re.compile(r"siamese_mrcnn_(\d{4})\.h5$")
+
+
+def schedule_stage(schedule: Mapping[int, dict], epoch: int) -> tuple[int, dict]:
+    """The stage of a ``{end_epoch: {learning_rate, layers}}`` schedule that ``epoch``
+    belongs to: the first stage whose end is >= epoch (the paper code's rule).
+    """
+    ends = sorted(int(k) for k in schedule)
+    if not ends:
+        raise ValueError("the training schedule is empty")
+    for end in ends:
+        if epoch <= end:
+            return end, schedule[end] if end in schedule else schedule[str(end)]
+    last = ends[-1]
+    return last, schedule[last] if last in schedule else schedule[str(last)]
+
+
+class SiameseMaskRCNN(MaskRCNN):
+    """Siamese Mask R-CNN. Inputs: query image, image meta, references, (anchors)."""
+
+    CHECKPOINT_PREFIX = "siamese_mrcnn"
+    CLASS_AGNOSTIC_BBOX = True
+    MASK_CHANNELS = 1
+    CLASS_LOSS = "siamese_mrcnn_class_loss_graph"
+
+    def __init__(self, mode: str, config, model_dir: str):
+        self._reference_vectors = None
+        self._graph_inputs: dict = {}
+        self._reference_encoder = None
+        self._vector_detector = None
+        super().__init__(mode, config, model_dir)
+
+    # ------------------------------------------------------------------ graph
+    def with_masks(self, config) -> bool:
+        return config.MODEL == "mrcnn"
+
+    def image_input_shape(self, config) -> list:
+        # Square mode: the query size is fixed.
+        return [int(x) for x in config.IMAGE_SHAPE]
+
+    def build_extra_inputs(self, config) -> list:
+        # [batch, k, T, T, 3] references, molded like the query.
+        input_target = keras.Input(
+            shape=[config.NUM_TARGETS] + [int(x) for x in config.TARGET_SHAPE],
+            name="input_target")
+        self._graph_inputs = {"target": input_target}
+        return [input_target]
+
+    def build_feature_pyramid(self, input_image, extra_inputs: list, config) -> list:
+        (input_target,) = extra_inputs
+        resnet = build_resnet_model([None, None, 3], config.BACKBONE, stage5=True,
+                                    train_bn=config.TRAIN_BN)
+        channels = [int(c.shape[-1]) for c in resnet.outputs]
+        fpn = build_fpn_model(channels, config.FPN_FEATUREMAPS, activation="relu")
+        query_levels = fpn(resnet(input_image))  # 5 x [batch, H/s, W/s, C]
+        # All k references of all queries in one backbone call.
+        merged = MergeReferences(name="merge_references")(input_target)  # [batch*k, T, T, 3]
+        reference_levels = [
+            SplitReferences(config.NUM_TARGETS, name=f"split_references_P{i + 2}")(level)
+            for i, level in enumerate(fpn(resnet(merged)))]  # 5 x [batch, k, h, w, C]
+        vectors = pool_references(reference_levels)  # 5 x [batch, C]
+        self._graph_inputs["image"] = input_image
+        self._reference_vectors = vectors
+        # 5 x [batch, H/s, W/s, 3C/2]
+        return match_with_vectors(query_levels, vectors,
+                                  feature_maps=3 * config.FPN_FEATUREMAPS // 2)
+
+    def layer_regex(self, layers: str) -> str:
+        return LAYER_REGEX.get(layers, layers)
+
+    # ---------------------------------------------------------- reference reuse
+    def _vector_models(self):
+        """(encoder, detector) sharing this model's layers, built on first use.
+
+        encoder: references [batch, k, T, T, 3] -> 5 pooled vectors [batch, C].
+        detector: (image, meta, 5 vectors, anchors) -> the inference outputs.
+        """
+        self._check_inference()
+        if self._reference_encoder is None:
+            model = self.inner_model
+            image, meta, target, anchors = model.inputs
+            self._reference_encoder = keras.Model(target, self._reference_vectors,
+                                                  name="reference_encoder")
+            self._vector_detector = keras.Model([image, meta, *self._reference_vectors,
+                                                 anchors], model.outputs,
+                                                name="vector_detector")
+        return self._reference_encoder, self._vector_detector
+
+    def encode_reference(self, targets: Sequence) -> list[np.ndarray]:
+        """Encodes references once, for reuse over many queries.
+
+        targets: one entry per query slot (a list of k raw references, or one image when
+        k = 1); any length (1 to reuse one reference for the whole batch).
+        Returns 5 arrays [len(targets), C]: the pooled P2..P6 reference vectors.
+        """
+        encoder, _ = self._vector_models()
+        molded = mold_references(targets, self.config)
+        return [np.asarray(v) for v in encoder.predict_on_batch(molded)]
+
+    def detect_with_reference(self, reference_vectors: Sequence[np.ndarray],
+                              images: Sequence[np.ndarray], verbose: int = 0,
+                              random_detections: bool = False,
+                              rng: np.random.Generator | None = None) -> list[dict]:
+        """detect() with references already encoded by encode_reference().
+
+        Vectors with a leading dimension of 1 are broadcast over the batch.
+        """
+        _, detector = self._vector_models()
+        self._check_batch(images, "images")
+        if len(reference_vectors) != 5:
+            raise ValueError("reference_vectors: expected the 5 arrays (P2..P6) returned by "
+                             f"encode_reference, got {len(reference_vectors)}")
+        vectors = []
+        for level, v in zip(("P2", "P3", "P4", "P5", "P6"), reference_vectors):
+            v = np.asarray(v, dtype=np.float32)
+            if v.ndim != 2 or v.shape[0] not in (1, self.config.BATCH_SIZE):
+                raise ValueError(f"reference_vectors[{level}]: expected [1 or BATCH_SIZE="
+                                 f"{self.config.BATCH_SIZE}, C], got {list(v.shape)}")
+            vectors.append(np.broadcast_to(v, (self.config.BATCH_SIZE, v.shape[1])))
+        images = [check_image(im, name=f"images[{i}]") for i, im in enumerate(images)]
+        molded_images, image_metas, windows = self.mold_inputs(images)
+        anchors = self._batch_anchors(molded_images[0].shape)
+        return self._run_detection(
+            [molded_images, image_metas, *vectors, anchors], molded_images, windows,
+            [im.shape for im in images], model=detector,
+            transform=self._random_transform(random_detections, rng))
+
+    @staticmethod
+    def _random_transform(random_detections: bool, rng):
+        if not random_detections:
+            return None
+        return lambda det, molded, windows: randomize_detections(det, windows, molded[0].shape,
+                                                                 rng)
+
+    # -------------------------------------------------------------- inference
+    def detect(self, targets: Sequence, images: Sequence[np.ndarray], verbose: int = 0,
+               random_detections: bool = False, eps: float = 1e-6,
+               rng: np.random.Generator | None = None) -> list[dict]:
+        """Detects, in each query image, the objects of its reference's category.
+
+        targets: one entry per image: a list of NUM_TARGETS raw references of any size
+            (or a single image when NUM_TARGETS = 1); resized, padded and molded here.
+        images: BATCH_SIZE raw query images of any size (RGB; grayscale/RGBA converted).
+        random_detections: the random-boxes baseline (boxes moved inside the image,
+            sizes kept, scores shuffled).
+        Returns per image a dict rois, class_ids, scores, masks ([H, W, N] bool) in the
+        query's original size.
+        """
+        self._check_inference()
+        self._check_batch(images, "images")
+        self._check_batch(targets, "targets")
+        images = [check_image(im, name=f"images[{i}]") for i, im in enumerate(images)]
+        molded_targets = mold_references(targets, self.config)
+        molded_images, image_metas, windows = self.mold_inputs(images)
+        if verbose:
+            log("Processing {} images".format(len(images)))
+            log("molded_images", molded_images)
+            log("molded_targets", molded_targets)
+        anchors = self._batch_anchors(molded_images[0].shape)
+        return self._run_detection(
+            [molded_images, image_metas, molded_targets, anchors], molded_images, windows,
+            [im.shape for im in images],
+            transform=self._random_transform(random_detections, rng))
+
+    def detect_molded(self, molded_images: np.ndarray, image_metas: np.ndarray,
+                      molded_targets: np.ndarray | None = None, verbose: int = 0) -> list[dict]:
+        """Detection on molded queries [B, S, S, 3] and molded references [B, k, T, T, 3]."""
+        self._check_inference()
+        if molded_targets is None:
+            raise ValueError("detect_molded needs molded_targets [BATCH_SIZE, NUM_TARGETS, "
+                             "T, T, 3] for the Siamese model")
+        self._check_batch(molded_images, "molded_images")
+        molded_images = np.asarray(molded_images)
+        shape = molded_images[0].shape
+        windows = np.array([[0, 0, shape[0], shape[1]]] * len(molded_images))
+        return self._run_detection(
+            [molded_images, np.asarray(image_metas), np.asarray(molded_targets),
+             self._batch_anchors(shape)], molded_images, windows, [shape] * len(molded_images))
+
+    def run_graph(self, images, outputs, image_metas=None, targets=None) -> OrderedDict:
+        """Matterport's run_graph with the references as an extra input.
+
+        images/targets: raw (molded here) unless image_metas is given, in which case both
+        are taken as molded network inputs.
+        """
+        if targets is None:
+            raise ValueError("run_graph needs targets (the references) for the Siamese model")
+        model = self.inner_model
+        outputs = OrderedDict(outputs)
+        sub_model = keras.Model(model.inputs, list(outputs.values()))
+        if image_metas is None:
+            molded_images, image_metas, _ = self.mold_inputs(images)
+            molded_targets = mold_references(targets, self.config)
+        else:
+            molded_images, molded_targets = np.asarray(images), np.asarray(targets)
+        model_in = [molded_images, image_metas, molded_targets]
+        if self.mode == "inference":
+            anchors = self.get_anchors(molded_images[0].shape)
+            model_in.append(np.broadcast_to(anchors, (len(molded_images),) + anchors.shape))
+        values = sub_model.predict_on_batch(model_in)
+        if not isinstance(values, (list, tuple)):
+            values = [values]
+        result = OrderedDict((k, np.asarray(v)) for k, v in zip(outputs.keys(), values))
+        for k, v in result.items():
+            log(k, v)
+        return result
+
+    # --------------------------------------------------------------- training
+    def make_data_generator(self, dataset, shuffle: bool = True, augmentation=None,
+                            no_augmentation_sources=None, steps: int | None = None):
+        from siamese_mrcnn.data import SiameseDataGenerator
+
+        return SiameseDataGenerator(dataset, self.config, shuffle=shuffle,
+                                    augmentation=augmentation, steps_per_epoch=steps)
+
+    def train_schedule(self, train_dataset, val_dataset, schedule: Mapping[int, dict],
+                       augmentation=None, until: int | None = None) -> None:
+        """Runs a paper schedule ``{end_epoch: {"learning_rate", "layers"}}`` from
+        self.epoch on, stage after stage, up to ``until`` (default: the last stage).
+
+        A model resumed with load_checkpoint/load_latest_checkpoint continues inside the
+        stage its epoch belongs to.
+        """
+        until = until if until is not None else max(int(k) for k in schedule)
+        for end in sorted(int(k) for k in schedule):
+            params = schedule[end] if end in schedule else schedule[str(end)]
+            if self.epoch >= min(end, until):
+                continue
+            self.train(train_dataset, val_dataset, learning_rate=params["learning_rate"],
+                       epochs=min(end, until), layers=params["layers"],
+                       augmentation=augmentation)
+            if self.epoch >= until:
+                break
+
+    # ------------------------------------------------------------ checkpoints
+    def set_log_dir(self, model_path: str | None = None) -> None:
+        """logs/siamese_{model}_{name}_{experiment}/siamese_mrcnn_{epoch:04d}.h5.
+
+        A checkpoint path with that naming sets the epoch (resume point).
+        """
+        self.epoch = 0
+        if model_path:
+            m = _CHECKPOINT_RE.search(os.path.basename(model_path))
+            if m:
+                self.epoch = int(m.group(1))
+        self.log_dir = os.path.join(self.model_dir, "siamese_{}_{}_{}".format(
+            self.config.MODEL.lower(), self.config.NAME.lower(),
+            self.config.EXPERIMENT.lower()))
+        self.checkpoint_path = os.path.join(self.log_dir, "siamese_mrcnn_{epoch:04d}.h5")
+
+    def find_last(self) -> str:
+        return self.get_latest_checkpoint()
+
+    def get_latest_checkpoint(self) -> str:
+        """The checkpoint of this run with the highest epoch number."""
+        files = [f for f in glob.glob(os.path.join(self.log_dir, "siamese_mrcnn_*.h5"))
+                 if _CHECKPOINT_RE.search(os.path.basename(f))]
+        if not files:
+            raise FileNotFoundError(f"No checkpoint siamese_mrcnn_####.h5 in {self.log_dir}")
+        return max(files, key=lambda f: int(_CHECKPOINT_RE.search(f).group(1)))
+
+    def load_weights(self, filepath: str, by_name: bool = True,
+                     exclude: Sequence[str] | None = None, skip_mismatch: bool = False):
+        """Loads by layer and weight name (released checkpoints, ImageNet ResNets, ours)."""
+        return super().load_weights(filepath, by_name=by_name, exclude=exclude,
+                                    skip_mismatch=skip_mismatch)
+
+    def get_imagenet_weights(self, pretraining: str = "imagenet-1k") -> str:
+        """Path of the ImageNet backbone file in CHECKPOINT_DIR (nothing is downloaded)."""
+        if pretraining not in PRETRAININGS:
+            raise ValueError(f"pretraining must be one of {sorted(PRETRAININGS)}, "
+                             f"got {pretraining!r}")
+        return os.path.join(self.config.CHECKPOINT_DIR, PRETRAININGS[pretraining])
+
+    def load_imagenet_weights(self, pretraining: str = "imagenet-1k",
+                              weights_path: str | None = None):
+        """Initialises the backbone from an ImageNet ResNet-50 file (flat or nested)."""
+        weights_path = weights_path or self.get_imagenet_weights(pretraining)
+        if not os.path.isfile(weights_path):
+            raise FileNotFoundError(
+                f"ImageNet weights not found: {weights_path}. Weights are never downloaded: "
+                f"place the file there or pass weights_path.")
+        logger.info("Initializing from ImageNet weights %s", weights_path)
+        report = self.load_weights(weights_path, by_name=True)
+        self.set_log_dir()
+        return report
+
+    def load_checkpoint(self, weights_path: str, training_schedule: Mapping | None = None,
+                        verbose: int = 1):
+        """Loads a siamese_mrcnn_####.h5 checkpoint and resumes at its epoch; with a
+        schedule, the layers of the epoch's stage are made trainable.
+        """
+        m = _CHECKPOINT_RE.search(os.path.basename(weights_path))
+        if not m:
+            raise ValueError(f"expected a checkpoint named siamese_mrcnn_####.h5, got "
+                             f"{weights_path!r}")
+        epoch = int(m.group(1))
+        if verbose:
+            logger.info("Loading %s (epoch %d)", weights_path, epoch)
+        if training_schedule is not None:
+            _, params = schedule_stage(training_schedule, epoch)
+            self.set_trainable(self.layer_regex(params["layers"]), verbose=0)
+        else:
+            self.set_trainable(".*", verbose=0)
+        report = super().load_weights(weights_path, by_name=True)
+        self.epoch = epoch
+        return report
+
+    def load_latest_checkpoint(self, training_schedule: Mapping | None = None):
+        """Resumes from the latest checkpoint of this run (see get_latest_checkpoint)."""
+        return self.load_checkpoint(self.get_latest_checkpoint(), training_schedule)
+
+
+__all__ = ["SiameseMaskRCNN", "LAYER_REGEX", "schedule_stage"]

@@ -1,0 +1,222 @@
+"""The generated one-shot shapes data set: COCO validity, content, determinism, caching."""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from samples.shapes import generate as shapes
+
+REPO = Path(__file__).resolve().parents[2]
+SIZE = 128
+PARAMS = dict(n_train=12, n_val=6, seed=3, size=SIZE, workers=1)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shapes")
+    return shapes.generate_dataset(out, **PARAMS)
+
+
+def _coco(path):
+    return COCO(str(path))
+
+
+def _read(path):
+    return Path(path).read_bytes()
+
+
+def test_layout_images_and_info(dataset):
+    assert dataset.train_annotations == dataset.root / "annotations" / "instances_train2017.json"
+    assert dataset.val_annotations == dataset.root / "annotations" / "instances_val2017.json"
+    all_ids = []
+    for subset, count in (("train", 12), ("val", 6)):
+        content = json.loads(dataset.annotations(subset).read_text())
+        assert set(content) == {"info", "licenses", "images", "annotations", "categories"}
+        assert content["info"] == shapes.dataset_info(12, 6, 3, SIZE)
+        assert len(content["images"]) == count
+        for record in content["images"]:
+            assert os.path.dirname(record["file_name"]) == ""  # relative to the folder
+            with Image.open(dataset.images(subset) / record["file_name"]) as image:
+                assert image.size == (record["width"], record["height"]) == (SIZE, SIZE)
+                assert image.mode == "RGB"
+            all_ids.append(record["id"])
+    assert len(set(all_ids)) == len(all_ids) == 18
+
+
+def test_masks_match_bbox_and_area(dataset):
+    for subset in ("train", "val"):
+        coco = _coco(dataset.annotations(subset))
+        for image_id in coco.getImgIds():
+            anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
+            assert anns, "every image has instances"
+            cover = np.zeros((SIZE, SIZE), int)
+            for ann in anns:
+                mask = coco.annToMask(ann)  # [H, W] uint8
+                assert mask.shape == (SIZE, SIZE)
+                ys, xs = np.nonzero(mask)
+                assert len(ys) >= shapes.MIN_VISIBLE_PIXELS
+                assert ann["area"] == len(ys)
+                box = [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+                assert ann["bbox"] == pytest.approx(box)
+                assert ann["iscrowd"] == 0
+                cover += mask
+            assert cover.max() == 1, "visible masks of one image must not overlap"
+        ann_ids = coco.getAnnIds()
+        assert len(set(ann_ids)) == len(ann_ids) and min(ann_ids) > 0
+
+
+def test_categories_distinct_and_split_friendly(dataset):
+    cats = json.loads(dataset.val_annotations.read_text())["categories"]
+    assert [c["id"] for c in cats] == list(range(1, 25))
+    names = [c["name"] for c in cats]
+    assert len(set(names)) == len(names) == 24
+    for c in cats:
+        assert c["name"].endswith("-" + c["supercategory"])
+        assert c["supercategory"] in shapes.SHAPE_NAMES
+    # Each held-out split mixes all appearances and shapes that training also sees.
+    by_id = {c["id"]: c for c in cats}
+    for split in range(1, 5):
+        held = [by_id[i] for i in shapes.split_classes(24, split)]
+        appearances = {c["name"][: -len(c["supercategory"]) - 1] for c in held}
+        assert appearances == {a.name for a in shapes.APPEARANCES}
+        assert len({c["supercategory"] for c in held}) == len(held) == 6
+
+
+def test_several_instances_and_categories_per_image(dataset):
+    coco = _coco(dataset.train_annotations)
+    instances, categories = [], []
+    for image_id in coco.getImgIds():
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
+        instances.append(len(anns))
+        categories.append(len({a["category_id"] for a in anns}))
+    assert max(instances) <= shapes.MAX_INSTANCES
+    assert np.mean(instances) >= 3
+    assert np.mean(categories) >= 2
+    sizes = [max(a["bbox"][2:]) / SIZE for a in coco.loadAnns(coco.getAnnIds())]
+    assert min(sizes) < 0.2 and max(sizes) > 0.3, "object sizes vary"
+
+
+def test_deterministic_by_seed_and_independent_of_workers(dataset, tmp_path):
+    again = shapes.generate_dataset(tmp_path / "again", **{**PARAMS, "workers": 2})
+    for subset in ("train", "val"):
+        assert _read(again.annotations(subset)) == _read(dataset.annotations(subset))
+    name = sorted(os.listdir(dataset.val_images))[0]
+    assert _read(again.val_images / name) == _read(dataset.val_images / name)
+    other = shapes.generate_dataset(tmp_path / "other", **{**PARAMS, "seed": 4})
+    assert _read(other.val_annotations) != _read(dataset.val_annotations)
+
+
+def test_cache_skips_identical_request_only(tmp_path, monkeypatch):
+    params = dict(n_train=2, n_val=1, seed=0, size=64, workers=1)
+    paths = shapes.generate_dataset(tmp_path, **params)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("regenerated although cached")
+
+    monkeypatch.setattr(shapes, "_write_subset", fail)
+    assert shapes.generate_dataset(tmp_path, **params) == paths
+    assert shapes.is_cached(tmp_path, shapes.dataset_info(2, 1, 0, 64))
+    assert not shapes.is_cached(tmp_path, shapes.dataset_info(2, 1, 0, 96))
+    with pytest.raises(AssertionError, match="regenerated"):
+        shapes.generate_dataset(tmp_path, **{**params, "seed": 5})
+
+
+def test_cache_detects_missing_image(tmp_path):
+    paths = shapes.generate_dataset(tmp_path, n_train=2, n_val=1, seed=0, size=64, workers=1)
+    info = shapes.dataset_info(2, 1, 0, 64)
+    assert shapes.is_cached(tmp_path, info)
+    os.remove(paths.train_images / sorted(os.listdir(paths.train_images))[0])
+    assert not shapes.is_cached(tmp_path, info)
+    shapes.generate_dataset(tmp_path, n_train=2, n_val=1, seed=0, size=64, workers=1)
+    assert shapes.is_cached(tmp_path, info)
+
+
+def test_split_classes_every_fourth():
+    assert shapes.split_classes(24, 1) == [1, 5, 9, 13, 17, 21]
+    assert shapes.split_classes(24, 4) == [4, 8, 12, 16, 20, 24]
+    assert shapes.split_classes(30, 2) == [2, 6, 10, 14, 18, 22, 26, 30]
+    assert shapes.split_classes(24, "full") == []
+    held = [c for s in range(1, 5) for c in shapes.split_classes(24, s)]
+    assert sorted(held) == list(range(1, 25))
+    assert shapes.train_classes(24, 3) == [c for c in range(1, 25) if c % 4 != 3]
+    for bad in (0, 5, "1", 1.0):
+        with pytest.raises(ValueError, match="split"):
+            shapes.split_classes(24, bad)
+
+
+def test_perfect_detections_score_ap50_one(dataset):
+    coco = _coco(dataset.val_annotations)
+    results = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
+                "segmentation": a["segmentation"], "score": 1.0}
+               for a in coco.loadAnns(coco.getAnnIds())]
+    detections = coco.loadRes(results)
+    for iou_type in ("bbox", "segm"):
+        evaluator = COCOeval(coco, detections, iou_type)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+        assert evaluator.stats[1] == pytest.approx(1.0)  # AP50
+
+
+def test_render_image_is_a_pure_function_of_seed_subset_index():
+    a = shapes.render_image(7, "val", 2, 96)
+    b = shapes.render_image(7, "val", 2, 96)
+    c = shapes.render_image(7, "train", 2, 96)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+    assert not np.array_equal(a[0], c[0])
+    image, labels, category_ids = a
+    assert image.shape == (96, 96, 3) and image.dtype == np.uint8
+    assert labels.max() == len(category_ids) and set(np.unique(labels)) <= set(
+        range(len(category_ids) + 1))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"size": 32}, "size"),
+    ({"n_train": -1}, "n_train"),
+    ({"seed": -2}, "seed"),
+    ({"num_categories": 100}, "num_categories"),
+])
+def test_bad_arguments_raise(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        shapes.generate_dataset(tmp_path, **{**PARAMS, **kwargs})
+
+
+def test_speed_is_vectorised():
+    # Loose guard against per-pixel Python loops (target: thousands of images/min).
+    start = time.perf_counter()
+    for index in range(20):
+        shapes.render_image(0, "train", index, 160)
+    assert time.perf_counter() - start < 5.0
+
+
+def test_command_line_script_matches_library(tmp_path):
+    out = tmp_path / "cli"
+    subprocess.run([sys.executable, str(REPO / "samples" / "shapes" / "generate.py"),
+                    "--out", str(out), "--train", "3", "--val", "2", "--seed", "1",
+                    "--size", "64", "--categories", "28", "--workers", "2"],
+                   check=True, capture_output=True, timeout=120)
+    lib = shapes.generate_dataset(tmp_path / "lib", n_train=3, n_val=2, seed=1, size=64,
+                                  workers=1, num_categories=28)
+    cli = shapes.DatasetPaths.under(out)
+    assert _read(cli.train_annotations) == _read(lib.train_annotations)
+    assert _read(cli.val_annotations) == _read(lib.val_annotations)
+    assert len(json.loads(_read(cli.val_annotations))["categories"]) == 28
+
+
+def test_readable_by_matterport_coco_loader(dataset):
+    coco_sample = pytest.importorskip("samples.coco.coco")
+    data = coco_sample.CocoDataset()
+    data.load_coco(str(dataset.root), "val", year="2017")
+    data.prepare()
+    assert data.num_images == 6 and data.num_classes == 25  # + background
+    masks, class_ids = data.load_mask(0)
+    assert masks.shape[:2] == (SIZE, SIZE) and masks.shape[2] == len(class_ids) > 0
+    assert data.load_image(0).shape == (SIZE, SIZE, 3)
