@@ -301,19 +301,23 @@ class SiameseDataGenerator(keras.utils.PyDataset):
     batch_size: default config.BATCH_SIZE.
     seed: makes the batches reproducible (default: drawn from np.random).
     allow_same_image: let the reference come from the query image itself.
+    steps_per_epoch: batches per epoch (default: one pass over the eligible
+        images, ceil(images / batch_size)).
     workers / use_multiprocessing: default config.WORKERS (0 = load in the
         calling thread) and config.USE_MULTIPROCESSING.
 
     Batch idx of an epoch takes the images at positions idx * batch_size, ...
-    of the epoch order (reshuffled per epoch when shuffle); a failed sample is
-    replaced by the next position.
+    of the epoch's sequence of passes over the eligible images (each pass
+    shuffled anew when shuffle); a failed sample is replaced by the next
+    position. The content of a batch depends only on (seed, epoch, idx).
     """
 
     def __init__(self, dataset: Any, config: Any, shuffle: bool = True,
                  augmentation: Any = None, batch_size: Optional[int] = None,
                  allow_same_image: bool = False, target_size_limit: int = 0,
-                 seed: Optional[int] = None, workers: Optional[int] = None,
-                 use_multiprocessing: Optional[bool] = None, max_queue_size: int = 10):
+                 seed: Optional[int] = None, steps_per_epoch: Optional[int] = None,
+                 workers: Optional[int] = None, use_multiprocessing: Optional[bool] = None,
+                 max_queue_size: int = 10):
         workers = int(getattr(config, "WORKERS", 0) if workers is None else workers)
         if use_multiprocessing is None:
             use_multiprocessing = bool(getattr(config, "USE_MULTIPROCESSING", False))
@@ -340,36 +344,46 @@ class SiameseDataGenerator(keras.utils.PyDataset):
         if self.image_ids.size == 0:
             raise ValueError("dataset: expected at least one image with an instance of an "
                              "active class {}, got none".format(self.active_classes.tolist()))
+        if steps_per_epoch is not None and (isinstance(steps_per_epoch, bool)
+                                            or int(steps_per_epoch) != steps_per_epoch
+                                            or steps_per_epoch < 1):
+            raise ValueError("steps_per_epoch: expected None or an integer >= 1, got "
+                             "{!r}".format(steps_per_epoch))
+        self.steps_per_epoch = None if steps_per_epoch is None else int(steps_per_epoch)
         self.anchors = pyramid_anchors(config)  # [anchors, (y1, x1, y2, x2)]
         self.seed = int(np.random.randint(2 ** 31 - 1) if seed is None else seed)
         self.epoch = 0
 
     def __len__(self) -> int:
+        if self.steps_per_epoch is not None:
+            return self.steps_per_epoch
         return math.ceil(len(self.image_ids) / self.batch_size)
 
-    def epoch_order(self, epoch: int) -> np.ndarray:
-        """Image ids in the order of an epoch."""
+    def epoch_order(self, epoch: int, cycle: int = 0) -> np.ndarray:
+        """Image ids in the order of pass `cycle` over the data in an epoch."""
         if not self.shuffle:
             return self.image_ids.copy()
-        return np.random.default_rng([self.seed, epoch]).permutation(self.image_ids)
+        return np.random.default_rng([self.seed, epoch, cycle]).permutation(self.image_ids)
 
     def __getitem__(self, idx: int) -> tuple:
         if not 0 <= idx < len(self):
             raise IndexError("batch index: expected 0 <= idx < {}, got {}".format(
                 len(self), idx))
-        epoch = self.epoch
-        order = self.epoch_order(epoch)
-        samples = self._load_samples(order, epoch, idx * self.batch_size)
+        samples = self._load_samples(self.epoch, idx * self.batch_size)
         return (assemble_siamese_batch(samples, self.config),)
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
 
-    def _load_samples(self, order: np.ndarray, epoch: int, position: int) -> list:
+    def _load_samples(self, epoch: int, position: int) -> list:
         """batch_size samples from `position` on, skipping unusable images."""
         samples, failures, skipped = [], 0, 0
+        count, orders = len(self.image_ids), {}
         while len(samples) < self.batch_size:
-            image_id = int(order[position % len(order)])
+            cycle = position // count
+            if cycle not in orders:
+                orders[cycle] = self.epoch_order(epoch, cycle)
+            image_id = int(orders[cycle][position % count])
             seed = int(np.random.SeedSequence([self.seed, epoch, position]).generate_state(1)[0])
             position += 1
             try:
@@ -379,7 +393,7 @@ class SiameseDataGenerator(keras.utils.PyDataset):
                 skipped += 1
                 logger.debug("Image %d has no active instance after loading; skipped",
                              image_id)
-                if skipped > len(order):
+                if skipped > count:
                     raise RuntimeError("no image of the data set gave an instance of an "
                                        "active class {}".format(self.active_classes.tolist()))
             except Exception as error:  # noqa: BLE001 - a bad sample is skipped

@@ -18,7 +18,7 @@ pooled vectors, for a reference encoded once and reused over many queries.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import keras
 from keras import ops
@@ -27,6 +27,7 @@ from keras import ops
 LEVEL_NAMES = ("P2", "P3", "P4", "P5", "P6")
 
 
+@keras.saving.register_keras_serializable(package="siamese_mrcnn")
 class ReferenceAverage(keras.layers.Layer):
     """Mean of the k reference feature maps of one pyramid level.
 
@@ -56,6 +57,7 @@ class ReferenceAverage(keras.layers.Layer):
         return (input_shape[0],) + tuple(input_shape[2:])
 
 
+@keras.saving.register_keras_serializable(package="siamese_mrcnn")
 class ReferencePool(keras.layers.Layer):
     """Global average pooling of a reference feature map to one vector.
 
@@ -81,6 +83,7 @@ class ReferencePool(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="siamese_mrcnn")
 class L1Difference(keras.layers.Layer):
     """|P_query - vector| at every position of the query map.
 

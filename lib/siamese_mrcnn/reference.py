@@ -65,16 +65,10 @@ def prepare_reference(reference: np.ndarray, config, name: str = "reference") ->
     if min(h, w) < MIN_REFERENCE_SIDE:
         raise ValueError(f"{name}: expected a reference of at least {MIN_REFERENCE_SIDE}x"
                          f"{MIN_REFERENCE_SIDE} pixels, got {h}x{w}")
+    # "square" whatever IMAGE_RESIZE_MODE is, as get_one_target does in training.
     resized, _, _, _, _ = utils.resize_image(
         reference, min_dim=config.TARGET_MIN_DIM, min_scale=config.IMAGE_MIN_SCALE,
-        max_dim=config.TARGET_MAX_DIM, mode=config.IMAGE_RESIZE_MODE)
-    target_shape = tuple(int(x) for x in config.TARGET_SHAPE)
-    if resized.shape != target_shape:
-        # Modes other than "square" may leave the reference smaller: zero-pad it.
-        padded = np.zeros(target_shape, dtype=resized.dtype)
-        hh, ww = min(resized.shape[0], target_shape[0]), min(resized.shape[1], target_shape[1])
-        padded[:hh, :ww] = resized[:hh, :ww]
-        resized = padded
+        max_dim=config.TARGET_MAX_DIM, mode="square")
     resized = resized.astype(np.float32)
     return mold_image(resized, config) if getattr(config, "REFERENCE_MOLDING", True) else resized
 

@@ -704,8 +704,8 @@ def train(args: argparse.Namespace) -> None:
     stages = training_stages(config, args.epochs_heads, args.epochs_4plus, args.epochs_all)
     for message, layers, learning_rate, epochs in stages:
         if epochs <= model.epoch:
-            logger.info("Skipping '%s': already at epoch %d (stage ends at %d)", layers,
-                        model.epoch, epochs)
+            logger.info("Skipping stage '%s': it ends at epoch %d, the model is at epoch %d",
+                        layers, epochs, model.epoch)
             continue
         logger.info(message)
         model.train(dataset_train, dataset_val, learning_rate=learning_rate, epochs=epochs,
@@ -732,8 +732,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, COCOeval]:
     logger.info("Running COCO evaluation on %d images.", len(image_ids))
     # Detect once, score for each requested evaluation type.
     results, t_prediction = detect_coco_results(model, dataset_val, image_ids)
-    logger.info("Prediction time: %.1f s. Average %.3f s/image", t_prediction,
-                t_prediction / len(image_ids))
+    logger.info("%d detections. Prediction time: %.1f s. Average %.3f s/image",
+                len(results), t_prediction, t_prediction / len(image_ids))
     eval_types = EVAL_TYPES if args.eval_type == "both" else (args.eval_type,)
     evaluations = {}
     for eval_type in eval_types:

@@ -384,3 +384,20 @@ def test_generate_random_rois():
         assert (part[:, [0, 2]] < min(y2 + h, 64)).all()
         assert (part[:, [1, 3]] >= max(x1 - w, 0)).all()
         assert (part[:, [1, 3]] < min(x2 + w, 64)).all()
+
+
+def test_detection_target_layer_in_functional_model():
+    import keras
+
+    inputs = [keras.Input((24, 4)), keras.Input((5,), dtype="int32"), keras.Input((5, 4)),
+              keras.Input((SIZE, SIZE, 5), dtype="bool")]
+    outputs = make_layer()(inputs)
+    # batch_slice stacks IMAGES_PER_GPU slices: the batch axis becomes static.
+    assert [tuple(o.shape) for o in outputs] == [
+        (2, TRAIN_ROIS, 4), (2, TRAIN_ROIS), (2, TRAIN_ROIS, 4), (2, TRAIN_ROIS) + MASK_SHAPE]
+    assert outputs[1].dtype == "int32"
+    model = keras.Model(inputs, outputs)
+    proposals, gt_ids, gt_boxes, gt_masks = image_inputs()
+    out = model.predict_on_batch([proposals, gt_ids, gt_boxes, gt_masks])
+    for b in range(2):
+        check_image_targets(out, b, proposals, gt_ids, gt_boxes, gt_masks)

@@ -335,6 +335,20 @@ def test_epochs_reshuffle_the_eligible_images(coco):
     assert unshuffled.epoch_order(3).tolist() == unshuffled.image_ids.tolist()
 
 
+def test_steps_per_epoch_runs_several_passes(coco):
+    dataset, _, _ = coco
+    dataset.set_active_classes([2, 3])  # images 108, 122, 129
+    generator = SiameseDataGenerator(dataset, DataConfig(), seed=14, steps_per_epoch=6)
+    assert len(generator) == 6
+    ids = [int(i) for idx in range(6) for i in generator[idx][0][1][:, 0]]
+    # 12 samples = 4 passes over the 3 images, each pass a permutation.
+    for p in range(4):
+        assert sorted(ids[3 * p:3 * p + 3]) == sorted(generator.image_ids.tolist())
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="steps_per_epoch"):
+            SiameseDataGenerator(dataset, DataConfig(), steps_per_epoch=bad)
+
+
 def test_bad_samples_are_logged_and_skipped(coco, caplog):
     dataset, _, root = coco
     (root / "train2017" / "000000000101.png").write_bytes(b"not a png")

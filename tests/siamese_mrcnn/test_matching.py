@@ -112,6 +112,27 @@ def test_match_with_vectors_equals_the_full_graph():
         np.testing.assert_allclose(out, exp, rtol=1e-5, atol=1e-5)
 
 
+def test_reference_lists_in_a_functional_model_and_json_round_trip():
+    # k = 2 references as separate pyramids (a list per level), as a model that runs
+    # the backbone once per reference produces them.
+    channels = 4
+    query_inputs = [keras.Input((s, s, channels)) for s in LEVEL_SIDES]
+    refs = [[keras.Input((2, 2, channels)) for _ in range(5)] for _ in range(2)]
+    per_level = [[refs[0][i], refs[1][i]] for i in range(5)]
+    model = keras.Model(query_inputs + refs[0] + refs[1],
+                        build_matching_graph(query_inputs, per_level))
+    assert model.get_layer("reference_average_P2").output.shape == (None, 2, 2, channels)
+    clone = keras.models.model_from_json(model.to_json())
+    clone.set_weights(model.get_weights())
+    queries = [_random((1, s, s, channels), 50 + i) for i, s in enumerate(LEVEL_SIDES)]
+    references = [_random((1, 2, 2, channels), 60 + i) for i in range(10)]
+    expected = _numpy_matching(
+        queries, [np.stack([references[i], references[5 + i]], axis=1) for i in range(5)],
+        [model.get_layer("fpn_distance_P%d" % n).get_weights() for n in range(2, 7)])
+    for out, exp in zip(clone.predict(queries + references, verbose=0), expected):
+        np.testing.assert_allclose(out, exp, rtol=1e-4, atol=1e-4)
+
+
 def test_fpn_distance_convs_small_model_shapes():
     # The small model: FPN_FEATUREMAPS 256 -> 512 channels in, 384 out (released layout).
     channels = 256
