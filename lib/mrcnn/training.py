@@ -52,6 +52,37 @@ def weight_decay_loss(variables: Iterable[tf.Variable], weight_decay: float) -> 
     return tf.add_n(terms)
 
 
+def clip_summed_gradients(grads: list, optimizer) -> list:
+    """Clips the whole batch's gradient when training on several replicas.
+
+    Keras optimizers clip each replica's gradient and only then sum over replicas: not
+    the clipped gradient of the batch that one device (and Matterport) applies. Here
+    the replicas' gradients are summed, clipped as the optimizer would, and each
+    replica gets an equal share back. The optimizer's own clipping of a share is then a
+    no-op (its norm is at most clip / replicas) and its sum restores the clipped total.
+    Outside a multi-replica context, or without clipping, ``grads`` is returned as is.
+    """
+    context = tf.distribute.get_replica_context()
+    clipnorm, global_clipnorm, clipvalue = (
+        getattr(optimizer, name, None) for name in ("clipnorm", "global_clipnorm", "clipvalue"))
+    if context is None or context.num_replicas_in_sync == 1 or not (
+            clipnorm or global_clipnorm or clipvalue):
+        return grads
+    present = [i for i, g in enumerate(grads) if g is not None]
+    summed = context.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
+    # The same precedence as keras.optimizers.Optimizer._clip_gradients.
+    if clipnorm:
+        clipped = [tf.clip_by_norm(g, clipnorm) for g in summed]
+    elif global_clipnorm:
+        clipped, _ = tf.clip_by_global_norm(summed, global_clipnorm)
+    else:
+        clipped = [tf.clip_by_value(g, -clipvalue, clipvalue) for g in summed]
+    shares = list(grads)
+    for i, g in zip(present, clipped):
+        shares[i] = g / context.num_replicas_in_sync
+    return shares
+
+
 class LossModel(keras.Model):
     """A functional model whose last outputs are named scalar loss components.
 
@@ -73,6 +104,11 @@ class LossModel(keras.Model):
     @property
     def metrics(self):
         return list(self._trackers.values())
+
+    def loss_settings(self) -> dict:
+        """The constructor's loss keywords, to rebuild an equal model (ParallelModel)."""
+        return {"loss_names": list(self.loss_names), "loss_weights": dict(self.loss_weights),
+                "weight_decay": self.weight_decay}
 
     def _loss_components(self, data, training: bool):
         inputs = data[0] if isinstance(data, tuple) else data
@@ -99,6 +135,7 @@ class LossModel(keras.Model):
             scaled = total / replicas
         variables = self.trainable_variables
         grads = tape.gradient(scaled, variables)
+        grads = clip_summed_gradients(grads, self.optimizer)
         self.optimizer.apply_gradients(
             [(g, v) for g, v in zip(grads, variables) if g is not None])
         return self._track(total, weighted, l2)

@@ -205,7 +205,7 @@ CLASS_SETS = ("one-shot", "background", "all")
 
 
 def cmd_evaluate(args) -> dict:
-    from siamese_mrcnn.evaluation import format_results_table, run_evaluation
+    from siamese_mrcnn.evaluation import run_evaluation
     from siamese_mrcnn.model import SiameseMaskRCNN
 
     overrides = parse_set(args.set)
@@ -227,9 +227,14 @@ def cmd_evaluate(args) -> dict:
         checkpoint = args.model
     init_weights(model, checkpoint)
     eval_types = [t.strip() for t in args.eval_type.split(",") if t.strip()]
-    results = run_evaluation(model, dataset, coco, runs=args.runs, seed=args.seed,
-                             eval_types=eval_types, limit=args.limit,
-                             class_ids=classes, random_detections=args.random_baseline)
+    try:
+        summary = run_evaluation(model, dataset, coco, runs=args.runs, seed=args.seed,
+                                 eval_type=eval_types, limit=args.limit,
+                                 random_detections=args.random_baseline,
+                                 verbose=0 if args.quiet else 1)
+    except ValueError as error:
+        raise CLIError(str(error)) from error
+    results = summary.to_dict()
     results["meta"] = {"checkpoint": checkpoint, "split": str(args.split),
                        "classes": args.classes, "shots": config.NUM_TARGETS,
                        "random_baseline": bool(args.random_baseline), "runs": args.runs}
@@ -240,6 +245,21 @@ def cmd_evaluate(args) -> dict:
             json.dump(results, f, indent=2, default=_json_default)
         logger.info("Wrote %s", args.output)
     return results
+
+
+def format_results_table(results: dict) -> str:
+    """A plain-text table of the main statistics (mean and 95% interval over runs)."""
+    names = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
+    lines = [f"{'type':6} " + " ".join(f"{n:>16}" for n in names)]
+    for eval_type, stats in results["stats"].items():
+        cells = []
+        for n in names:
+            s = stats.get(n)
+            cells.append(f"{100 * s['mean']:7.1f} ± {100 * s['half_width']:4.1f}" if s else "-")
+        lines.append(f"{eval_type:6} " + " ".join(f"{c:>16}" for c in cells))
+    lines.append(f"({results['runs']} run(s); mean ± 95% half interval, in %; "
+                 f"{len(results['class_ids'])} categories)")
+    return "\n".join(lines)
 
 
 def _json_default(value):
@@ -392,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--random-baseline", action="store_true",
                           help="random boxes: detections moved at random (SPEC §7)")
     evaluate.add_argument("--output", default=None, help="write the results JSON here")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(func=cmd_evaluate)
 
     detect = sub.add_parser("detect", parents=[common],

@@ -370,7 +370,8 @@ class SiameseDataGenerator(keras.utils.PyDataset):
             raise IndexError("batch index: expected 0 <= idx < {}, got {}".format(
                 len(self), idx))
         samples = self._load_samples(self.epoch, idx * self.batch_size)
-        return (assemble_siamese_batch(samples, self.config),)
+        # Keras 3 rejects lists in a batch structure: a tuple of inputs.
+        return (tuple(assemble_siamese_batch(samples, self.config)),)
 
     def on_epoch_end(self) -> None:
         self.epoch += 1

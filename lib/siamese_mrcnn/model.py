@@ -31,7 +31,7 @@ from mrcnn.data import check_image
 
 from siamese_mrcnn.matching import match_with_vectors, pool_references
 from siamese_mrcnn.reference import (MergeReferences, SplitReferences, mold_references,
-                                     randomize_detections)
+                                     randomize_detections, sort_by_score)
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,11 @@ LAYER_REGEX.update({
 PRETRAININGS = {"imagenet-1k": "imagenet_1k.h5", "imagenet-771": "imagenet_771.h5",
                 "imagenet-687": "imagenet_687.h5"}
 
-_CHECKPOINT_RE = re.compile(r"siamese_mrcnn_(\d{4})\.h5$")
+# The checkpoints this class writes (and resumes from by name).
+_CHECKPOINT_RE = re.compile(r"^siamese_mrcnn_(\d{4})\.h5$")
+# Any file ending in _####.h5, e.g. the released small_siamese_mrcnn_0160.h5 or
+# large_siamese_mrcnn_coco_full_0320.h5 (the old load_checkpoint read these digits).
+_EPOCH_SUFFIX_RE = re.compile(r"_(\d{4})\.h5$")
 
 
 def schedule_stage(schedule: Mapping[int, dict], epoch: int) -> tuple[int, dict]:
@@ -161,24 +165,35 @@ class SiameseMaskRCNN(MaskRCNN):
         vectors = []
         for level, v in zip(("P2", "P3", "P4", "P5", "P6"), reference_vectors):
             v = np.asarray(v, dtype=np.float32)
-            if v.ndim != 2 or v.shape[0] not in (1, self.config.BATCH_SIZE):
+            if (v.ndim != 2 or v.shape[0] not in (1, self.config.BATCH_SIZE)
+                    or v.shape[1] != self.config.FPN_FEATUREMAPS):
                 raise ValueError(f"reference_vectors[{level}]: expected [1 or BATCH_SIZE="
-                                 f"{self.config.BATCH_SIZE}, C], got {list(v.shape)}")
+                                 f"{self.config.BATCH_SIZE}, FPN_FEATUREMAPS="
+                                 f"{self.config.FPN_FEATUREMAPS}], got {list(v.shape)}")
             vectors.append(np.broadcast_to(v, (self.config.BATCH_SIZE, v.shape[1])))
         images = [check_image(im, name=f"images[{i}]") for i, im in enumerate(images)]
         molded_images, image_metas, windows = self.mold_inputs(images)
         anchors = self._batch_anchors(molded_images[0].shape)
-        return self._run_detection(
+        return self._detect_inputs(
             [molded_images, image_metas, *vectors, anchors], molded_images, windows,
-            [im.shape for im in images], model=detector,
-            transform=self._random_transform(random_detections, rng))
+            [im.shape for im in images], random_detections, rng, model=detector)
 
-    @staticmethod
-    def _random_transform(random_detections: bool, rng):
+    def _detect_inputs(self, model_inputs: list, molded_images: np.ndarray,
+                       windows: np.ndarray, original_shapes: list, random_detections: bool,
+                       rng: np.random.Generator | None, model=None) -> list[dict]:
+        """Runs the graph; with random_detections, the random-boxes baseline."""
         if not random_detections:
-            return None
-        return lambda det, molded, windows: randomize_detections(det, windows, molded[0].shape,
-                                                                 rng)
+            return self._run_detection(model_inputs, molded_images, windows,
+                                       original_shapes, model=model)
+        rng = rng or np.random.default_rng()
+
+        def transform(detections, molded, windows_):
+            return randomize_detections(detections, windows_, molded[0].shape, rng)
+
+        results = self._run_detection(model_inputs, molded_images, windows, original_shapes,
+                                      model=model, transform=transform)
+        # randomize_detections keeps the rows (and masks) in place: sort by the new scores.
+        return [sort_by_score(r) for r in results]
 
     # -------------------------------------------------------------- inference
     def detect(self, targets: Sequence, images: Sequence[np.ndarray], verbose: int = 0,
@@ -190,7 +205,8 @@ class SiameseMaskRCNN(MaskRCNN):
             (or a single image when NUM_TARGETS = 1); resized, padded and molded here.
         images: BATCH_SIZE raw query images of any size (RGB; grayscale/RGBA converted).
         random_detections: the random-boxes baseline (boxes moved inside the image,
-            sizes kept, scores shuffled).
+            sizes kept, scores shuffled; rng makes it reproducible).
+        eps: unused, kept for the old signature.
         Returns per image a dict rois, class_ids, scores, masks ([H, W, N] bool) in the
         query's original size.
         """
@@ -205,10 +221,9 @@ class SiameseMaskRCNN(MaskRCNN):
             log("molded_images", molded_images)
             log("molded_targets", molded_targets)
         anchors = self._batch_anchors(molded_images[0].shape)
-        return self._run_detection(
+        return self._detect_inputs(
             [molded_images, image_metas, molded_targets, anchors], molded_images, windows,
-            [im.shape for im in images],
-            transform=self._random_transform(random_detections, rng))
+            [im.shape for im in images], random_detections, rng)
 
     def detect_molded(self, molded_images: np.ndarray, image_metas: np.ndarray,
                       molded_targets: np.ndarray | None = None, verbose: int = 0) -> list[dict]:
@@ -256,6 +271,9 @@ class SiameseMaskRCNN(MaskRCNN):
     # --------------------------------------------------------------- training
     def make_data_generator(self, dataset, shuffle: bool = True, augmentation=None,
                             no_augmentation_sources=None, steps: int | None = None):
+        """The Siamese training data: a PyDataset of (query, references, targets)
+        batches, ``steps`` batches per epoch (no_augmentation_sources is not used).
+        """
         from siamese_mrcnn.data import SiameseDataGenerator
 
         return SiameseDataGenerator(dataset, self.config, shuffle=shuffle,
@@ -284,7 +302,8 @@ class SiameseMaskRCNN(MaskRCNN):
     def set_log_dir(self, model_path: str | None = None) -> None:
         """logs/siamese_{model}_{name}_{experiment}/siamese_mrcnn_{epoch:04d}.h5.
 
-        A checkpoint path with that naming sets the epoch (resume point).
+        A checkpoint path named exactly siamese_mrcnn_####.h5 sets the epoch (resume
+        point); other files (released weights, ImageNet backbones) start at epoch 0.
         """
         self.epoch = 0
         if model_path:
@@ -305,7 +324,7 @@ class SiameseMaskRCNN(MaskRCNN):
                  if _CHECKPOINT_RE.search(os.path.basename(f))]
         if not files:
             raise FileNotFoundError(f"No checkpoint siamese_mrcnn_####.h5 in {self.log_dir}")
-        return max(files, key=lambda f: int(_CHECKPOINT_RE.search(f).group(1)))
+        return max(files, key=lambda f: int(_CHECKPOINT_RE.search(os.path.basename(f)).group(1)))
 
     def load_weights(self, filepath: str, by_name: bool = True,
                      exclude: Sequence[str] | None = None, skip_mismatch: bool = False):
@@ -338,10 +357,10 @@ class SiameseMaskRCNN(MaskRCNN):
         """Loads a siamese_mrcnn_####.h5 checkpoint and resumes at its epoch; with a
         schedule, the layers of the epoch's stage are made trainable.
         """
-        m = _CHECKPOINT_RE.search(os.path.basename(weights_path))
+        m = _EPOCH_SUFFIX_RE.search(os.path.basename(weights_path))
         if not m:
-            raise ValueError(f"expected a checkpoint named siamese_mrcnn_####.h5, got "
-                             f"{weights_path!r}")
+            raise ValueError(f"expected a checkpoint whose name ends in its epoch, _####.h5 "
+                             f"(e.g. siamese_mrcnn_0160.h5), got {weights_path!r}")
         epoch = int(m.group(1))
         if verbose:
             logger.info("Loading %s (epoch %d)", weights_path, epoch)

@@ -55,7 +55,8 @@ class SplitReferences(keras.layers.Layer):
 
 
 def prepare_reference(reference: np.ndarray, config, name: str = "reference") -> np.ndarray:
-    """Resizes one raw reference like get_one_target does and pads it to T x T.
+    """Resizes one raw reference like get_one_target does for training: resize_image in
+    "square" mode (min TARGET_MIN_DIM, max TARGET_MAX_DIM), zero-padded to T x T.
 
     Returns [T, T, 3] float32, mean-subtracted when config.REFERENCE_MOLDING (the
     training-time input), raw pixel values otherwise (the old code's inference).
@@ -65,12 +66,14 @@ def prepare_reference(reference: np.ndarray, config, name: str = "reference") ->
     if min(h, w) < MIN_REFERENCE_SIDE:
         raise ValueError(f"{name}: expected a reference of at least {MIN_REFERENCE_SIDE}x"
                          f"{MIN_REFERENCE_SIDE} pixels, got {h}x{w}")
-    # "square" whatever IMAGE_RESIZE_MODE is, as get_one_target does in training.
-    resized, _, _, _, _ = utils.resize_image(
-        reference, min_dim=config.TARGET_MIN_DIM, min_scale=config.IMAGE_MIN_SCALE,
-        max_dim=config.TARGET_MAX_DIM, mode="square")
-    resized = resized.astype(np.float32)
-    return mold_image(resized, config) if getattr(config, "REFERENCE_MOLDING", True) else resized
+    # "square" whatever IMAGE_RESIZE_MODE says: the network input is T x T.
+    resized = utils.resize_image(reference, min_dim=config.TARGET_MIN_DIM,
+                                 min_scale=config.IMAGE_MIN_SCALE,
+                                 max_dim=config.TARGET_MAX_DIM, mode="square")[0]
+    resized = resized.astype(np.float32)  # [T, T, 3]
+    if getattr(config, "REFERENCE_MOLDING", True):
+        resized = mold_image(resized, config)
+    return resized.astype(np.float32)
 
 
 def mold_references(targets: Sequence, config) -> np.ndarray:
@@ -80,11 +83,16 @@ def mold_references(targets: Sequence, config) -> np.ndarray:
     if not isinstance(targets, (list, tuple, np.ndarray)):
         raise ValueError(f"targets must be a list (one entry per query image), got "
                          f"{type(targets).__name__}")
+    if len(targets) == 0:
+        raise ValueError("targets: expected one entry per query image, got none")
     k = config.NUM_TARGETS
     batch = []
     for i, refs in enumerate(targets):
         if isinstance(refs, np.ndarray) and refs.ndim in (2, 3):
-            refs = [refs]
+            refs = [refs]  # one reference given as an image
+        if not isinstance(refs, (list, tuple, np.ndarray)):
+            raise ValueError(f"targets[{i}]: expected a list of NUM_TARGETS={k} reference "
+                             f"image(s), got {type(refs).__name__}")
         if len(refs) != k:
             raise ValueError(f"targets[{i}]: expected NUM_TARGETS={k} reference image(s), "
                              f"got {len(refs)}")
@@ -96,17 +104,25 @@ def mold_references(targets: Sequence, config) -> np.ndarray:
 def randomize_detections(detections: np.ndarray, windows: np.ndarray, image_shape,
                          rng: np.random.Generator | None = None) -> np.ndarray:
     """The random-boxes baseline (SPEC §7): each detection moved uniformly inside the
-    image window with its size kept, scores shuffled among the detections, then
-    re-sorted by score.
+    image window with its size kept, scores shuffled among the detections.
+
+    Rows stay in place, so each detection keeps its class id and its row of the mask
+    output (its mask is pasted at the moved box); sort by score after unmolding.
 
     detections: [batch, N, (y1, x1, y2, x2, class_id, score)] normalized, zero padded.
     windows: [batch, (y1, x1, y2, x2)] pixel windows of the molded images.
+    image_shape: the molded image shape [H, W, ...].
+    Returns a new array like detections.
     """
     rng = rng or np.random.default_rng()
     out = np.array(detections, dtype=np.float32, copy=True)
+    if out.ndim != 3 or out.shape[-1] != 6:
+        raise ValueError("detections: expected [batch, N, (y1, x1, y2, x2, class_id, "
+                         f"score)], got shape {out.shape}")
     norm_windows = utils.norm_boxes(np.asarray(windows), tuple(image_shape[:2]))
     for b in range(out.shape[0]):
         det = out[b]
+        # Detections come first, zero padding after (DetectionLayer's layout).
         n = int(np.count_nonzero(det[:, 4]))
         if n == 0:
             continue
@@ -119,6 +135,14 @@ def randomize_detections(detections: np.ndarray, windows: np.ndarray, image_shap
         x1 = wx1 + rng.uniform(0, 1, n) * np.maximum(wx2 - wx1 - w, 0)
         det[:n, :4] = np.stack([y1, x1, y1 + h, x1 + w], axis=1)
         det[:n, 5] = rng.permutation(det[:n, 5])
-        order = np.argsort(-det[:n, 5], kind="stable")
-        det[:n] = det[:n][order]
     return out
+
+
+def sort_by_score(result: dict) -> dict:
+    """A detect() result dict with its detections in decreasing score order."""
+    order = np.argsort(-np.asarray(result["scores"]), kind="stable")
+    sorted_result = dict(result)
+    for key in ("rois", "class_ids", "scores"):
+        sorted_result[key] = np.asarray(result[key])[order]
+    sorted_result["masks"] = np.asarray(result["masks"])[..., order]
+    return sorted_result

@@ -601,7 +601,8 @@ def _positive_int(value: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """Matterport's arguments plus options for small runs."""
-    parser = argparse.ArgumentParser(description="Train Mask R-CNN on MS COCO.")
+    parser = argparse.ArgumentParser(prog=os.path.basename(__file__),
+                                     description="Train Mask R-CNN on MS COCO.")
     parser.add_argument("command", metavar="<command>", choices=["train", "evaluate"],
                         help="'train' or 'evaluate' on MS COCO")
     parser.add_argument("--dataset", required=True, metavar="/path/to/coco/",
@@ -727,7 +728,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, COCOeval]:
     model = modellib.MaskRCNN(mode="inference", config=config, model_dir=args.logs)
     load_model_weights(model, args.model)
 
-    image_ids = _evaluation_image_ids(dataset_val, args.limit, None)
+    with user_input("data set"):
+        image_ids = _evaluation_image_ids(dataset_val, args.limit, None)
     coco_image_ids = [dataset_val.image_info[i]["id"] for i in image_ids]
     logger.info("Running COCO evaluation on %d images.", len(image_ids))
     # Detect once, score for each requested evaluation type.

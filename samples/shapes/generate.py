@@ -29,9 +29,11 @@ import os
 import re
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import skimage.draw
@@ -575,12 +577,23 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
-def _render_subset(tasks: list[tuple], workers: int) -> Iterable[tuple[dict, list[dict]]]:
-    if workers <= 1 or len(tasks) < 2:
-        return [_render_task(t) for t in tasks]
-    chunk = max(1, min(32, len(tasks) // (4 * workers)))
-    with _pool_context().Pool(workers) as pool:
-        return list(pool.imap(_render_task, tasks, chunksize=chunk))
+def _main_is_importable() -> bool:
+    """Workers re-import __main__ from its file; `python - < script` has none."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return main_file is None or os.path.isfile(main_file)
+
+
+def _render_subset(tasks: list[tuple], workers: int) -> list[tuple[dict, list[dict]]]:
+    if workers > 1 and len(tasks) > 1 and _main_is_importable():
+        chunk = max(1, min(32, len(tasks) // (4 * workers)))
+        try:
+            with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
+                return list(pool.map(_render_task, tasks, chunksize=chunk))
+        except BrokenProcessPool:
+            # E.g. a __main__ that workers cannot re-import (python - < script). Every
+            # image depends only on its own seed, so redoing them here gives the same data.
+            logger.warning("Worker processes failed to start; drawing in this process")
+    return [_render_task(t) for t in tasks]
 
 
 def _write_subset(paths: DatasetPaths, subset: str, count: int, info: dict,

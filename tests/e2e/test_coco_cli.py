@@ -5,7 +5,6 @@ run `coco.py train` and `coco.py evaluate` in subprocesses on it (resnet_tiny, 6
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -397,7 +396,7 @@ def _main_error(argv, capsys):
     """Runs main() in-process; returns (exit code, stderr lines)."""
     code = coco.main(argv)
     err = capsys.readouterr().err
-    return code, [line for line in err.splitlines() if "error" in line]
+    return code, [line for line in err.splitlines() if line.startswith("coco.py: error:")]
 
 
 def test_cli_reports_bad_inputs_in_one_line(tiny, tmp_path, capsys, monkeypatch):
@@ -473,7 +472,8 @@ def test_cli_missing_coco_weights_exit_2_without_traceback(tiny, tmp_path):
                        str(tmp_path / "logs")], cwd=str(tmp_path))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
-    assert len(errors) == 1
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("coco.py: error:")]
+    assert len(errors) == 1 and errors[0] == lines[-1]
     assert coco.COCO_WEIGHTS_ENV in errors[0] and coco.COCO_WEIGHTS_FILE in errors[0]
     assert not os.path.exists(tmp_path / "logs")

@@ -1,0 +1,742 @@
+"""Speed benchmark of Siamese Mask R-CNN: ratios measured in one run on one machine.
+
+    python benchmarks/speed.py [--quick] [--config small|tiny] [--repeats N]
+                               [--output benchmarks/results/speed.json] [--gpu]
+                               [--mixed-precision] [--set KEY=VALUE ...]
+
+What is measured (see benchmarks/README.md for the numbers):
+
+1. ``inference_over_dense``: one full ``detect()`` of a (query, reference) pair over the
+   forward pass of the model's dense part alone on the same input (ResNet + FPN on query
+   and reference, matching, RPN convolutions, up to the ``rpn_class``/``rpn_bbox``
+   outputs). The cumulative graph stages (proposals, heads + detection layer, mask head)
+   and the Python molding/unmolding are timed too, so the ratio can be broken down.
+2. ``batched_eval_speedup``: time per pair of N (query, reference) pairs run one pair per
+   ``detect()`` call with BATCH_SIZE 1 (the old evaluation loop) over the same pairs run
+   with BATCH_SIZE B, each distinct reference encoded once (``encode_reference``) and the
+   queries run in batches (``detect_with_reference``). Batching alone (``detect`` with
+   BATCH_SIZE B, references re-encoded per pair: the evaluation's default protocol) is
+   reported as ``batched_fresh_reference_speedup``.
+3. ``data_over_train``: samples/s of ``SiameseDataGenerator.__getitem__`` (one thread) on
+   a generated shapes data set over samples/s of ``train_on_batch`` (all layers
+   trainable) on the same batches. Above 1 means one loading thread outpaces training.
+4. Peak memory: the process's max RSS after each part (and the GPU's peak allocation).
+5. GPU mode (when a GPU is present, or with ``--gpu``): training and inference images/s
+   at the large config (1024 px), optionally under ``mixed_float16``, with the
+   differences from float32 on the same weights and inputs.
+
+Weights are random (the numbers do not depend on their values), except that the number
+of detections does: DETECTION_MIN_CONFIDENCE is 0 here so that the detection layer and
+the unmolding always handle DETECTION_MAX_INSTANCES detections (the worst case).
+Timings exclude a warm-up call (graph tracing) and are the median over --repeats.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import logging
+import os
+import platform
+import re
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+REPO = Path(__file__).resolve().parents[1]
+for _path in (str(REPO / "lib"), str(REPO)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from mrcnn import utils  # noqa: E402
+from samples.shapes.generate import generate_dataset  # noqa: E402
+from siamese_mrcnn.cli import parse_set  # noqa: E402
+from siamese_mrcnn.coco import IndexedCocoDataset  # noqa: E402
+from siamese_mrcnn.config import Config, preset  # noqa: E402
+from siamese_mrcnn.data import SiameseDataGenerator  # noqa: E402
+from siamese_mrcnn.model import SiameseMaskRCNN  # noqa: E402
+from siamese_mrcnn.reference import mold_references  # noqa: E402
+
+logger = logging.getLogger("benchmarks.speed")
+
+DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "speed.json"
+
+# Targets of the project issue (item 2).
+TARGETS = {"inference_over_dense": ("<=", 1.3), "batched_eval_speedup": (">=", 3.0),
+           "data_over_train": (">=", 1.0)}
+
+# Every benchmark config: detection always fills DETECTION_MAX_INSTANCES (see above).
+COMMON_OVERRIDES = {"DETECTION_MIN_CONFIDENCE": 0.0}
+
+# The CPU smoke setting: resnet_tiny at 128 px, narrow heads, few ROIs.
+TINY_OVERRIDES = {
+    "BACKBONE": "resnet_tiny", "IMAGE_MIN_DIM": 128, "IMAGE_MAX_DIM": 128,
+    "TARGET_MIN_DIM": 24, "TARGET_MAX_DIM": 32, "FPN_FEATUREMAPS": 64,
+    "FPN_CLASSIF_FC_LAYERS_SIZE": 128, "PRE_NMS_LIMIT": 1000, "POST_NMS_ROIS_INFERENCE": 100,
+    "POST_NMS_ROIS_TRAINING": 100, "TRAIN_ROIS_PER_IMAGE": 32,
+    "RPN_TRAIN_ANCHORS_PER_IMAGE": 32, "DETECTION_MAX_INSTANCES": 10, "MAX_GT_INSTANCES": 10,
+}
+
+# name -> (inference preset, training preset, extra overrides)
+CONFIGS = {
+    "small": ("small_eval", "small", {}),
+    "tiny": ("small_eval", "small", TINY_OVERRIDES),
+    "large": ("large_eval", "large", {"GPU_COUNT": 1}),
+}
+# Training batch (IMAGES_PER_GPU) per config: 2 keeps the small config trainable on a
+# CPU; the large one is the paper's 3 images per GPU.
+CONFIGS_TRAIN_BATCH = {"small": 2, "tiny": 2, "large": 3}
+
+
+# ------------------------------------------------------------------------ helpers
+def make_config(name: str, mode: str, images_per_gpu: int, overrides: dict) -> Config:
+    """The benchmark config ``name`` ('small', 'tiny', 'large') for 'inference' or
+    'training', with IMAGES_PER_GPU and the user's --set overrides applied last."""
+    if name not in CONFIGS:
+        raise ValueError(f"config: expected one of {sorted(CONFIGS)}, got {name!r}")
+    eval_preset, train_preset, extra = CONFIGS[name]
+    fields = {**COMMON_OVERRIDES, **extra, "IMAGES_PER_GPU": images_per_gpu, **overrides}
+    return preset(eval_preset if mode == "inference" else train_preset, **fields)
+
+
+def interleaved_seconds(calls: dict[str, Callable[[], Any]], repeats: int,
+                        warmup: int = 1) -> dict[str, dict]:
+    """Wall times of several calls measured in turns: ``warmup`` untimed rounds, then
+    ``repeats`` rounds that call each in order, so a change of machine load hits all of
+    them alike. Returns {name: {"median": s, "min": s}}.
+    """
+    for _ in range(warmup):
+        for fn in calls.values():
+            fn()
+    times: dict[str, list] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: {"median": statistics.median(t), "min": min(t)} for name, t in times.items()}
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
+    return interleaved_seconds({"fn": fn}, repeats, warmup)["fn"]["median"]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return peak / 1024 ** 2 if sys.platform == "darwin" else peak / 1024
+
+
+def gpu_peak_mb() -> float | None:
+    """Peak GPU memory allocated by TensorFlow on GPU:0 since the last reset, MiB."""
+    if not tf.config.list_physical_devices("GPU"):
+        return None
+    return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 1024 ** 2
+
+
+def reset_gpu_peak() -> None:
+    if tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.reset_memory_stats("GPU:0")
+
+
+def machine_info() -> dict:
+    """Where and when the numbers were measured."""
+    gpus = tf.config.list_physical_devices("GPU")
+    names = []
+    for gpu in gpus:
+        details = tf.config.experimental.get_device_details(gpu)
+        names.append(details.get("device_name", gpu.name))
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "gpus": names,
+    }
+
+
+def release(*models: Any) -> None:
+    """Drops Keras state so the next models start from a clean graph namespace."""
+    del models
+    keras.backend.clear_session()
+
+
+# ------------------------------------------------------------------------- data
+class ShapesData:
+    """A generated shapes data set (COCO layout) and (query, reference) examples."""
+
+    def __init__(self, root: str, num_images: int, size: int, seed: int = 0):
+        paths = generate_dataset(root, num_images, 0, seed=seed, size=size, workers=1)
+        self.dataset = IndexedCocoDataset()
+        self.dataset.load_coco(str(paths.root), "train")
+        self.dataset.prepare()
+
+    def queries(self, count: int) -> list[np.ndarray]:
+        """``count`` query images (cycling through the data set)."""
+        ids = self.dataset.image_ids
+        return [self.dataset.load_image(ids[i % len(ids)]) for i in range(count)]
+
+    def references(self, count: int) -> list[np.ndarray]:
+        """``count`` reference crops: the first instance's box of successive images,
+        taken from the end of the data set so they are not the first queries."""
+        ids = self.dataset.image_ids[::-1]
+        crops = []
+        for i in range(count):
+            image_id = ids[i % len(ids)]
+            image = self.dataset.load_image(image_id)
+            masks, _ = self.dataset.load_mask(image_id)
+            y1, x1, y2, x2 = utils.extract_bboxes(masks[:, :, :1])[0]
+            crops.append(image[y1:max(y2, y1 + 4), x1:max(x2, x1 + 4)])
+        return crops
+
+
+# ------------------------------------------------------------------ 1. inference
+def graph_stage_model(model: SiameseMaskRCNN, layer: str) -> keras.Model:
+    """The inference graph cut at ``layer``'s output (all four inputs kept)."""
+    inner = model.inner_model
+    return keras.Model(inner.inputs, inner.get_layer(layer).output, name=f"to_{layer}")
+
+
+def dense_model(model: SiameseMaskRCNN) -> keras.Model:
+    """(image, references) -> (rpn_class, rpn_bbox): backbone, FPN, matching, RPN convs."""
+    inner = model.inner_model
+    image, _, target, _ = inner.inputs
+    return keras.Model([image, target], [inner.get_layer("rpn_class").output,
+                                         inner.get_layer("rpn_bbox").output], name="dense")
+
+
+def bench_inference(model: SiameseMaskRCNN, query: np.ndarray, reference: np.ndarray,
+                    repeats: int) -> dict:
+    """detect() of one pair vs its dense part, plus the cumulative graph stages."""
+    config = model.config
+    molded_images, image_metas, _ = model.mold_inputs([query])
+    molded_targets = mold_references([reference], config)
+    anchors = model._batch_anchors(molded_images[0].shape)
+    graph_inputs = [molded_images, image_metas, molded_targets, anchors]
+
+    dense = dense_model(model)
+    to_proposals = graph_stage_model(model, "ROI")
+    to_detections = graph_stage_model(model, "mrcnn_detection")
+    results = []
+    # Cumulative stages: each includes everything before it.
+    timed = interleaved_seconds({
+        "dense": lambda: dense.predict_on_batch([molded_images, molded_targets]),
+        "to_proposals": lambda: to_proposals.predict_on_batch(graph_inputs),
+        "to_detections": lambda: to_detections.predict_on_batch(graph_inputs),
+        "graph": lambda: model.inner_model.predict_on_batch(graph_inputs),
+        "detect": lambda: results.append(model.detect([reference], [query])),
+    }, repeats)
+    seconds = {name: t["median"] for name, t in timed.items()}
+    dense_s = seconds["dense"]
+    return {
+        "inference_over_dense": seconds["detect"] / dense_s,
+        "seconds": seconds,
+        "seconds_min": {name: t["min"] for name, t in timed.items()},
+        "added_over_dense": {
+            "proposals (RPN decode, NMS)": (seconds["to_proposals"] - dense_s) / dense_s,
+            "ROI align + classifier head + detection layer":
+                (seconds["to_detections"] - seconds["to_proposals"]) / dense_s,
+            "ROI align + mask head": (seconds["graph"] - seconds["to_detections"]) / dense_s,
+            "molding + unmolding (Python)": (seconds["detect"] - seconds["graph"]) / dense_s,
+        },
+        "detections_per_image": int(len(results[-1][0]["scores"])),
+    }
+
+
+# ------------------------------------------------------------- 2. batched eval
+def detect_one_per_call(model: SiameseMaskRCNN, pairs: Sequence[tuple]) -> list[dict]:
+    """The old evaluation loop: one detect() per pair, the reference re-encoded each time."""
+    return [model.detect([reference], [query])[0] for query, reference in pairs]
+
+
+def detect_batched(model: SiameseMaskRCNN, pairs: Sequence[tuple]) -> list[dict]:
+    """detect() on BATCH_SIZE pairs per call; the last batch padded with repeats."""
+    batch = model.config.BATCH_SIZE
+    results = []
+    for start in range(0, len(pairs), batch):
+        chunk = list(pairs[start:start + batch])
+        used = len(chunk)
+        chunk += [chunk[-1]] * (batch - used)
+        out = model.detect([r for _, r in chunk], [q for q, _ in chunk])
+        results += out[:used]
+    return results
+
+
+def detect_cached(model: SiameseMaskRCNN, queries: Sequence[np.ndarray],
+                  references: Sequence[np.ndarray], pair_refs: Sequence[int]) -> list[dict]:
+    """Each distinct reference encoded once, then BATCH_SIZE queries per call."""
+    batch = model.config.BATCH_SIZE
+    vectors = []  # 5 x [references, C]
+    for start in range(0, len(references), batch):
+        encoded = model.encode_reference(list(references[start:start + batch]))
+        vectors = encoded if not vectors else [np.concatenate([a, b])
+                                               for a, b in zip(vectors, encoded)]
+    results = []
+    for start in range(0, len(queries), batch):
+        rows = list(pair_refs[start:start + batch])
+        images = list(queries[start:start + batch])
+        used = len(rows)
+        rows += [rows[-1]] * (batch - used)
+        images += [images[-1]] * (batch - used)
+        out = model.detect_with_reference([v[rows] for v in vectors], images)
+        results += out[:used]
+    return results
+
+
+def max_score_difference(a: Sequence[dict], b: Sequence[dict]) -> float:
+    """Largest |score difference| between two runs' detections of the same pairs
+    (detections sorted by score; inf when the counts differ)."""
+    worst = 0.0
+    for x, y in zip(a, b):
+        if len(x["scores"]) != len(y["scores"]):
+            return float("inf")
+        if len(x["scores"]):
+            worst = max(worst, float(np.max(np.abs(np.sort(x["scores"])
+                                                   - np.sort(y["scores"])))))
+    return worst
+
+
+def bench_batched_eval(single: SiameseMaskRCNN, batched: SiameseMaskRCNN,
+                       queries: Sequence[np.ndarray], references: Sequence[np.ndarray],
+                       repeats: int) -> dict:
+    """Per-pair time of the three evaluation paths on the same pairs and weights."""
+    pair_refs = [i % len(references) for i in range(len(queries))]
+    pairs = [(q, references[r]) for q, r in zip(queries, pair_refs)]
+    out: dict[str, list] = {}
+
+    def run(key: str, fn: Callable[[], list]) -> Callable[[], None]:
+        return lambda: out.__setitem__(key, fn())
+
+    timed = interleaved_seconds({
+        "one_pair_per_call": run("single", lambda: detect_one_per_call(single, pairs)),
+        "batched_fresh_reference": run("batched", lambda: detect_batched(batched, pairs)),
+        "batched_cached_reference": run(
+            "cached", lambda: detect_cached(batched, queries, references, pair_refs)),
+    }, repeats)
+    per_pair = {name: t["median"] / len(pairs) for name, t in timed.items()}
+    return {
+        "batched_eval_speedup": per_pair["one_pair_per_call"]
+        / per_pair["batched_cached_reference"],
+        "batched_fresh_reference_speedup": per_pair["one_pair_per_call"]
+        / per_pair["batched_fresh_reference"],
+        "seconds_per_pair": per_pair,
+        "pairs": len(pairs),
+        "distinct_references": len(references),
+        "batch_size": batched.config.BATCH_SIZE,
+        "max_score_difference_vs_one_pair_per_call": {
+            "batched_fresh_reference": max_score_difference(out["single"], out["batched"]),
+            "batched_cached_reference": max_score_difference(out["single"], out["cached"]),
+        },
+    }
+
+
+# ------------------------------------------------------------ 3. data vs train
+def load_batches(generator: SiameseDataGenerator, count: int) -> tuple[list, float]:
+    """``count`` batches from the generator and the loading rate in samples/s."""
+    batches = []
+    start = time.perf_counter()
+    for idx in range(count):
+        batches.append(generator[idx % len(generator)][0])
+    seconds = time.perf_counter() - start
+    return batches, count * generator.batch_size / seconds
+
+
+def training_model(config: Config, model_dir: str, layers: str = "all") -> SiameseMaskRCNN:
+    """A compiled training model with ``layers`` trainable."""
+    model = SiameseMaskRCNN("training", config, model_dir)
+    model.set_trainable(model.layer_regex(layers), verbose=0)
+    model.compile(learning_rate=1e-4, momentum=config.LEARNING_MOMENTUM)
+    return model
+
+
+def train_step_seconds(model: SiameseMaskRCNN, batches: Sequence[list],
+                       repeats: int) -> float:
+    """Median seconds of one train_on_batch, cycling through ``batches``."""
+    position = iter(range(10 ** 9))
+
+    def step() -> None:
+        model.keras_model.train_on_batch(batches[next(position) % len(batches)])
+
+    return median_seconds(step, repeats)
+
+
+def bench_data_vs_train(config: Config, data: ShapesData, model_dir: str,
+                        batches: int, repeats: int) -> dict:
+    """Data pipeline samples/s (one thread) vs training samples/s on the same batches."""
+    generator = SiameseDataGenerator(data.dataset, config, shuffle=True, seed=0, workers=0)
+    loaded, data_rate = load_batches(generator, batches)
+    model = training_model(config, model_dir)
+    step = train_step_seconds(model, loaded, repeats)
+    train_rate = config.BATCH_SIZE / step
+    release(model)
+    return {
+        "data_over_train": data_rate / train_rate,
+        "data_samples_per_s": data_rate,
+        "train_samples_per_s": train_rate,
+        "train_step_s": step,
+        "batch_size": config.BATCH_SIZE,
+        "trainable_layers": "all",
+    }
+
+
+# --------------------------------------------------------------------- 5. GPU
+def copy_weights(source: SiameseMaskRCNN, target: SiameseMaskRCNN) -> None:
+    """Same architecture, same variable order: copy every weight."""
+    target.inner_model.set_weights(source.inner_model.get_weights())
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Sets the global Keras dtype policy for the models built inside."""
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def error_text(error: Exception) -> str:
+    """One line: the exception type and its message without Keras' colour codes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    # Keras wraps the cause in a long preamble; its last "Error encountered" line says it.
+    cause = [line for line in lines if "type" in line or "Error" in line]
+    return f"{type(error).__name__}: {(cause or lines or [''])[-1]}"[:400]
+
+
+def train_throughput(config: Config, data: ShapesData, model_dir: str, repeats: int,
+                     source: SiameseMaskRCNN | None = None) -> dict:
+    """Training images/s under the current dtype policy, the losses of the first batch
+    before any update and the first update of the RPN's shared conv.
+
+    source: a training model to copy the weights from (the float32 run).
+    """
+    generator = SiameseDataGenerator(data.dataset, config, seed=0, workers=0)
+    batches, _ = load_batches(generator, 2)
+    trainer = training_model(config, model_dir)
+    if source is not None:
+        copy_weights(source, trainer)
+    losses = trainer.keras_model.test_on_batch(batches[0], return_dict=True)
+    kernel = _rpn_kernel(trainer)
+    before = keras.ops.convert_to_numpy(kernel).copy()
+    trainer.keras_model.train_on_batch(batches[0])
+    update = keras.ops.convert_to_numpy(kernel).astype(np.float32) - before
+    step = train_step_seconds(trainer, batches, repeats)
+    return {"train_images_per_s": config.BATCH_SIZE / step,
+            "train_batch_size": config.BATCH_SIZE,
+            "loss_before_update": {k: float(v) for k, v in losses.items()},
+            "_update": update, "_model": trainer}
+
+
+def inference_throughput(config: Config, data: ShapesData, model_dir: str, repeats: int,
+                         source: SiameseMaskRCNN | None = None) -> dict:
+    """Inference images/s (batched detect()) under the current dtype policy, plus the
+    dense outputs and detections of one batch for the precision comparison."""
+    batch = config.BATCH_SIZE
+    detector = SiameseMaskRCNN("inference", config, model_dir)
+    if source is not None:
+        copy_weights(source, detector)
+    queries, references = data.queries(batch), data.references(batch)
+    detect_s = median_seconds(lambda: detector.detect(references, queries), repeats)
+    molded, _, _ = detector.mold_inputs(queries)
+    rpn = [np.asarray(o, np.float32) for o in dense_model(detector).predict_on_batch(
+        [molded, mold_references(references, config)])]
+    return {"inference_images_per_s": batch / detect_s, "inference_batch_size": batch,
+            "_rpn": rpn, "_detections": detector.detect(references, queries),
+            "_model": detector}
+
+
+def _rpn_kernel(model: SiameseMaskRCNN):
+    """The shared RPN conv kernel: its gradient comes from the (deterministic) RPN
+    losses only, so its first update can be compared across precisions."""
+    rpn = model.inner_model.get_layer("rpn_model")
+    return rpn.get_layer("rpn_conv_shared").kernel
+
+
+def compare_training(fp32: dict, fp16: dict) -> dict:
+    """RPN losses (deterministic given the batch) and the first RPN conv update, mixed
+    precision vs float32. The head losses are left out: the ROI sampling is random."""
+    loss32, loss16 = fp32["loss_before_update"], fp16["loss_before_update"]
+    rel = [abs(loss32[k] - loss16[k]) / max(abs(loss32[k]), 1e-6)
+           for k in ("rpn_class_loss", "rpn_bbox_loss")]
+    ratio = float(np.linalg.norm(fp16["_update"]) / max(np.linalg.norm(fp32["_update"]),
+                                                        1e-30))
+    differences = {"rpn_losses_max_rel": max(rel), "first_update_norm_ratio": ratio}
+    within = max(rel) <= 1e-2 and abs(ratio - 1) <= 0.05
+    return {"differences": differences, "within_tolerance": bool(within),
+            "tolerances": {"rpn_losses_max_rel": 1e-2, "first_update_norm_ratio": "1 +- 0.05"}}
+
+
+def compare_inference(fp32: dict, fp16: dict) -> dict:
+    """Dense outputs and detection scores, mixed precision vs float32."""
+    rpn = [float(np.max(np.abs(a - b))) for a, b in zip(fp32["_rpn"], fp16["_rpn"])]
+    differences = {"rpn_class_max_abs": rpn[0], "rpn_bbox_max_abs": rpn[1],
+                   "detection_scores_max_abs": max_score_difference(fp32["_detections"],
+                                                                    fp16["_detections"])}
+    tolerances = {"rpn_class_max_abs": 1e-2, "rpn_bbox_max_abs": 5e-2,
+                  "detection_scores_max_abs": 2e-2}
+    within = all(differences[k] <= tol for k, tol in tolerances.items())
+    return {"differences": differences, "within_tolerance": bool(within),
+            "tolerances": tolerances}
+
+
+def public(result: dict) -> dict:
+    """A measurement without its private (underscored) arrays and models."""
+    return {k: v for k, v in result.items() if not k.startswith("_")}
+
+
+def bench_gpu(config_name: str, overrides: dict, data: ShapesData, model_dir: str,
+              eval_batch: int, repeats: int, mixed_precision: bool) -> dict:
+    """Training/inference images/s in float32 and, optionally, mixed_float16 with the
+    same weights and inputs (each part's failure is reported, not raised)."""
+    train_config = make_config(config_name, "training", CONFIGS_TRAIN_BATCH[config_name],
+                               overrides)
+    eval_config = make_config(config_name, "inference", eval_batch, overrides)
+    report: dict[str, Any] = {"config": config_name}
+    parts = (("training", train_config, train_throughput, compare_training),
+             ("inference", eval_config, inference_throughput, compare_inference))
+    for part, config, measure, compare in parts:
+        reset_gpu_peak()
+        fp32 = measure(config, data, model_dir, repeats)
+        report.setdefault("float32", {}).update(public(fp32))
+        report["float32"][f"{part}_gpu_peak_mb"] = gpu_peak_mb()
+        if not mixed_precision:
+            continue
+        entry = report.setdefault("mixed_float16", {})
+        try:
+            reset_gpu_peak()
+            with dtype_policy("mixed_float16"):
+                fp16 = measure(config, data, model_dir, repeats, source=fp32["_model"])
+        except Exception as error:  # noqa: BLE001 - reported, not hidden
+            logger.warning("mixed_float16 %s failed: %s", part, error_text(error))
+            entry[f"{part}_error"] = error_text(error)
+            continue
+        entry.update(public(fp16))
+        entry[f"{part}_gpu_peak_mb"] = gpu_peak_mb()
+        entry[f"{part}_check"] = compare(fp32, fp16)
+        key = "train_images_per_s" if part == "training" else "inference_images_per_s"
+        entry[f"{part}_speedup"] = fp16[key] / fp32[key]
+    release()
+    return report
+
+
+# ------------------------------------------------------------------------- main
+def settings(args: argparse.Namespace) -> dict:
+    """Sizes of the run; --quick is the CPU smoke setting."""
+    quick = args.quick
+    config = "tiny" if quick and args.config is None else (args.config or "small")
+    return {
+        "config": config,
+        "repeats": args.repeats or (2 if quick else 3),
+        "eval_batch": args.eval_batch or (2 if quick else 4),
+        "pairs": args.pairs or (4 if quick else 8),
+        "references": 2,
+        "train_batch": CONFIGS_TRAIN_BATCH[config],
+        "data_batches": 2 if quick else 4,
+        "gpu_config": "tiny" if quick else "large",
+    }
+
+
+def run(args: argparse.Namespace) -> dict:
+    """All measurements; returns the JSON report."""
+    overrides = parse_set(args.set)
+    plan = settings(args)
+    report: dict[str, Any] = {"machine": machine_info(), "settings": plan,
+                              "overrides": overrides}
+    name = plan["config"]
+    single_config = make_config(name, "inference", 1, overrides)
+    batched_config = make_config(name, "inference", plan["eval_batch"], overrides)
+    train_config = make_config(name, "training", plan["train_batch"], overrides)
+    report["config"] = {"inference": single_config.to_dict(),
+                        "training": train_config.to_dict()}
+    memory = {}
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="speed_bench_") as tmp:
+        size = int(single_config.IMAGE_MAX_DIM)
+        count = max(plan["pairs"], plan["data_batches"] * plan["train_batch"], 4)
+        logger.info("Generating %d shapes images of %d px", count, size)
+        data = ShapesData(os.path.join(tmp, "shapes"), count, size)
+        queries = data.queries(plan["pairs"])
+        references = data.references(plan["references"])
+
+        logger.info("1/3 full detect() vs the dense forward (%s config)", name)
+        single = SiameseMaskRCNN("inference", single_config, tmp)
+        report["inference"] = bench_inference(single, queries[0], references[0],
+                                              plan["repeats"])
+        memory["after_inference"] = peak_rss_mb()
+
+        logger.info("2/3 batched + cached-reference evaluation vs one pair per call")
+        batched = SiameseMaskRCNN("inference", batched_config, tmp)
+        copy_weights(single, batched)
+        report["batched_eval"] = bench_batched_eval(single, batched, queries, references,
+                                                    plan["repeats"])
+        memory["after_batched_eval"] = peak_rss_mb()
+        release(single, batched)
+        del single, batched
+
+        logger.info("3/3 data pipeline vs training steps")
+        report["data_vs_train"] = bench_data_vs_train(train_config, data, tmp,
+                                                      plan["data_batches"], plan["repeats"])
+        memory["after_training"] = peak_rss_mb()
+
+        if args.gpu or tf.config.list_physical_devices("GPU"):
+            gpu_name = plan["gpu_config"]
+            logger.info("GPU mode (%s config)", gpu_name)
+            gpu_data = data
+            if gpu_name != name:
+                size = int(make_config(gpu_name, "inference", 1, overrides).IMAGE_MAX_DIM)
+                gpu_data = ShapesData(os.path.join(tmp, "shapes_gpu"), 8, size)
+            report["gpu"] = bench_gpu(gpu_name, overrides, gpu_data, tmp, plan["eval_batch"],
+                                      plan["repeats"], args.mixed_precision)
+            memory["after_gpu"] = peak_rss_mb()
+    memory["peak_rss_mb"] = peak_rss_mb()
+    report["memory"] = memory
+    report["total_seconds"] = time.perf_counter() - start
+    report["inference_over_dense"] = report["inference"]["inference_over_dense"]
+    report["batched_eval_speedup"] = report["batched_eval"]["batched_eval_speedup"]
+    report["data_over_train"] = report["data_vs_train"]["data_over_train"]
+    report["targets"] = {key: {"target": f"{op} {value}", "measured": report[key],
+                               "met": report[key] <= value if op == "<="
+                               else report[key] >= value}
+                         for key, (op, value) in TARGETS.items()}
+    return report
+
+
+def gpu_rows(gpu: dict | None) -> list[tuple]:
+    """Table rows of the GPU-mode part: images/s per precision, checks and failures."""
+    rows: list[tuple] = []
+    for precision in ("float32", "mixed_float16"):
+        entry = (gpu or {}).get(precision)
+        if entry is None:
+            continue
+        for part, key, batch in (("training", "train_images_per_s", "train_batch_size"),
+                                 ("inference", "inference_images_per_s",
+                                  "inference_batch_size")):
+            label = f"{gpu['config']} {part} images/s, {precision}"
+            if f"{part}_error" in entry:
+                rows.append((label, "failed", entry[f"{part}_error"].replace("|", "/")))
+                continue
+            detail = f"batch {entry[batch]}"
+            check = entry.get(f"{part}_check")
+            if check is not None:
+                detail += ", {:.2f}x float32; within tolerance: {} {}".format(
+                    entry[f"{part}_speedup"], check["within_tolerance"],
+                    {k: round(v, 5) for k, v in check["differences"].items()})
+            rows.append((label, f"{entry[key]:.2f}", detail))
+    return rows
+
+
+def markdown_table(report: dict) -> str:
+    """The README table of a report."""
+    machine = report["machine"]
+    inference, batched = report["inference"], report["batched_eval"]
+    data = report["data_vs_train"]
+    seconds = inference["seconds"]
+    per_pair = batched["seconds_per_pair"]
+    rows = [
+        ("inference_over_dense (target <= 1.3)", f"{report['inference_over_dense']:.2f}",
+         f"detect {seconds['detect']:.3f} s / dense {seconds['dense']:.3f} s"),
+        ("batched_eval_speedup (target >= 3)", f"{report['batched_eval_speedup']:.2f}",
+         f"{per_pair['one_pair_per_call']:.3f} s/pair -> "
+         f"{per_pair['batched_cached_reference']:.3f} s/pair "
+         f"(B={batched['batch_size']}, {batched['pairs']} pairs, "
+         f"{batched['distinct_references']} references)"),
+        ("batched_fresh_reference_speedup", f"{batched['batched_fresh_reference_speedup']:.2f}",
+         f"{per_pair['batched_fresh_reference']:.3f} s/pair"),
+        ("data_over_train (target >= 1)", f"{report['data_over_train']:.2f}",
+         f"data {data['data_samples_per_s']:.2f} samples/s (1 thread), "
+         f"train {data['train_samples_per_s']:.2f} samples/s (batch {data['batch_size']})"),
+        ("peak RSS", f"{report['memory']['peak_rss_mb']:.0f} MiB", ""),
+    ]
+    for part, value in inference["added_over_dense"].items():
+        rows.append((f"  + {part}", f"{value:+.2f} x dense", ""))
+    rows += gpu_rows(report.get("gpu"))
+    lines = [f"Measured {machine['date']} on {machine['platform']}, "
+             f"{machine['cpu_count']} CPUs (load {machine['load_average_1min']:.1f}), "
+             f"TF {machine['tensorflow']}, config `{report['settings']['config']}`, "
+             f"median of {report['settings']['repeats']}.", "",
+             "| measure | value | detail |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+def to_json(value: Any) -> Any:
+    """JSON-safe copy (numpy scalars/arrays, inf)."""
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if np.isfinite(value) else str(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="CPU smoke setting: tiny config (resnet_tiny, 128 px), 2 repeats")
+    parser.add_argument("--config", choices=("small", "tiny"), default=None,
+                        help="model size of the CPU ratios (default small; tiny with --quick)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed calls per measure after one warm-up (median reported)")
+    parser.add_argument("--eval-batch", type=int, default=None,
+                        help="BATCH_SIZE of the batched evaluation (default 4; 2 with --quick)")
+    parser.add_argument("--pairs", type=int, default=None,
+                        help="(query, reference) pairs of the evaluation comparison")
+    parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="JSON report path")
+    parser.add_argument("--gpu", action="store_true",
+                        help="run the GPU-mode throughput part even without a GPU "
+                             "(it runs by itself when TensorFlow sees one)")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="GPU mode: also measure under mixed_float16 and compare")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="config override for every model (repeatable)")
+    args = parser.parse_args(argv)
+    for name in ("repeats", "eval_batch", "pairs"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    report = to_json(run(args))
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(markdown_table(report))
+    print(f"\nJSON: {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,355 @@
+"""Multi-replica Mask R-CNN checks, run in a fresh process on 2 logical CPU devices.
+
+Logical devices must be configured before TensorFlow initialises, so
+tests/mrcnn/test_parallel_model.py runs this file as a script:
+
+    python tests/helpers/parallel_check.py RESULT_JSON WORK_DIR
+
+It measures (it does not judge; the test asserts on the JSON it writes):
+  errors    GPU_COUNT=3 with 2 devices, ParallelModel(model, 3), uneven batches.
+  train     MaskRCNN(GPU_COUNT=2, IMAGES_PER_GPU=1).train(): wrapper, mirrored
+            variables, 2 steps from a DataGenerator, the checkpoint written.
+  checkpoints  that checkpoint loaded into a single-device inference model; a
+            single-device checkpoint loaded into a 2-replica inference model; both
+            inference models' outputs on the same batch.
+  losses / sgd  one device x 2 images vs 2 replicas x 1 image, same weights, same
+            fixed batch: each loss component (evaluate) and every weight after one
+            SGD step (train_on_batch).
+  clone     ParallelModel(a model built outside the strategy, 2): rebuilt, mirrored,
+            same weights, and one training step equal to the 2-replica model's.
+
+Determinism of the loss comparison, by design (see mrcnn/targets.py,
+detection_targets_graph): USE_RPN_ROIS=False and every image gets 4 ROIs with
+IoU >= 0.5 to a ground-truth box and 4 with IoU 0; TRAIN_ROIS_PER_IMAGE = 8 and
+ROI_POSITIVE_RATIO = 0.5 make the quotas int(8 * 0.5) = 4 positives and
+int(2 * 4) - 4 = 4 negatives, so every ROI is kept and tf.random.shuffle only
+permutes them; the losses are means over ROIs, which ignore order. RPN targets are
+fixed inputs. Each image has the same number of positive/negative anchors and ROIs,
+so the mean over the batch on one device equals the mean of the two replicas'
+per-image means (Matterport's ParallelModel averaged the towers' losses too).
+TRAIN_BN is False, so BatchNorm uses its moving statistics in both set-ups.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import tensorflow as tf  # noqa: E402
+
+_CPU = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    _CPU, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mrcnn import model as modellib  # noqa: E402
+from mrcnn import utils  # noqa: E402
+from mrcnn import weights as weights_io  # noqa: E402
+from mrcnn.config import Config  # noqa: E402
+from mrcnn.data import DataGenerator  # noqa: E402
+from mrcnn.parallel_model import ParallelModel, get_strategy  # noqa: E402
+
+SIZE = 64
+LEARNING_RATE = 0.05
+
+
+def make_config(gpu_count: int, images_per_gpu: int, **overrides) -> Config:
+    """A tiny Mask R-CNN config (64 px, resnet_tiny)."""
+    fields = dict(
+        NAME="par", BACKBONE="resnet_tiny", IMAGE_MIN_DIM=SIZE, IMAGE_MAX_DIM=SIZE,
+        NUM_CLASSES=3, GPU_COUNT=gpu_count, IMAGES_PER_GPU=images_per_gpu,
+        TOP_DOWN_PYRAMID_SIZE=32, FPN_CLASSIF_FC_LAYERS_SIZE=64,
+        RPN_ANCHOR_SCALES=(8, 16, 32, 64, 128), RPN_TRAIN_ANCHORS_PER_IMAGE=16,
+        POST_NMS_ROIS_TRAINING=8, POST_NMS_ROIS_INFERENCE=16, TRAIN_ROIS_PER_IMAGE=8,
+        ROI_POSITIVE_RATIO=0.5, MAX_GT_INSTANCES=4, DETECTION_MAX_INSTANCES=8,
+        DETECTION_MIN_CONFIDENCE=0.0, MINI_MASK_SHAPE=(28, 28), STEPS_PER_EPOCH=2,
+        VALIDATION_STEPS=1, TRAIN_BN=False)
+    fields.update(overrides)
+    return type("ParallelTestConfig", (Config,), fields)()
+
+
+# Per image id: two objects (class id, [y1, x1, y2, x2] pixels), in different places.
+OBJECTS = {
+    0: [(1, (10, 10, 30, 30)), (2, (36, 30, 56, 50))],
+    1: [(2, (6, 34, 26, 58)), (1, (30, 10, 56, 30))],
+    2: [(1, (20, 20, 44, 44)), (2, (44, 8, 60, 28))],
+    3: [(2, (12, 12, 32, 40)), (1, (34, 36, 54, 56))],
+}
+
+
+class ShapesDataset(utils.Dataset):
+    """Filled rectangles of two classes on a grey background."""
+
+    def load(self) -> None:
+        self.add_class("rect", 1, "red")
+        self.add_class("rect", 2, "green")
+        for image_id in OBJECTS:
+            self.add_image("rect", image_id=image_id, path=None)
+
+    def load_image(self, image_id):
+        image = np.full((SIZE, SIZE, 3), 40, np.uint8)
+        for class_id, (y1, x1, y2, x2) in OBJECTS[image_id]:
+            image[y1:y2, x1:x2] = (200, 40, 40) if class_id == 1 else (40, 200, 40)
+        return image
+
+    def load_mask(self, image_id):
+        objects = OBJECTS[image_id]
+        masks = np.zeros((SIZE, SIZE, len(objects)), bool)
+        for i, (_, (y1, x1, y2, x2)) in enumerate(objects):
+            masks[y1:y2, x1:x2, i] = True
+        return masks, np.array([c for c, _ in objects], np.int32)
+
+
+def snapshot(model) -> dict[str, np.ndarray]:
+    return {k: np.array(v.numpy()) for k, v in weights_io.weight_map(model).items()}
+
+
+def replica_values(variable) -> list[np.ndarray]:
+    """Every replica's copy of a (possibly mirrored) Keras variable."""
+    value = variable.value
+    if isinstance(value, tf.distribute.DistributedValues):
+        return [np.asarray(t) for t in value.values]
+    return [np.asarray(value)]
+
+
+def max_diff(a: dict, b: dict) -> float:
+    return float(max(np.max(np.abs(a[k] - b[k])) if a[k].size else 0.0 for k in a))
+
+
+def max_replica_diff(model, reference: dict) -> float:
+    """Largest difference between any replica copy of any variable and reference."""
+    worst = 0.0
+    for key, variable in weights_io.weight_map(model).items():
+        for copy in replica_values(variable):
+            if copy.size:
+                worst = max(worst, float(np.max(np.abs(copy - reference[key]))))
+    return worst
+
+
+def variable_kinds(model) -> dict[str, int]:
+    kinds: dict[str, int] = {}
+    for variable in model.weights:
+        name = type(variable.value).__name__
+        kinds[name] = kinds.get(name, 0) + 1
+    return kinds
+
+
+def copy_weights(source, target) -> None:
+    values = snapshot(source)
+    target_map = weights_io.weight_map(target)
+    if values.keys() != target_map.keys():
+        raise RuntimeError("weight keys differ between the models")
+    for key, variable in target_map.items():
+        variable.assign(values[key])
+
+
+def error_message(fn) -> dict:
+    try:
+        fn()
+    except ValueError as e:
+        return {"raised": "ValueError", "message": str(e)}
+    except Exception as e:  # noqa: BLE001 - reported, the test fails on it
+        return {"raised": type(e).__name__, "message": str(e)}
+    return {"raised": None, "message": ""}
+
+
+############################################################
+#  Checks
+############################################################
+
+def check_errors(work_dir: str) -> dict:
+    def three_gpus():
+        modellib.MaskRCNN("training", make_config(3, 1), work_dir)
+
+    def wrap_three():
+        ParallelModel(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]), 3)
+
+    return {"gpu_count_3": error_message(three_gpus),
+            "parallel_model_3": error_message(wrap_three),
+            "strategy_0": error_message(lambda: get_strategy(0))}
+
+
+def check_training(dataset, work_dir: str) -> tuple[dict, modellib.MaskRCNN]:
+    model = modellib.MaskRCNN("training", make_config(2, 1), work_dir)
+    inner = model.inner_model
+    before = snapshot(inner)
+    history = model.train(dataset, dataset, LEARNING_RATE, epochs=1, layers="all")
+    checkpoint = model.find_last()
+    after = snapshot(inner)
+    result = {
+        "wrapper": type(model.keras_model).__name__,
+        "replicas": model.keras_model.strategy.num_replicas_in_sync,
+        "built_under_strategy": inner.distribute_strategy is model.keras_model.strategy,
+        "variable_kinds": variable_kinds(inner),
+        "history": {k: [float(x) for x in v] for k, v in history.history.items()},
+        "checkpoint": checkpoint,
+        "checkpoint_exists": os.path.isfile(checkpoint),
+        "weights_changed": max_diff(before, after),
+        "replicas_agree": max_replica_diff(inner, after),
+    }
+    return result, model
+
+
+def check_checkpoints(trained: modellib.MaskRCNN, checkpoint: str, dataset,
+                      work_dir: str) -> dict:
+    trained_values = snapshot(trained.inner_model)
+    single = modellib.MaskRCNN("inference", make_config(1, 2), work_dir)
+    report = single.load_weights(checkpoint, by_name=True)
+    single_values = snapshot(single.keras_model)
+    result = {
+        "to_single_loaded": len(report.loaded),
+        "to_single_missing": list(report.missing_in_file),
+        "to_single_keys": len(single_values),
+        "to_single_max_diff": max(abs(single_values[k] - trained_values[k]).max()
+                                  for k in single_values).item(),
+    }
+    # Vice versa: new values (so nothing passes by accident), saved on one device.
+    rng = np.random.default_rng(1)
+    for variable in weights_io.weight_map(single.keras_model).values():
+        variable.assign(np.asarray(variable.numpy())
+                        + rng.normal(0, 0.01, variable.shape).astype("float32"))
+    single_values = snapshot(single.keras_model)
+    path = os.path.join(work_dir, "single_device.h5")
+    single.save_weights(path)
+    parallel = modellib.MaskRCNN("inference", make_config(2, 1), work_dir)
+    report = parallel.load_weights(path, by_name=True)
+    result.update({
+        "to_parallel_loaded": len(report.loaded),
+        "to_parallel_missing": list(report.missing_in_file),
+        "to_parallel_keys": len(weights_io.weight_map(parallel.inner_model)),
+        "to_parallel_max_diff": max_replica_diff(parallel.inner_model, single_values),
+    })
+    images = [dataset.load_image(i) for i in (2, 3)]
+    molded, metas, _ = single.mold_inputs(images)
+    anchors = single._batch_anchors(molded[0].shape)
+    one = single.keras_model.predict_on_batch([molded, metas, anchors])
+    two = parallel.keras_model.predict_on_batch([molded, metas, anchors])
+    result["outputs_shapes"] = [[list(a.shape), list(b.shape)] for a, b in zip(one, two)]
+    result["outputs_max_diff"] = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                                  for a, b in zip(one, two)]
+    result["detections_nonzero"] = int(np.count_nonzero(np.asarray(one[0])[..., 4]))
+    return result
+
+
+def fixed_batch(dataset, config) -> list[np.ndarray]:
+    """Images 0 and 1 with balanced RPN targets and hand-made ROIs (module docstring)."""
+    (images, metas, rpn_match, rpn_bbox, gt_class_ids, gt_boxes,
+     gt_masks) = DataGenerator(dataset, config, shuffle=False)[0][0]
+    rpn_match = rpn_match.copy()
+    rpn_bbox = rpn_bbox.copy()
+    # The same number of positive and of negative anchors in both images.
+    positives = min(int(np.sum(m == 1)) for m in rpn_match)
+    negatives = min(int(np.sum(m == -1)) for m in rpn_match)
+    for b in range(len(rpn_match)):
+        rpn_match[b, np.where(rpn_match[b, :, 0] == 1)[0][positives:]] = 0
+        rpn_match[b, np.where(rpn_match[b, :, 0] == -1)[0][negatives:]] = 0
+        rpn_bbox[b, positives:] = 0  # rows follow the positive anchors' order
+    rois = []
+    corners = [[0, 0, 6, 6], [58, 58, 64, 64], [0, 58, 6, 64], [58, 0, 64, 6]]
+    for b in range(len(images)):
+        boxes = gt_boxes[b][gt_class_ids[b] > 0]
+        positive = [box + shift for box in boxes for shift in ([1, 1, 1, 1], [-1, 0, 0, 1])]
+        image_rois = np.array(positive + corners, np.int32)
+        iou = utils.compute_overlaps(image_rois.astype(np.float32), boxes.astype(np.float32))
+        if not (np.all(iou[:4].max(1) >= 0.5) and np.all(iou[4:].max(1) == 0)):
+            raise RuntimeError(f"hand-made ROIs are not 4 positives + 4 negatives: {iou}")
+        rois.append(image_rois)
+    return [images, metas, rpn_match, rpn_bbox, gt_class_ids, gt_boxes, gt_masks,
+            np.stack(rois)]
+
+
+def check_losses_and_sgd(dataset, work_dir: str) -> tuple[dict, dict, dict]:
+    overrides = dict(USE_RPN_ROIS=False, GRADIENT_CLIP_NORM=0.5)
+    single = modellib.MaskRCNN("training", make_config(1, 2, **overrides), work_dir)
+    parallel = modellib.MaskRCNN("training", make_config(2, 1, **overrides), work_dir)
+    copy_weights(single.keras_model, parallel.inner_model)
+    start = snapshot(single.keras_model)
+    batch = fixed_batch(dataset, single.config)
+    for m in (single, parallel):
+        m.compile(LEARNING_RATE, m.config.LEARNING_MOMENTUM)
+    result = {
+        "single": single.keras_model.test_on_batch(batch, return_dict=True),
+        "parallel": parallel.keras_model.test_on_batch(batch, return_dict=True),
+    }
+    single_step = single.keras_model.train_on_batch(batch, return_dict=True)
+    parallel_step = parallel.keras_model.train_on_batch(batch, return_dict=True)
+    after_single = snapshot(single.keras_model)
+    after_parallel = snapshot(parallel.inner_model)
+    # First SGD step with momentum: w1 - w0 = -lr * clip(gradient).
+    update_norms = [float(np.linalg.norm(after_single[k] - start[k])) / LEARNING_RATE
+                    for k in start]
+    clip = single.config.GRADIENT_CLIP_NORM
+    sgd = {
+        "max_diff": max_diff(after_single, after_parallel),
+        "replica_max_diff": max_replica_diff(parallel.inner_model, after_single),
+        "max_change": max_diff(after_single, start),
+        "clipped": sum(abs(n - clip) < 1e-3 * clip for n in update_norms),
+        "unclipped": sum(1e-6 < n < clip * (1 - 1e-3) for n in update_norms),
+        "single_logs": single_step, "parallel_logs": parallel_step,
+    }
+    clone = check_clone(start, batch, work_dir, after_parallel, parallel_step)
+    return result, sgd, clone
+
+
+def check_clone(start: dict, batch: list, work_dir: str, expected_after: dict,
+                expected_logs: dict) -> dict:
+    """ParallelModel around a model built outside any strategy scope."""
+    config = make_config(1, 1, USE_RPN_ROIS=False, GRADIENT_CLIP_NORM=0.5)
+    plain = modellib.MaskRCNN("training", config, work_dir)
+    for key, variable in weights_io.weight_map(plain.keras_model).items():
+        variable.assign(start[key])
+    wrapped = ParallelModel(plain.keras_model, 2)
+    inner = wrapped.inner_model
+    result = {
+        "rebuilt": inner is not plain.keras_model,
+        "class": type(inner).__name__,
+        "loss_settings_equal": inner.loss_settings() == plain.keras_model.loss_settings(),
+        "variable_kinds": variable_kinds(inner),
+        "weights_max_diff": max_replica_diff(inner, start),
+    }
+    # An optimizer created outside the scope, as MaskRCNN.compile does.
+    optimizer = keras.optimizers.SGD(learning_rate=LEARNING_RATE, momentum=0.9,
+                                     clipnorm=config.GRADIENT_CLIP_NORM)
+    wrapped.compile(optimizer=optimizer, jit_compile=False)
+    logs = wrapped.train_on_batch(batch, return_dict=True)
+    result["logs"] = logs
+    result["logs_max_diff"] = max(abs(logs[k] - expected_logs[k]) for k in expected_logs)
+    result["after_max_diff"] = max_replica_diff(inner, expected_after)
+    return result
+
+
+def main(result_path: str, work_dir: str) -> None:
+    keras.utils.set_random_seed(0)
+    dataset = ShapesDataset()
+    dataset.load()
+    dataset.prepare()
+    results = {"logical_cpus": len(tf.config.list_logical_devices("CPU")), "seconds": {}}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        results["seconds"][name] = round(time.perf_counter() - clock, 1)
+        clock = time.perf_counter()
+
+    results["errors"] = check_errors(work_dir)
+    lap("errors")
+    results["train"], trained = check_training(dataset, work_dir)
+    lap("train")
+    results["checkpoints"] = check_checkpoints(trained, results["train"]["checkpoint"],
+                                               dataset, work_dir)
+    lap("checkpoints")
+    results["losses"], results["sgd"], results["clone"] = check_losses_and_sgd(
+        dataset, work_dir)
+    lap("losses_sgd_clone")
+    with open(result_path, "w") as f:
+        json.dump(results, f, indent=1, default=float)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
