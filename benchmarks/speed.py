@@ -183,6 +183,12 @@ def release(*models: Any) -> None:
 
 
 # ------------------------------------------------------------------------- data
+def image_size(config: Config) -> int:
+    """Side of the generated images: 1.25 x IMAGE_MAX_DIM, so that loading includes the
+    downscaling that COCO's 640 x 480 images get at 512 px."""
+    return int(config.IMAGE_MAX_DIM) * 5 // 4
+
+
 class ShapesData:
     """A generated shapes data set (COCO layout) and (query, reference) examples."""
 
@@ -418,12 +424,16 @@ def dtype_policy(name: str):
 
 
 def error_text(error: Exception) -> str:
-    """One line: the exception type and its message without Keras' colour codes."""
+    """One line: the exception type, where (Keras' first line) and the cause."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    # Keras wraps the cause in a long preamble; its last "Error encountered" line says it.
-    cause = [line for line in lines if "type" in line or "Error" in line]
-    return f"{type(error).__name__}: {(cause or lines or [''])[-1]}"[:400]
+    if not lines:
+        return type(error).__name__
+    # Keras: "Exception encountered when calling X.call()." ... "Error encountered:" cause
+    cause = [line for line in lines if not line.startswith(("•", "Arguments", "Could not"))
+             and "encountered" not in line]
+    parts = [lines[0]] + cause[:1]
+    return f"{type(error).__name__}: {' '.join(dict.fromkeys(parts))}"[:400]
 
 
 def train_throughput(config: Config, data: ShapesData, model_dir: str, repeats: int,
@@ -574,7 +584,7 @@ def run(args: argparse.Namespace) -> dict:
     memory = {}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="speed_bench_") as tmp:
-        size = int(single_config.IMAGE_MAX_DIM)
+        size = image_size(single_config)
         count = max(plan["pairs"], plan["data_batches"] * plan["train_batch"], 4)
         logger.info("Generating %d shapes images of %d px", count, size)
         data = ShapesData(os.path.join(tmp, "shapes"), count, size)
@@ -606,7 +616,7 @@ def run(args: argparse.Namespace) -> dict:
             logger.info("GPU mode (%s config)", gpu_name)
             gpu_data = data
             if gpu_name != name:
-                size = int(make_config(gpu_name, "inference", 1, overrides).IMAGE_MAX_DIM)
+                size = image_size(make_config(gpu_name, "inference", 1, overrides))
                 gpu_data = ShapesData(os.path.join(tmp, "shapes_gpu"), 8, size)
             report["gpu"] = bench_gpu(gpu_name, overrides, gpu_data, tmp, plan["eval_batch"],
                                       plan["repeats"], args.mixed_precision)
@@ -614,6 +624,8 @@ def run(args: argparse.Namespace) -> dict:
     memory["peak_rss_mb"] = peak_rss_mb()
     report["memory"] = memory
     report["total_seconds"] = time.perf_counter() - start
+    report["machine"]["load_average_1min_end"] = (os.getloadavg()[0]
+                                                  if hasattr(os, "getloadavg") else None)
     report["inference_over_dense"] = report["inference"]["inference_over_dense"]
     report["batched_eval_speedup"] = report["batched_eval"]["batched_eval_speedup"]
     report["data_over_train"] = report["data_vs_train"]["data_over_train"]

@@ -78,6 +78,10 @@ class Config(object):
     # Size of the fully-connected layers in the classification graph
     FPN_CLASSIF_FC_LAYERS_SIZE = 1024
 
+    # Width of the mask head's four 3x3 convs and its deconv (project extension;
+    # Matterport hard-codes 256, which the released weights need).
+    MASK_HEAD_CONV_CHANNELS = 256
+
     # Size of the top-down layers used to build the feature pyramid
     TOP_DOWN_PYRAMID_SIZE = 256
 
@@ -273,6 +277,7 @@ class Config(object):
             raise ValueError("COMPUTE_BACKBONE_SHAPE must be None or a callable; "
                              "got {!r}".format(self.COMPUTE_BACKBONE_SHAPE))
         _check_int(self, "FPN_CLASSIF_FC_LAYERS_SIZE", minimum=1)
+        _check_int(self, "MASK_HEAD_CONV_CHANNELS", minimum=1)
         _check_int(self, "TOP_DOWN_PYRAMID_SIZE", minimum=1)
 
     def _validate_image(self) -> None:

@@ -78,7 +78,8 @@ def fpn_classifier_graph(rois, feature_maps, image_meta, pool_size: int, num_cla
 
 
 def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size: int, num_classes: int,
-                         train_bn: bool = True, mask_channels: Optional[int] = None):
+                         train_bn: bool = True, mask_channels: Optional[int] = None,
+                         conv_channels: int = 256):
     """Builds the mask head.
 
     rois: [batch, num_rois, (y1, x1, y2, x2)] boxes in normalized coordinates
@@ -89,6 +90,8 @@ def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size: int, num_cla
     train_bn: False freezes the BatchNorm layers
     mask_channels: None for one mask per class (Matterport); 1 for a single
         class-agnostic mask repeated for every class (Siamese)
+    conv_channels: width of the four convs and the deconv (Matterport: 256; smaller
+        for CPU-sized models, config.MASK_HEAD_CONV_CHANNELS)
     Returns: masks [batch, num_rois, 2 * pool_size, 2 * pool_size, num_classes]
     """
     if mask_channels is None:
@@ -101,11 +104,11 @@ def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size: int, num_cla
     x = PyramidROIAlign([pool_size, pool_size],
                         name="roi_align_mask")([rois, image_meta] + list(feature_maps))
     for i in range(1, 5):
-        # [batch, num_rois, pool_size, pool_size, 256]
-        x = _conv_bn_relu(x, 256, 3, "same", f"mrcnn_mask_conv{i}", f"mrcnn_mask_bn{i}",
+        # [batch, num_rois, pool_size, pool_size, conv_channels]
+        x = _conv_bn_relu(x, conv_channels, 3, "same", f"mrcnn_mask_conv{i}", f"mrcnn_mask_bn{i}",
                           train_bn)
-    # [batch, num_rois, 2 * pool_size, 2 * pool_size, 256]
-    x = _per_roi(keras.layers.Conv2DTranspose, "mrcnn_mask_deconv", 256, (2, 2),
+    # [batch, num_rois, 2 * pool_size, 2 * pool_size, conv_channels]
+    x = _per_roi(keras.layers.Conv2DTranspose, "mrcnn_mask_deconv", conv_channels, (2, 2),
                  strides=2, activation="relu")(x)
     # [batch, num_rois, 2 * pool_size, 2 * pool_size, mask_channels]
     x = _per_roi(keras.layers.Conv2D, "mrcnn_mask", mask_channels, (1, 1), strides=1,

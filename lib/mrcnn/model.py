@@ -230,7 +230,8 @@ class MaskRCNN:
                 mrcnn_mask = build_fpn_mask_graph(
                     rois, mrcnn_feature_maps, input_image_meta, config.MASK_POOL_SIZE,
                     config.NUM_CLASSES, train_bn=config.TRAIN_BN,
-                    mask_channels=self.MASK_CHANNELS)
+                    mask_channels=self.MASK_CHANNELS,
+                    conv_channels=config.MASK_HEAD_CONV_CHANNELS)
                 losses.append(LossLayer("mrcnn_mask_loss_graph", name="mrcnn_mask_loss")(
                     [target_mask, target_class_ids, mrcnn_mask]))
                 outputs.append(mrcnn_mask)
@@ -251,7 +252,8 @@ class MaskRCNN:
             detection_boxes = DetectionBoxes(name="detection_boxes")(detections)
             mrcnn_mask = build_fpn_mask_graph(
                 detection_boxes, mrcnn_feature_maps, input_image_meta, config.MASK_POOL_SIZE,
-                config.NUM_CLASSES, train_bn=config.TRAIN_BN, mask_channels=self.MASK_CHANNELS)
+                config.NUM_CLASSES, train_bn=config.TRAIN_BN, mask_channels=self.MASK_CHANNELS,
+                    conv_channels=config.MASK_HEAD_CONV_CHANNELS)
             outputs.append(mrcnn_mask)
         outputs += [rpn_rois, rpn_class, rpn_bbox]
         return keras.Model([input_image, input_image_meta, *extra_inputs, input_anchors],

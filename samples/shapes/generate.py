@@ -178,15 +178,18 @@ def _check_num_categories(num_categories: int) -> None:
 # Drawing
 # ----------------------------------------------------------------------------------------
 
-def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
-    """[n_out, n_in] linear interpolation weights spreading n_in samples over n_out."""
-    pos = np.linspace(0, n_in - 1, n_out)
-    lo = np.minimum(np.floor(pos).astype(int), n_in - 2)
-    frac = (pos - lo).astype(np.float32)
-    weights = np.zeros((n_out, n_in), np.float32)
-    weights[np.arange(n_out), lo] = 1 - frac
-    weights[np.arange(n_out), lo + 1] = frac
-    return weights
+def _linear_upsample(grid: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear upsampling of grid [n, n, C] to [size, size, C], corners aligned.
+
+    Gathers and blends instead of a matrix product: BLAS threads would spin and compete
+    with the worker processes.
+    """
+    n = grid.shape[0]
+    pos = np.linspace(0, n - 1, size, dtype=np.float32)
+    lo = np.minimum(pos.astype(int), n - 2)
+    frac = pos - lo
+    rows = grid[lo] * (1 - frac)[:, None, None] + grid[lo + 1] * frac[:, None, None]
+    return rows[:, lo] * (1 - frac)[None, :, None] + rows[:, lo + 1] * frac[None, :, None]
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int,
@@ -195,10 +198,8 @@ def _smooth_noise(rng: np.random.Generator, size: int, cells: int,
     n = int(cells) + 1
     luminance = rng.normal(0, amplitude, (n, n, 1))
     colour = rng.normal(0, amplitude * chroma, (n, n, 3))
-    grid = (luminance + colour).astype(np.float32).transpose(2, 0, 1)  # [3, n, n]
-    weights = _interp_matrix(size, n)  # [size, n]
-    field = weights @ grid @ weights.T  # [3, size, size]
-    return np.ascontiguousarray(field.transpose(1, 2, 0))  # [size, size, 3]
+    grid = (luminance + colour).astype(np.float32)  # [n, n, 3]
+    return _linear_upsample(grid, size)  # [size, size, 3]
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:

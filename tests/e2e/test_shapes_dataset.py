@@ -220,3 +220,19 @@ def test_readable_by_matterport_coco_loader(dataset):
     masks, class_ids = data.load_mask(0)
     assert masks.shape[:2] == (SIZE, SIZE) and masks.shape[2] == len(class_ids) > 0
     assert data.load_image(0).shape == (SIZE, SIZE, 3)
+
+
+def test_readable_by_indexed_coco_dataset(dataset):
+    siamese_utils = pytest.importorskip("siamese_mrcnn.utils")
+    data = siamese_utils.IndexedCocoDataset()
+    data.load_coco(str(dataset.root), "train", year="2017")
+    data.prepare()
+    assert data.num_images == 12 and data.num_classes == 25
+    data.set_active_classes(shapes.train_classes(24, 1))
+    coco = _coco(dataset.train_annotations)
+    for internal_id, info in enumerate(data.image_info):
+        expected = {a["category_id"] for a in coco.loadAnns(coco.getAnnIds(imgIds=[info["id"]]))}
+        found = {data.class_info[c]["id"] for c in data.image_category_index[internal_id]}
+        assert found == expected
+    masks, class_ids = data.load_mask(0)
+    assert masks.shape == (SIZE, SIZE, len(class_ids)) and (class_ids > 0).all()

@@ -1,0 +1,263 @@
+#!/usr/bin/env python
+"""The quick start (`make demo`): one-shot instance segmentation end to end on CPU.
+
+1. generates the shapes data set (cached): 24 categories, split 1 holds out every 4th;
+2. trains a small Siamese Mask R-CNN on the background categories only (resumable);
+3. evaluates with the paper's protocol on the held-out (one-shot) categories, on the
+   background categories, and the random-boxes baseline on the one-shot categories;
+4. writes results.json (AP50 as fractions) and a picture of one-shot detections.
+
+Everything goes under --out (default runs/quickstart). Re-running reuses the data set and
+continues training from the last checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+for path in (os.path.join(ROOT, "lib"), ROOT):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+import numpy as np  # noqa: E402
+
+logger = logging.getLogger("quickstart")
+
+#: The CPU-sized model of the quick start (overrides of the paper's "small" preset).
+QUICKSTART_CONFIG = {
+    "NAME": "shapes",
+    "EXPERIMENT": "quickstart",
+    "BACKBONE": "resnet_tiny",
+    "IMAGE_MIN_DIM": 128,
+    "IMAGE_MAX_DIM": 128,
+    "TARGET_MIN_DIM": 48,
+    "TARGET_MAX_DIM": 64,
+    "FPN_FEATUREMAPS": 64,
+    "FPN_CLASSIF_FC_LAYERS_SIZE": 128,
+    "MASK_HEAD_CONV_CHANNELS": 64,
+    "MASK_POOL_SIZE": 7,
+    "MASK_SHAPE": [14, 14],
+    "MINI_MASK_SHAPE": (28, 28),
+    "RPN_ANCHOR_SCALES": (8, 16, 32, 64, 128),
+    "IMAGES_PER_GPU": 4,
+    "POST_NMS_ROIS_TRAINING": 200,
+    "POST_NMS_ROIS_INFERENCE": 100,
+    "TRAIN_ROIS_PER_IMAGE": 32,
+    "RPN_TRAIN_ANCHORS_PER_IMAGE": 64,
+    "MAX_GT_INSTANCES": 10,
+    "DETECTION_MAX_INSTANCES": 20,
+    # Trained from scratch (no ImageNet weights offline): BatchNorm must learn.
+    "TRAIN_BN": True,
+    "LEARNING_RATE": 0.02,
+    "VALIDATION_STEPS": 5,
+}
+
+PROFILES = {
+    # name: data set size, epochs x steps, evaluation images and runs
+    "default": dict(train=2000, val=300, epochs=12, steps=100, eval_images=200, runs=3),
+    "long": dict(train=6000, val=600, epochs=60, steps=100, eval_images=600, runs=5),
+    "quick": dict(train=60, val=24, epochs=1, steps=4, eval_images=8, runs=1),
+}
+
+
+def build_configs(overrides: dict | None = None):
+    """(training config, inference config) of the quick start."""
+    from siamese_mrcnn.config import config_from_overrides, preset
+
+    fields = dict(QUICKSTART_CONFIG)
+    fields.update(overrides or {})
+    train_config = config_from_overrides(preset("small"), fields)
+    infer_fields = dict(fields, IMAGES_PER_GPU=4, GPU_COUNT=1)
+    inference_config = config_from_overrides(preset("small_eval"), infer_fields)
+    return train_config, inference_config
+
+
+def train(data_dir: str, logs: str, config, epochs: int, steps: int, val_images: int):
+    """Trains on the background categories of split 1; resumes from the last checkpoint."""
+    from siamese_mrcnn.cli import load_split_datasets
+    from siamese_mrcnn.model import SiameseMaskRCNN
+
+    [(train_ds, _), (val_ds, _)], one_shot, background = load_split_datasets(
+        data_dir, "2017", "1", val_images)
+    config.STEPS_PER_EPOCH = steps
+    model = SiameseMaskRCNN("training", config, logs)
+    try:
+        model.load_latest_checkpoint()
+        logger.info("Resuming from epoch %d", model.epoch)
+    except FileNotFoundError:
+        logger.info("Training from scratch: %d background categories %s, %d held out %s",
+                    len(background), background.tolist(), len(one_shot), one_shot.tolist())
+    # Lower LR for the last fifth: the paper's lr/10 stage.
+    decay_at = max(1, int(round(epochs * 0.8)))
+    schedule = {decay_at: {"learning_rate": config.LEARNING_RATE, "layers": "all"},
+                epochs: {"learning_rate": config.LEARNING_RATE / 10, "layers": "all"}}
+    model.train_schedule(train_ds, val_ds, schedule, until=epochs)
+    return model.get_latest_checkpoint(), one_shot, background
+
+
+def evaluate(data_dir: str, checkpoint: str, config, one_shot, background, eval_images: int,
+             runs: int, out_dir: str) -> dict:
+    """The paper's protocol on val2017: one-shot, background, random baseline."""
+    from siamese_mrcnn.coco import IndexedCocoDataset
+    from siamese_mrcnn.evaluation import run_evaluation
+    from siamese_mrcnn.model import SiameseMaskRCNN
+
+    dataset = IndexedCocoDataset()
+    coco = dataset.load_coco(data_dir, "val", year="2017", return_coco=True)
+    dataset.prepare()
+    model = SiameseMaskRCNN("inference", config, os.path.join(out_dir, "logs"))
+    model.load_weights(checkpoint, by_name=True)
+
+    results, details = {}, {}
+    settings = [("one_shot", one_shot, False), ("background", background, False),
+                ("random", one_shot, True)]
+    for name, classes, random_boxes in settings:
+        dataset.set_active_classes(classes)
+        logger.info("Evaluating %s (%d categories%s), %d run(s)", name, len(classes),
+                    ", random boxes" if random_boxes else "", runs)
+        summary = run_evaluation(model, dataset, coco, runs=runs, seed=0,
+                                 eval_type=("bbox", "segm"), limit=eval_images,
+                                 random_detections=random_boxes)
+        for eval_type, suffix in (("bbox", ""), ("segm", "_segm")):
+            mean, low, high = summary.interval("AP50", eval_type)
+            results[f"{name}_ap50{suffix}"] = mean
+            results[f"{name}_ap50{suffix}_interval"] = [low, high]
+        details[name] = summary.to_dict()
+    results["details"] = details
+    return results
+
+
+def draw_examples(data_dir: str, checkpoint: str, config, one_shot, path: str,
+                  count: int = 6, seed: int = 1) -> str:
+    """A grid of one-shot detections (held-out categories), reference inset, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from siamese_mrcnn.coco import IndexedCocoDataset
+    from siamese_mrcnn.data import get_one_target
+    from siamese_mrcnn.model import SiameseMaskRCNN
+    from siamese_mrcnn.visualize import display_grid
+    from siamese_mrcnn.config import config_from_overrides
+
+    config = config_from_overrides(config, {"IMAGES_PER_GPU": 1})
+    dataset = IndexedCocoDataset()
+    dataset.load_coco(data_dir, "val", year="2017")
+    dataset.prepare()
+    model = SiameseMaskRCNN("inference", config, os.path.dirname(path))
+    model.load_weights(checkpoint, by_name=True)
+    rng = np.random.default_rng(seed)
+    refs, images, results = [], [], []
+    for image_id in rng.permutation(dataset.image_ids):
+        present = [c for c in dataset.image_category_index[image_id] if c in set(one_shot)]
+        if not present:
+            continue
+        category = int(rng.choice(present))
+        reference = get_one_target(category, dataset, config, exclude_image_id=image_id,
+                                   rng=rng)
+        image = dataset.load_image(image_id)
+        r = model.detect([[reference]], [image])[0]
+        keep = r["scores"] >= 0.5
+        refs.append(reference)
+        images.append(image)
+        results.append({k: (v[..., keep] if k == "masks" else v[keep]) for k, v in r.items()})
+        if len(images) == count:
+            break
+    fig = display_grid(refs, images, [r["rois"] for r in results],
+                       [r["masks"] for r in results], [r["class_ids"] for r in results],
+                       [r["scores"] for r in results], save=path)
+    plt.close("all")
+    return path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="runs/quickstart", help="output directory")
+    parser.add_argument("--profile", default="default", choices=sorted(PROFILES),
+                        help="default (~15 min on 2 CPU cores), long (the accuracy "
+                             "benchmark's budget), quick (a smoke test)")
+    parser.add_argument("--epochs", type=int, help="override the profile's epochs")
+    parser.add_argument("--steps", type=int, help="override the profile's steps per epoch")
+    parser.add_argument("--runs", type=int, help="override the profile's evaluation runs")
+    parser.add_argument("--eval-images", type=int,
+                        help="override the profile's number of evaluation images")
+    parser.add_argument("--seed", type=int, default=0, help="data set seed")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides on top of the quick-start model")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from siamese_mrcnn.cli import CLIError, parse_set
+
+    profile = dict(PROFILES[args.profile])
+    for key in ("epochs", "steps", "runs", "eval_images"):
+        if getattr(args, key) is not None:
+            profile[key] = getattr(args, key)
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    started = time.time()
+    timings = {}
+    try:
+        from samples.shapes.generate import generate_dataset
+
+        data_dir = os.path.join(out, "data")
+        t = time.time()
+        generate_dataset(data_dir, profile["train"], profile["val"], seed=args.seed,
+                         size=128)
+        timings["data_s"] = time.time() - t
+
+        train_config, inference_config = build_configs(parse_set(args.set))
+        t = time.time()
+        val_images = max(1, profile["train"] // 20)
+        checkpoint, one_shot, background = train(
+            data_dir, os.path.join(out, "logs"), train_config, profile["epochs"],
+            profile["steps"], val_images)
+        timings["train_s"] = time.time() - t
+
+        t = time.time()
+        results = evaluate(data_dir, checkpoint, inference_config, one_shot, background,
+                           profile["eval_images"], profile["runs"], out)
+        timings["evaluate_s"] = time.time() - t
+        picture = draw_examples(data_dir, checkpoint, inference_config, one_shot,
+                                os.path.join(out, "one_shot_detections.png"))
+    except CLIError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    timings["total_s"] = time.time() - started
+    results.update({
+        "checkpoint": checkpoint, "picture": picture, "profile": args.profile,
+        "budget": profile, "one_shot_classes": [int(c) for c in one_shot],
+        "background_classes": [int(c) for c in background], "timings": timings,
+        "config": {k: (list(v) if isinstance(v, tuple) else v)
+                   for k, v in QUICKSTART_CONFIG.items()},
+    })
+    with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2, default=float)
+    rows = [("one-shot (held-out categories)", "one_shot"),
+            ("background (trained categories)", "background"),
+            ("random boxes (one-shot categories)", "random")]
+    print("\nAP50 (%), mean over {} run(s) [95% interval]".format(profile["runs"]))
+    print(f"{'':38} {'boxes':>22} {'masks':>22}")
+    for label, key in rows:
+        cells = []
+        for suffix in ("", "_segm"):
+            mean = results[f"{key}_ap50{suffix}"]
+            low, high = results[f"{key}_ap50{suffix}_interval"]
+            cells.append(f"{100 * mean:5.1f} [{100 * low:5.1f}, {100 * high:5.1f}]")
+        print(f"{label:38} {cells[0]:>22} {cells[1]:>22}")
+    print(f"\nresults: {os.path.join(out, 'results.json')}\npicture: {picture}\n"
+          f"total {timings['total_s'] / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Smoke test of benchmarks/speed.py: the --quick run (resnet_tiny, 128 px, 2 repeats) in a
+subprocess writes a JSON report with the three ratios and prints the table; plus the
+script's pure helpers."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "benchmarks" / "speed.py"
+sys.path.insert(0, str(SCRIPT.parent))
+
+import speed  # noqa: E402
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value) and value > 0
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    output = tmp_path_factory.mktemp("speed") / "speed.json"
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--output", str(output)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(output.read_text()), done.stdout
+
+
+def test_quick_run_reports_the_three_ratios(quick_report):
+    report, _ = quick_report
+    for key in ("inference_over_dense", "batched_eval_speedup", "data_over_train"):
+        assert _positive(report[key]), (key, report[key])
+        assert report["targets"][key]["measured"] == report[key]
+        assert isinstance(report["targets"][key]["met"], bool)
+    assert report["settings"]["config"] == "tiny"
+    assert report["config"]["inference"]["BACKBONE"] == "resnet_tiny"
+    assert report["config"]["inference"]["IMAGE_MAX_DIM"] == 128
+    assert report["config"]["training"]["IMAGES_PER_GPU"] == 2
+    assert "gpu" not in report  # no GPU visible and no --gpu
+
+
+def test_quick_run_details_are_consistent(quick_report):
+    report, _ = quick_report
+    inference = report["inference"]
+    seconds = inference["seconds"]
+    assert all(_positive(v) for v in seconds.values())
+    assert report["inference_over_dense"] == pytest.approx(seconds["detect"] / seconds["dense"])
+    assert 0 <= inference["detections_per_image"] <= 10  # tiny: DETECTION_MAX_INSTANCES
+    batched = report["batched_eval"]
+    per_pair = batched["seconds_per_pair"]
+    assert report["batched_eval_speedup"] == pytest.approx(
+        per_pair["one_pair_per_call"] / per_pair["batched_cached_reference"])
+    assert batched["batch_size"] == 2 and batched["pairs"] == 4
+    # Same weights, same pairs: batching must not change the detections much.
+    for diff in batched["max_score_difference_vs_one_pair_per_call"].values():
+        assert diff != "inf" and diff < 1e-2
+    data = report["data_vs_train"]
+    assert report["data_over_train"] == pytest.approx(
+        data["data_samples_per_s"] / data["train_samples_per_s"])
+    memory = report["memory"]
+    assert memory["peak_rss_mb"] >= memory["after_inference"] > 100
+
+
+def test_quick_run_machine_info_and_table(quick_report):
+    report, stdout = quick_report
+    machine = report["machine"]
+    for key in ("date", "platform", "cpu_count", "tensorflow", "keras", "python"):
+        assert machine[key], key
+    assert machine["tensorflow"].startswith("2.")
+    assert "| measure | value | detail |" in stdout
+    assert "inference_over_dense" in stdout and "data_over_train" in stdout
+
+
+def test_interleaved_seconds_calls_each_function_in_turns():
+    order = []
+    timed = speed.interleaved_seconds({"a": lambda: order.append("a"),
+                                       "b": lambda: order.append("b")}, repeats=3, warmup=1)
+    assert order == ["a", "b"] * 4
+    assert set(timed) == {"a", "b"}
+    assert all(0 <= t["min"] <= t["median"] for t in timed.values())
+
+
+def test_max_score_difference():
+    a = [{"scores": np.array([0.9, 0.5])}, {"scores": np.array([])}]
+    b = [{"scores": np.array([0.52, 0.9])}, {"scores": np.array([])}]
+    assert speed.max_score_difference(a, b) == pytest.approx(0.02)
+    c = [{"scores": np.array([0.9])}, {"scores": np.array([])}]
+    assert speed.max_score_difference(a, c) == float("inf")
+
+
+def test_to_json_and_error_text():
+    value = speed.to_json({"x": np.float32(1.5), "n": np.int64(3), "a": np.arange(2),
+                           "inf": float("inf"), "t": (1, 2)})
+    assert value == {"x": 1.5, "n": 3, "a": [0, 1], "inf": "inf", "t": [1, 2]}
+    json.dumps(value)
+    keras_like = TypeError("Exception encountered when calling X.call().\n\n\x1b[1mCould not "
+                           "infer. Error encountered:\n\nInput 'boxes' has type float16.\x1b[0m"
+                           "\n\nArguments received by X.call():\n  • args=(1,)")
+    assert speed.error_text(keras_like) == ("TypeError: Exception encountered when calling "
+                                            "X.call(). Input 'boxes' has type float16.")
+
+
+def test_make_config_rejects_unknown_names_and_applies_overrides():
+    config = speed.make_config("tiny", "training", 3, {"MAX_GT_INSTANCES": "7"})
+    assert config.BATCH_SIZE == 3 and config.MAX_GT_INSTANCES == 7
+    assert config.DETECTION_MIN_CONFIDENCE == 0.0
+    with pytest.raises(ValueError, match="config"):
+        speed.make_config("huge", "training", 1, {})

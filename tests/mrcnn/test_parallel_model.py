@@ -1,0 +1,131 @@
+"""Multi-device training (mrcnn.parallel_model, LossModel.train_step) on 2 logical CPUs.
+
+Logical devices can only be configured before TensorFlow initialises, so the
+multi-device work runs once, in a fresh interpreter, in tests/helpers/parallel_check.py
+(whose docstring explains why the loss comparison is deterministic); the tests below
+assert on the numbers it writes. One device x 2 images is compared with
+2 replicas x 1 image on the same weights and the same fixed batch.
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import tensorflow as tf
+
+from mrcnn.parallel_model import get_strategy
+from mrcnn.training import LOSS_NAMES
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HELPER = os.path.join(ROOT, "tests", "helpers", "parallel_check.py")
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    work = tmp_path_factory.mktemp("parallel")
+    out = work / "results.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.join(ROOT, "lib"), ROOT, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, HELPER, str(out), str(work)], env=env,
+                          capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        pytest.fail(f"{HELPER} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    with open(out) as f:
+        return json.load(f)
+
+
+def test_get_strategy_needs_enough_devices():
+    # In this process TensorFlow sees its default devices only.
+    visible = max(len(tf.config.list_logical_devices("GPU")),
+                  len(tf.config.list_logical_devices("CPU")))
+    with pytest.raises(ValueError, match=f"GPU_COUNT={visible + 1} but only"):
+        get_strategy(visible + 1)
+    with pytest.raises(ValueError, match="expected an int >= 1"):
+        get_strategy(0)
+
+
+def test_helper_ran_on_two_logical_cpus(results):
+    assert results["logical_cpus"] == 2
+
+
+def test_bad_device_counts_raise_clear_errors(results):
+    errors = results["errors"]
+    for case in ("gpu_count_3", "parallel_model_3"):
+        assert errors[case]["raised"] == "ValueError"
+        assert "GPU_COUNT=3" in errors[case]["message"]
+        assert "2 logical CPU device(s)" in errors[case]["message"]
+    assert errors["strategy_0"]["raised"] == "ValueError"
+    assert errors["uneven_batch"]["raised"] == "ValueError"
+    assert "a batch of 3 cannot be split evenly over 2 replicas" in \
+        errors["uneven_batch"]["message"]
+
+
+def test_training_on_two_replicas_writes_a_checkpoint(results):
+    train = results["train"]
+    assert train["wrapper"] == "ParallelModel"
+    assert train["replicas"] == 2
+    assert train["built_under_strategy"]
+    kinds = train["variable_kinds"]
+    assert list(kinds) == ["MirroredVariable"] and kinds["MirroredVariable"] > 100
+    assert train["optimizer_iterations"] == 2  # STEPS_PER_EPOCH=2, one epoch
+    for name in ("loss", "val_loss", *LOSS_NAMES):
+        assert len(train["history"][name]) == 1
+        assert math.isfinite(train["history"][name][0])
+    assert train["checkpoint"].endswith("mask_rcnn_par_0001.h5")
+    assert train["checkpoint_exists"]
+    assert train["weights_changed"] > 1e-3
+    assert train["replicas_agree"] == 0.0
+
+
+def test_losses_match_one_device_on_the_same_batch(results):
+    single, parallel = results["losses"]["single"], results["losses"]["parallel"]
+    assert set(single) == set(parallel) == {"loss", "l2_loss", *LOSS_NAMES}
+    for name in single:
+        assert parallel[name] == pytest.approx(single[name], rel=1e-5, abs=1e-7), name
+    # Every component is exercised: the ROIs hold positives (box and mask losses).
+    for name in LOSS_NAMES:
+        assert single[name] > 1e-3, name
+
+
+def test_one_sgd_step_matches_one_device(results):
+    sgd = results["sgd"]
+    # A missing (2x) or doubled (0.5x) 1/replicas scaling, or clipping each replica's
+    # gradient instead of the batch's, moves weights by about max_change.
+    assert sgd["max_change"] > 1e-3
+    assert sgd["max_diff"] < 2e-6
+    assert sgd["replica_max_diff"] < 2e-6
+    # Both regimes occur: variables whose gradient was clipped and ones that were not.
+    assert sgd["clipped"] > 0 and sgd["unclipped"] > 0
+    for name, value in sgd["single_logs"].items():
+        assert sgd["parallel_logs"][name] == pytest.approx(value, rel=1e-5, abs=1e-7)
+
+
+def test_checkpoints_move_between_one_and_two_replicas(results):
+    ck = results["checkpoints"]
+    # 2 replicas -> one-device inference model, every array equal.
+    assert ck["to_single_loaded"] == ck["to_single_keys"] > 100
+    assert ck["to_single_missing"] == []
+    assert ck["to_single_max_diff"] == 0.0
+    # One device -> 2-replica inference model, every replica's copy equal.
+    assert ck["to_parallel_loaded"] == ck["to_parallel_keys"] == ck["to_single_keys"]
+    assert ck["to_parallel_missing"] == []
+    assert ck["to_parallel_max_diff"] == 0.0
+    # Inference splits the batch over the replicas: same outputs, same shapes.
+    for one, two in ck["outputs_shapes"]:
+        assert one == two and one[0] == 2
+    assert max(ck["outputs_max_diff"]) < 1e-5
+    assert ck["detect_results"] == 2
+
+
+def test_parallel_model_rebuilds_a_model_built_outside_the_scope(results):
+    clone = results["clone"]
+    assert clone["rebuilt"]
+    assert clone["class"] == "LossModel"
+    assert clone["loss_settings_equal"]
+    assert list(clone["variable_kinds"]) == ["MirroredVariable"]
+    assert clone["weights_max_diff"] == 0.0
+    # Its training step equals the one of the model built under the scope.
+    assert clone["logs_max_diff"] < 1e-6
+    assert clone["after_max_diff"] < 1e-6
