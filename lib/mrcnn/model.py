@@ -7,6 +7,7 @@ keeps working.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -370,6 +371,15 @@ class MaskRCNN:
                                          clipnorm=self.config.GRADIENT_CLIP_NORM)
         # CropAndResize has no XLA kernel: never let Keras turn XLA on.
         self.keras_model.compile(optimizer=optimizer, jit_compile=False)
+        # Create the momentum slots now. Without a distribution strategy Keras defers
+        # this to the first train step, and a tf.function that creates variables is
+        # traced twice: the first step of every stage would cost two traces.
+        # ParallelModel.compile re-creates an optimizer made outside its strategy.
+        optimizer = self.keras_model.optimizer
+        if not optimizer.built:
+            scope = self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+            with scope:
+                optimizer.build(self.keras_model.trainable_variables)
 
     def layer_regex(self, layers: str) -> str:
         """Resolves a training preset name to its regex; other strings are regexes."""
@@ -398,8 +408,11 @@ class MaskRCNN:
             train_dataset, shuffle=True, augmentation=augmentation,
             no_augmentation_sources=no_augmentation_sources,
             steps=self.config.STEPS_PER_EPOCH)
-        val_generator = self.make_data_generator(val_dataset, shuffle=True,
-                                                 steps=self.config.VALIDATION_STEPS)
+        # VALIDATION_STEPS = 0 (or no validation data) trains without validating.
+        validation_steps = self.config.VALIDATION_STEPS if val_dataset is not None else 0
+        val_generator = (self.make_data_generator(val_dataset, shuffle=True,
+                                                  steps=validation_steps)
+                         if validation_steps else None)
         os.makedirs(self.log_dir, exist_ok=True)
         callbacks = [
             keras.callbacks.TensorBoard(log_dir=self.log_dir, histogram_freq=0,
@@ -419,7 +432,7 @@ class MaskRCNN:
         history = self.keras_model.fit(
             train_generator, initial_epoch=self.epoch, epochs=epochs,
             steps_per_epoch=self.config.STEPS_PER_EPOCH, callbacks=callbacks,
-            validation_data=val_generator, validation_steps=self.config.VALIDATION_STEPS,
+            validation_data=val_generator, validation_steps=validation_steps or None,
             verbose=1)
         self.epoch = max(self.epoch, epochs)
         return history

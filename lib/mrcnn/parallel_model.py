@@ -81,12 +81,19 @@ def rebuild_under(keras_model: keras.Model,
     from mrcnn import weights as weights_io
     from mrcnn.training import LossModel
 
-    if not isinstance(keras_model, keras.Model) or not hasattr(keras_model, "inputs"):
-        raise ValueError("ParallelModel: expected a functional keras.Model, got "
-                         f"{type(keras_model).__name__}")
+    # Subclassed models have no graph to clone.
+    if not (isinstance(keras_model, keras.Model) and getattr(keras_model, "inputs", None)):
+        raise ValueError("ParallelModel: expected a functional or Sequential keras.Model, "
+                         f"got {type(keras_model).__name__}")
     logger.info("Rebuilding %s under the MirroredStrategy scope", keras_model.name)
     with strategy.scope():
-        clone = keras.models.clone_model(keras_model, clone_function=_clone_layer)
+        try:
+            clone = keras.models.clone_model(keras_model, clone_function=_clone_layer)
+        except (TypeError, ValueError, NotImplementedError) as e:
+            raise ValueError(
+                f"ParallelModel: cannot rebuild {keras_model.name!r} under the "
+                f"MirroredStrategy ({e}). Build the model under "
+                "mrcnn.parallel_model.get_strategy(gpu_count).scope() instead.") from e
         if isinstance(keras_model, LossModel):
             # clone_model calls the class with (inputs, outputs) only: pass the rest.
             clone = LossModel(clone.inputs, clone.outputs, name=keras_model.name,

@@ -2,15 +2,21 @@
 
 ``samples/coco/train_siamese.py`` runs ``main()``. Every step is a function so that the
 quick start, the notebooks and the tests drive the same code.
+
+Each command checks its arguments (configuration, data set files, split, weights path,
+images) before TensorFlow is imported and a model is built, so that a user error costs a
+second and reads as one ``error: ...`` line, never a traceback.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import inspect
 import json
 import logging
 import os
+import re
 import sys
 from typing import Any, Sequence
 
@@ -18,8 +24,8 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-#: The paper's schedules, {end epoch: stage}; learning rates are multiples of the
-#: (batch-scaled) config.LEARNING_RATE.
+#: The paper's schedules, {end epoch: (layers, learning-rate factor)}; learning rates are
+#: multiples of the (batch-scaled) config.LEARNING_RATE.
 SCHEDULES = {
     "paper": {1: ("heads", 1.0), 120: ("all", 1.0), 160: ("all", 0.1)},
     "full": {1: ("heads", 1.0), 240: ("all", 1.0), 320: ("all", 0.1)},
@@ -27,6 +33,11 @@ SCHEDULES = {
 #: Batch size the paper's learning rate was tuned for (1 GPU x 12 / 4 GPUs x 3).
 PAPER_BATCH_SIZE = 12
 MODEL_CHOICES = "imagenet-687|imagenet-771|imagenet-1k|last|none|PATH.h5"
+CLASS_SETS = ("one-shot", "background", "all")
+EVAL_TYPES = ("bbox", "segm")
+#: The checkpoints SiameseMaskRCNN writes; loading one resumes at the next epoch. Other
+#: files (released weights, Matterport's COCO weights) start at epoch 0.
+_CHECKPOINT_NAME = re.compile(r"^siamese_mrcnn_\d{4}\.h5$")
 
 
 class CLIError(Exception):
@@ -38,39 +49,71 @@ def parse_set(items: Sequence[str] | None) -> dict:
     """["KEY=VALUE", ...] -> {"KEY": "VALUE"} (values typed later, like the default)."""
     overrides = {}
     for item in items or []:
-        if "=" not in item:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
             raise CLIError(f"--set expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
         overrides[key.strip()] = value
     return overrides
+
+
+@functools.lru_cache(maxsize=None)
+def _load_config_file(path: str):
+    """The configuration of a Python file: its `config` instance, else its one Config
+    subclass that no other class of the file derives from. Cached: the file runs once.
+    """
+    from siamese_mrcnn import config as sconfig
+
+    if not os.path.isfile(path):
+        raise CLIError(f"config file not found: {path}")
+    module_spec = importlib.util.spec_from_file_location("user_config", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as error:  # noqa: BLE001 - any failure of the user's file is theirs
+        raise CLIError(f"{path}: the config file failed to run: "
+                       f"{type(error).__name__}: {error}") from error
+    if isinstance(getattr(module, "config", None), sconfig.Config):
+        return module.config
+    classes = [c for _, c in inspect.getmembers(module, inspect.isclass)
+               if issubclass(c, sconfig.Config) and c.__module__ == module.__name__]
+    # A base class defined next to its subclass is not the one meant.
+    leaves = [c for c in classes if not any(o is not c and issubclass(o, c) for o in classes)]
+    if len(leaves) != 1:
+        found = ", ".join(c.__name__ for c in leaves) or "none"
+        raise CLIError(f"{path}: expected a `config` instance or one "
+                       f"siamese_mrcnn.config.Config subclass, found {found}")
+    return leaves[0]
 
 
 def _config_class(spec: str, evaluation: bool):
     from siamese_mrcnn import config as sconfig
 
     if spec.endswith(".py"):
-        if not os.path.isfile(spec):
-            raise CLIError(f"config file not found: {spec}")
-        module_spec = importlib.util.spec_from_file_location("user_config", spec)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-        if isinstance(getattr(module, "config", None), sconfig.Config):
-            return module.config
-        classes = [c for _, c in inspect.getmembers(module, inspect.isclass)
-                   if issubclass(c, sconfig.Config) and c.__module__ == module.__name__]
-        if not classes:
-            raise CLIError(f"{spec}: expected a siamese_mrcnn.config.Config subclass or a "
-                           "`config` instance in the file")
-        return classes[-1]
+        return _load_config_file(os.path.abspath(spec))
     key = spec.lower() + ("_eval" if evaluation else "")
     if key not in sconfig.PRESETS:
         raise CLIError(f"--config must be small, large or a PATH.py, got {spec!r}")
     return sconfig.PRESETS[key]
 
 
+def run_names(spec: str, split: str) -> dict:
+    """NAME and EXPERIMENT of the training run of a --config and --split.
+
+    They name the log directory (logs/siamese_{MODEL}_{NAME}_{EXPERIMENT}/), so train,
+    evaluate and detect agree on where `--model last` is. A preset gives its training
+    NAME and EXPERIMENT i{split} (or full), as the paper's notebooks; a config file keeps
+    its own. --set overrides both (build_config applies it last).
+    """
+    base = _config_class(spec, evaluation=False)
+    if spec.endswith(".py"):
+        return {"NAME": base.NAME, "EXPERIMENT": base.EXPERIMENT}
+    experiment = "full" if str(split).lower() == "full" else f"i{str(split).lower().lstrip('i')}"
+    return {"NAME": base.NAME, "EXPERIMENT": experiment}
+
+
 def build_config(spec: str = "small", overrides: dict | None = None, evaluation: bool = False,
                  **fields: Any):
-    """A validated Siamese config from a preset or file, explicit fields, then --set."""
+    """A validated Siamese config: a preset or file, then `fields`, then --set overrides."""
     from siamese_mrcnn.config import config_from_overrides
 
     merged = {k: v for k, v in fields.items() if v is not None}
@@ -82,18 +125,49 @@ def build_config(spec: str = "small", overrides: dict | None = None, evaluation:
 
 
 # ----------------------------------------------------------------------- data
+def check_split(split: str) -> str:
+    """The --split value if it names a class split (1..4, i1..i4 or full)."""
+    from siamese_mrcnn.coco import get_class_split
+
+    try:
+        get_class_split(split, 4)
+    except ValueError as error:
+        raise CLIError(f"--split: expected 1, 2, 3, 4 or full, got {split!r}") from error
+    return str(split)
+
+
+def annotation_file(dataset_dir: str, subset: str, year: str) -> str:
+    """The annotation file of a subset, checked to exist (nothing is parsed)."""
+    from siamese_mrcnn.coco import annotation_path
+
+    if not os.path.isdir(dataset_dir):
+        raise CLIError(f"data set directory not found: {dataset_dir}")
+    path = annotation_path(dataset_dir, subset, year)
+    if not os.path.isfile(path):
+        raise CLIError(f"COCO annotation file not found: {path} (--dataset must hold "
+                       f"annotations/instances_{subset}{year}.json and {subset}{year}/)")
+    return path
+
+
+def _count_annotated_images(path: str) -> int:
+    """Images with at least one annotation: the ones load_coco adds."""
+    from siamese_mrcnn.coco import load_coco_api
+
+    coco = load_coco_api(path)
+    return len(set().union(*coco.catToImgs.values())) if coco.catToImgs else 0
+
+
 def load_split_datasets(dataset_dir: str, year: str, split: str, val_images: int,
                         subset: str | None = None):
     """Training/validation (from train{year}) or test (from `subset`) data sets.
 
-    Returns (datasets, one_shot_ids, background_ids). With subset None: the train ids
-    sorted, the last val_images are validation; both have the background classes
-    active. With a subset: one data set of that subset, all classes active.
+    Returns (datasets, one_shot_ids, background_ids), datasets a list of
+    (IndexedCocoDataset, COCO). With subset None: the train ids sorted, the last
+    val_images are validation (fewer when the data set is small); both have the
+    background classes active. With a subset: one data set of that subset, all classes
+    active.
     """
     from siamese_mrcnn.coco import IndexedCocoDataset, get_class_split
-
-    if not os.path.isdir(dataset_dir):
-        raise CLIError(f"data set directory not found: {dataset_dir}")
 
     def load(sub, subsubset=None, val_count=0):
         ds = IndexedCocoDataset()
@@ -102,13 +176,16 @@ def load_split_datasets(dataset_dir: str, year: str, split: str, val_images: int
         ds.prepare()
         return ds, coco
 
+    path = annotation_file(dataset_dir, subset or "train", year)
     try:
         if subset is not None:
             ds, coco = load(subset)
             one_shot, background = get_class_split(split, ds.num_classes - 1)
             return [(ds, coco)], one_shot, background
-        probe, _ = load("train")
-        n = len(probe.image_ids)
+        n = _count_annotated_images(path)
+        if n < 2:
+            raise CLIError(f"{path}: expected at least 2 annotated images (training and "
+                           f"validation), got {n}")
         if val_images >= n:
             fallback = max(1, n // 10)
             logger.warning("--val-images %d >= %d training images: using the last %d",
@@ -125,70 +202,120 @@ def load_split_datasets(dataset_dir: str, year: str, split: str, val_images: int
 
 
 def resolve_schedule(spec: str, learning_rate: float) -> dict:
-    """'paper' | 'full' | PATH.json -> {end_epoch: {"learning_rate", "layers"}}."""
+    """'paper' | 'full' | PATH.json -> {end_epoch: {"learning_rate", "layers"}}.
+
+    The named schedules' rates are multiples of `learning_rate`; a JSON file gives
+    absolute rates: {"end_epoch": {"learning_rate": float, "layers": str}, ...}.
+    """
     if spec in SCHEDULES:
         return {end: {"layers": layers, "learning_rate": learning_rate * factor}
                 for end, (layers, factor) in SCHEDULES[spec].items()}
     if not os.path.isfile(spec):
         raise CLIError(f"--schedule must be paper, full or a JSON file; not found: {spec}")
+    expected = '{"end_epoch": {"learning_rate": float, "layers": str}, ...}'
     try:
         with open(spec, encoding="utf-8") as f:
             raw = json.load(f)
-        return {int(end): {"layers": stage["layers"],
-                           "learning_rate": float(stage["learning_rate"])}
-                for end, stage in raw.items()}
+        schedule = {int(end): {"layers": str(stage["layers"]),
+                               "learning_rate": float(stage["learning_rate"])}
+                    for end, stage in raw.items()}
     except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise CLIError(f"{spec}: expected {{\"end_epoch\": {{\"learning_rate\": float, "
-                       f"\"layers\": str}}}}, got an error: {error}") from error
+        raise CLIError(f"{spec}: expected {expected}, got an error: {error}") from error
+    bad = [end for end, stage in schedule.items()
+           if end < 1 or not stage["learning_rate"] > 0]
+    if not schedule or bad:
+        raise CLIError(f"{spec}: expected {expected} with end epochs >= 1 and learning "
+                       f"rates > 0, got {raw}")
+    return schedule
 
 
 # ---------------------------------------------------------------------- model
+def check_model_spec(spec: str) -> None:
+    """Cheap checks of --model, before a model is built: a path must exist."""
+    if spec in ("none", "last") or spec.startswith("imagenet"):
+        return
+    if not os.path.isfile(spec):
+        raise CLIError(f"--model: weights file not found: {spec} (expected "
+                       f"{MODEL_CHOICES})")
+
+
 def init_weights(model, spec: str, schedule: dict | None = None) -> str:
-    """Initialises a model from --model; returns a description of what was loaded."""
+    """Initialises a model from --model; returns the file loaded (or 'none').
+
+    last / a siamese_mrcnn_####.h5 file: the checkpoint, training resumes at the next
+    epoch (with a schedule, that epoch's layers are made trainable); imagenet-*: the
+    backbone file in config.CHECKPOINT_DIR; any other file: loaded by layer name.
+    """
     spec = spec or "none"
     if spec == "none":
-        return "random initialisation"
+        return "none"
+    check_model_spec(spec)
     try:
         if spec.startswith("imagenet"):
-            model.load_imagenet_weights(pretraining=spec)
-            return f"ImageNet backbone ({spec})"
+            path = model.get_imagenet_weights(spec)
+            model.load_imagenet_weights(pretraining=spec, weights_path=path)
+            return path
         if spec == "last":
-            model.load_latest_checkpoint(training_schedule=schedule)
-            return f"latest checkpoint (epoch {model.epoch})"
-        if not os.path.isfile(spec):
-            raise CLIError(f"--model: weights file not found: {spec} (expected "
-                           f"{MODEL_CHOICES})")
-        if os.path.basename(spec).startswith("siamese_mrcnn_"):
-            model.load_checkpoint(spec, training_schedule=schedule)
+            try:
+                path = model.get_latest_checkpoint()
+            except FileNotFoundError as error:
+                raise CLIError(f"--model last: {error} (train first, or check --logs, "
+                               "--config, --split and --set NAME/EXPERIMENT)") from error
         else:
-            model.load_weights(spec, by_name=True)
-        return spec
+            path = spec
+        if _CHECKPOINT_NAME.match(os.path.basename(path)):
+            model.load_checkpoint(path, training_schedule=schedule)
+        else:
+            model.load_weights(path, by_name=True)
+        return path
     except FileNotFoundError as error:
         raise CLIError(str(error)) from error
     except ValueError as error:
         raise CLIError(f"--model {spec}: {error}") from error
+    except OSError as error:  # h5py: not an HDF5 file, truncated, unreadable
+        raise CLIError(f"--model {spec}: cannot read the weights: {error}") from error
 
 
 # ---------------------------------------------------------------------- train
 def cmd_train(args) -> dict:
-    from siamese_mrcnn.model import SiameseMaskRCNN
-
+    """Trains with the schedule up to --epochs; resumes from --model last."""
     overrides = parse_set(args.set)
-    fields = dict(GPU_COUNT=args.gpus, STEPS_PER_EPOCH=args.steps_per_epoch,
-                  VALIDATION_STEPS=args.validation_steps)
-    if "EXPERIMENT" not in overrides:
-        fields["EXPERIMENT"] = "full" if str(args.split) == "full" else f"i{args.split}"
-    config = build_config(args.config, overrides, **fields)
-    (train, _), (val, _) = load_split_datasets(args.dataset, args.year, args.split,
-                                               args.val_images)[0]
+    split = check_split(args.split)
+    config = build_config(args.config, overrides, GPU_COUNT=args.gpus,
+                          STEPS_PER_EPOCH=args.steps_per_epoch,
+                          VALIDATION_STEPS=args.validation_steps,
+                          **run_names(args.config, split))
+    if args.val_images < 1:
+        raise CLIError(f"--val-images must be >= 1, got {args.val_images}")
+    if args.epochs < 0:
+        raise CLIError(f"--epochs must be >= 0 (0: the schedule's end), got {args.epochs}")
+    annotation_file(args.dataset, "train", args.year)
+    check_model_spec(args.model)
     lr = config.LEARNING_RATE * config.BATCH_SIZE / PAPER_BATCH_SIZE
     schedule = resolve_schedule(args.schedule, lr)
+    until = args.epochs or max(schedule)
+    if until > max(schedule):
+        raise CLIError(f"--epochs {until} is past the end of the schedule "
+                       f"(epoch {max(schedule)})")
+
+    from siamese_mrcnn.model import SiameseMaskRCNN
+
     model = SiameseMaskRCNN("training", config, args.logs)
     source = init_weights(model, args.model, schedule)
-    until = args.epochs or max(schedule)
-    logger.info("Training %s from %s, epochs %d..%d, lr %.5g (scaled to batch %d), "
-                "logs %s", config.EXPERIMENT, source, model.epoch + 1, until, lr,
-                config.BATCH_SIZE, model.log_dir)
+    if model.epoch >= until:
+        message = (f"already trained to epoch {model.epoch} (asked for {until}): "
+                   "nothing to do")
+        logger.info("%s", message)
+        print(message)
+        return {"checkpoint": source, "epoch": model.epoch, "log_dir": model.log_dir}
+    # Weights first: `nothing to do` above must not wait for a large annotation file.
+    (train, _), (val, _) = load_split_datasets(args.dataset, args.year, split,
+                                               args.val_images)[0]
+    rates = (f"LEARNING_RATE x BATCH_SIZE {config.BATCH_SIZE} / {PAPER_BATCH_SIZE} = {lr:.5g}"
+             if args.schedule in SCHEDULES else f"from {args.schedule}")
+    logger.info("Training %s: epoch %d to %d, weights %s, %d training / %d validation "
+                "images, learning rate %s, logs %s", config.EXPERIMENT, model.epoch + 1,
+                until, source, len(train.image_ids), len(val.image_ids), rates, model.log_dir)
     augmentation = None
     if args.augment:
         from mrcnn.compat import imgaug_augmenters
@@ -197,36 +324,45 @@ def cmd_train(args) -> dict:
     model.train_schedule(train, val, schedule, augmentation=augmentation, until=until)
     checkpoint = model.get_latest_checkpoint()
     logger.info("Done at epoch %d: %s", model.epoch, checkpoint)
+    print(f"trained to epoch {model.epoch}: {checkpoint}")
     return {"checkpoint": checkpoint, "epoch": model.epoch, "log_dir": model.log_dir}
 
 
 # ------------------------------------------------------------------- evaluate
-CLASS_SETS = ("one-shot", "background", "all")
+def parse_eval_types(text: str) -> list:
+    """'bbox,segm' -> ['bbox', 'segm'] (each one of EVAL_TYPES, at least one)."""
+    types = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in types if t not in EVAL_TYPES]
+    if not types or bad:
+        raise CLIError(f"--eval-type: expected bbox, segm or bbox,segm, got {text!r}")
+    return types
 
 
 def cmd_evaluate(args) -> dict:
-    from siamese_mrcnn.evaluation import run_evaluation
-    from siamese_mrcnn.model import SiameseMaskRCNN
-
+    """The paper's one-shot protocol; prints a table, writes the JSON of --output."""
     overrides = parse_set(args.set)
-    config = build_config(args.config, overrides, evaluation=True, NUM_TARGETS=args.shots)
+    split = check_split(args.split)
+    eval_types = parse_eval_types(args.eval_type)
+    if args.runs < 1:
+        raise CLIError(f"--runs must be >= 1, got {args.runs}")
+    if args.limit < 0:
+        raise CLIError(f"--limit must be >= 0 (0: all images), got {args.limit}")
+    config = build_config(args.config, overrides, evaluation=True, NUM_TARGETS=args.shots,
+                          **run_names(args.config, split))
+    check_model_spec(args.model)
     [(dataset, coco)], one_shot, background = load_split_datasets(
-        args.dataset, args.year, args.split, 0, subset=args.subset)
+        args.dataset, args.year, split, 0, subset=args.subset)
     classes = {"one-shot": one_shot, "background": background,
                "all": np.arange(1, dataset.num_classes)}[args.classes]
     if len(classes) == 0:
-        raise CLIError(f"--classes {args.classes}: split {args.split} has no such classes")
+        raise CLIError(f"--classes {args.classes}: split {split} has no such classes")
     dataset.set_active_classes(classes)
+
+    from siamese_mrcnn.evaluation import run_evaluation
+    from siamese_mrcnn.model import SiameseMaskRCNN
+
     model = SiameseMaskRCNN("inference", config, args.logs)
-    if args.model == "last":
-        try:
-            checkpoint = model.get_latest_checkpoint()
-        except FileNotFoundError as error:
-            raise CLIError(str(error)) from error
-    else:
-        checkpoint = args.model
-    init_weights(model, checkpoint)
-    eval_types = [t.strip() for t in args.eval_type.split(",") if t.strip()]
+    checkpoint = init_weights(model, args.model)
     try:
         summary = run_evaluation(model, dataset, coco, runs=args.runs, seed=args.seed,
                                  eval_type=eval_types, limit=args.limit,
@@ -235,9 +371,11 @@ def cmd_evaluate(args) -> dict:
     except ValueError as error:
         raise CLIError(str(error)) from error
     results = summary.to_dict()
-    results["meta"] = {"checkpoint": checkpoint, "split": str(args.split),
-                       "classes": args.classes, "shots": config.NUM_TARGETS,
-                       "random_baseline": bool(args.random_baseline), "runs": args.runs}
+    results["meta"] = {"checkpoint": checkpoint, "dataset": args.dataset,
+                       "subset": args.subset, "split": split, "classes": args.classes,
+                       "shots": config.NUM_TARGETS, "limit": args.limit,
+                       "random_baseline": bool(args.random_baseline), "runs": args.runs,
+                       "seed": args.seed, "overrides": overrides}
     print(format_results_table(results))
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
@@ -248,15 +386,19 @@ def cmd_evaluate(args) -> dict:
 
 
 def format_results_table(results: dict) -> str:
-    """A plain-text table of the main statistics (mean and 95% interval over runs)."""
+    """A plain-text table of the main statistics: mean ± 95% half interval over the runs,
+    in %; 'n/a' where COCO has no value (-1: no ground truth of that size)."""
     names = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
-    lines = [f"{'type':6} " + " ".join(f"{n:>16}" for n in names)]
+    lines = [f"{'type':6} " + " ".join(f"{n:>14}" for n in names)]
     for eval_type, stats in results["stats"].items():
         cells = []
         for n in names:
             s = stats.get(n)
-            cells.append(f"{100 * s['mean']:7.1f} ± {100 * s['half_width']:4.1f}" if s else "-")
-        lines.append(f"{eval_type:6} " + " ".join(f"{c:>16}" for c in cells))
+            if not s or s["mean"] == -1:
+                cells.append("n/a")
+            else:
+                cells.append(f"{100 * s['mean']:5.1f} ± {100 * s['half_width']:4.1f}")
+        lines.append(f"{eval_type:6} " + " ".join(f"{c:>14}" for c in cells))
     lines.append(f"({results['runs']} run(s); mean ± 95% half interval, in %; "
                  f"{len(results['class_ids'])} categories)")
     return "\n".join(lines)
@@ -272,71 +414,79 @@ def _json_default(value):
 
 # --------------------------------------------------------------------- detect
 def read_image(path: str) -> np.ndarray:
-    """An RGB uint8 image from disk (grayscale/RGBA converted)."""
+    """An RGB image [H, W, 3] from disk (grayscale repeated, alpha dropped)."""
     import skimage.io
-
-    from mrcnn.data import check_image
 
     if not os.path.isfile(path):
         raise CLIError(f"image not found: {path}")
     try:
-        return check_image(skimage.io.imread(path), name=path)
-    except (ValueError, OSError) as error:
-        raise CLIError(f"{path}: {error}") from error
+        image = np.asarray(skimage.io.imread(path))
+    except (ValueError, OSError, SyntaxError) as error:
+        raise CLIError(f"{path}: cannot read the image: {error}") from error
+    if image.ndim == 3 and image.shape[2] in (2, 4):
+        image = image[..., :-1]
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    if image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
+        raise CLIError(f"{path}: expected a grayscale, RGB or RGBA image, got shape "
+                       f"{image.shape}")
+    return image
 
 
 def reference_from_box(spec: str) -> np.ndarray:
-    """'IMAGE:x,y,w,h' -> the crop of IMAGE at that box (pixels)."""
-    path, _, box = spec.rpartition(":")
+    """'IMAGE:x,y,w,h' -> the crop of IMAGE at that box (pixels, clipped to the image)."""
+    path, sep, box = spec.rpartition(":")
+    parts = box.split(",")
+    expected = f"--reference-box expects IMAGE:x,y,w,h (pixels), got {spec!r}"
+    if not sep or not path or len(parts) != 4:
+        raise CLIError(expected)
     try:
-        x, y, w, h = (int(round(float(v))) for v in box.split(","))
-    except ValueError as error:
-        raise CLIError(f"--reference-box expects IMAGE:x,y,w,h, got {spec!r}") from error
+        x, y, w, h = (int(round(float(v))) for v in parts)
+    except (ValueError, OverflowError) as error:
+        raise CLIError(expected) from error
+    if w <= 0 or h <= 0:
+        raise CLIError(f"--reference-box {spec}: width and height must be > 0")
     image = read_image(path)
-    crop = image[max(y, 0):y + h, max(x, 0):x + w]
-    if min(crop.shape[:2]) < 1 or w <= 0 or h <= 0:
-        raise CLIError(f"--reference-box {spec}: the box is empty or outside the "
+    crop = image[max(y, 0):max(y + h, 0), max(x, 0):max(x + w, 0)]
+    if min(crop.shape[:2]) < 1:
+        raise CLIError(f"--reference-box {spec}: the box is outside the "
                        f"{image.shape[1]}x{image.shape[0]} image")
     return crop
 
 
 def cmd_detect(args) -> dict:
-    from siamese_mrcnn.model import SiameseMaskRCNN
-    from siamese_mrcnn.visualize import display_results
-
+    """Detects the objects like the reference in the query; writes a picture and JSON."""
     if bool(args.reference) == bool(args.reference_box):
         raise CLIError("give exactly one of --reference or --reference-box")
-    config = build_config(args.config, parse_set(args.set), evaluation=True,
-                          IMAGES_PER_GPU=1, GPU_COUNT=1)
+    overrides = parse_set(args.set)
+    split = check_split(args.split)
+    # One query at a time, whatever the configuration trained with.
+    config = build_config(args.config, dict(overrides, IMAGES_PER_GPU=1, GPU_COUNT=1),
+                          evaluation=True, **run_names(args.config, split))
+    check_model_spec(args.model)
     query = read_image(args.image)
     reference = (read_image(args.reference) if args.reference
                  else reference_from_box(args.reference_box))
+
+    from siamese_mrcnn.model import SiameseMaskRCNN
+
     model = SiameseMaskRCNN("inference", config, args.logs)
-    init_weights(model, args.model)
+    checkpoint = init_weights(model, args.model)
     try:
         result = model.detect([[reference] * config.NUM_TARGETS], [query])[0]
     except ValueError as error:
         raise CLIError(str(error)) from error
     keep = result["scores"] >= args.min_score
     result = {k: (v[..., keep] if k == "masks" else v[keep]) for k, v in result.items()}
-    summary = {"image": args.image, "detections": [
-        {"box_yxyx": [int(v) for v in box], "score": float(score)}
-        for box, score in zip(result["rois"], result["scores"])]}
+    summary = {"image": args.image, "reference": args.reference or args.reference_box,
+               "model": checkpoint, "detections": _detections_json(result)}
     if args.output:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(1, figsize=(8, 8))
-        display_results(reference, query, result["rois"], result["masks"],
-                        result["class_ids"], result["scores"], ax=ax,
-                        title=f"{len(result['scores'])} detections")
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        fig.savefig(args.output, bbox_inches="tight", dpi=100)
-        plt.close(fig)
+        _save_picture(args.output, reference, query, result)
         summary["picture"] = args.output
     if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=2)
     print(f"{len(summary['detections'])} detection(s)"
@@ -345,41 +495,82 @@ def cmd_detect(args) -> dict:
     return summary
 
 
+def _detections_json(result: dict) -> list:
+    """[{box_yxyx, score, mask_pixels}] of one detect() result (no masks: no pixels)."""
+    masks = np.asarray(result["masks"])
+    with_masks = masks.ndim == 3 and masks.shape[-1] == len(result["scores"])
+    detections = []
+    for i, (box, score) in enumerate(zip(result["rois"], result["scores"])):
+        detection = {"box_yxyx": [int(v) for v in box], "score": float(score)}
+        if with_masks:
+            detection["mask_pixels"] = int(masks[..., i].sum())
+        detections.append(detection)
+    return detections
+
+
+def _save_picture(path: str, reference: np.ndarray, query: np.ndarray, result: dict) -> None:
+    """The query with its detections, the reference inset beside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from siamese_mrcnn.visualize import display_results
+
+    fig, ax = plt.subplots(1, figsize=(8, 8))
+    display_results(reference, query, result["rois"], result["masks"], result["class_ids"],
+                    result["scores"], ax=ax, title=f"{len(result['scores'])} detections")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, bbox_inches="tight", dpi=100)
+    plt.close(fig)
+
+
 # ----------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of train | evaluate | detect."""
     parser = argparse.ArgumentParser(
         prog="train_siamese.py",
         description="Siamese Mask R-CNN (one-shot instance segmentation): train on "
                     "COCO-format data, evaluate with the paper's one-shot protocol, detect "
-                    "objects like a reference in a query image.")
+                    "objects like a reference in a query image. User errors print one "
+                    "'error: ...' line and exit with status 2.")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default="small",
-                        help="small | large | PATH.py (a siamese_mrcnn.config.Config "
-                             "subclass or a `config` instance); default small")
-    common.add_argument("--set", nargs="*", metavar="KEY=VALUE", default=[],
-                        help="override config fields, typed like their default "
-                             "(e.g. IMAGES_PER_GPU=2 BACKBONE=resnet_tiny "
-                             "RPN_ANCHOR_SCALES=(16,32,64,128,256))")
+                        help="small | large | PATH.py (a file with a `config` instance or "
+                             "one siamese_mrcnn.config.Config subclass); default small "
+                             "(evaluate and detect use its _eval variant)")
+    common.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", default=[],
+                        help="override config fields, typed like their default, lists and "
+                             "tuples as Python literals (e.g. IMAGES_PER_GPU=2 "
+                             "BACKBONE=resnet_tiny RPN_ANCHOR_SCALES=(16,32,64,128,256)); "
+                             "may be repeated")
     common.add_argument("--logs", default="logs",
-                        help="checkpoint directory root (default ./logs)")
+                        help="checkpoint directory root (default ./logs); a run's "
+                             "checkpoints are logs/siamese_{MODEL}_{NAME}_{EXPERIMENT}/"
+                             "siamese_mrcnn_####.h5, EXPERIMENT i{split} by default")
     common.add_argument("--year", default="2017", help="data set year suffix (default 2017)")
     common.add_argument("--split", default="1",
-                        help="class split: 1..4 hold out every 4th class; full: none "
-                             "(default 1)")
+                        help="class split: 1|2|3|4 hold out every 4th class starting at "
+                             "that one (the one-shot classes); full: none (default 1)")
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", parents=[common], help="train with a schedule, resumable")
+    train = sub.add_parser("train", parents=[common], help="train with a schedule, resumable",
+                           description="Train on the background classes of --split with a "
+                                       "schedule, up to --epochs; a checkpoint per epoch; "
+                                       "each loss is shown per step.")
     train.add_argument("--dataset", required=True,
                        help="COCO-format root: annotations/instances_train{year}.json, "
                             "train{year}/")
     train.add_argument("--model", default="imagenet-687",
-                       help=f"initial weights: {MODEL_CHOICES} (imagenet-* are read from "
-                            "config.CHECKPOINT_DIR; last resumes at the next epoch)")
+                       help=f"initial weights: {MODEL_CHOICES} (default imagenet-687; "
+                            "imagenet-* are read from config.CHECKPOINT_DIR; last resumes "
+                            "from the run's latest checkpoint at the next epoch; none: random)")
     train.add_argument("--schedule", default="paper",
                        help="paper ({1: heads, 120: all, 160: all lr/10}) | full "
-                            "({1: heads, 240: all, 320: all lr/10}) | PATH.json "
-                            "({\"end_epoch\": {\"learning_rate\": .., \"layers\": ..}})")
+                            "({1: heads, 240: all, 320: all lr/10}), learning rate "
+                            "LEARNING_RATE x BATCH_SIZE / 12 | PATH.json ({\"end_epoch\": "
+                            "{\"learning_rate\": .., \"layers\": ..}}, rates as given)")
     train.add_argument("--epochs", type=int, default=0,
                        help="train up to this epoch (default: the schedule's end)")
     train.add_argument("--steps-per-epoch", type=int, default=None,
@@ -388,40 +579,54 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override VALIDATION_STEPS")
     train.add_argument("--val-images", type=int, default=3000,
                        help="validation = the last N train images by sorted id (default "
-                            "3000, the paper's)")
+                            "3000, the paper's; a tenth of a smaller data set)")
     train.add_argument("--gpus", type=int, default=None, help="GPU_COUNT (tf.distribute)")
     train.add_argument("--augment", action="store_true", help="random horizontal flips")
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", parents=[common],
-                              help="the paper's one-shot evaluation protocol")
+                              help="the paper's one-shot evaluation protocol",
+                              description="Evaluate with the paper's protocol: per query "
+                                          "image and category present, a random reference "
+                                          "of that category; --runs draws, mean and 95% "
+                                          "interval. Prints a table; --output writes JSON "
+                                          "(per statistic each run's value, mean, interval; "
+                                          "per-class AP50).")
     evaluate.add_argument("--dataset", required=True, help="COCO-format root")
-    evaluate.add_argument("--model", required=True, help="PATH.h5 or last")
+    evaluate.add_argument("--model", required=True,
+                          help="PATH.h5 or last (the latest checkpoint of the run of "
+                               "--config/--split/--set)")
     evaluate.add_argument("--subset", default="val", help="subset to test on (default val)")
     evaluate.add_argument("--classes", default="one-shot", choices=CLASS_SETS,
-                          help="categories to evaluate (default one-shot)")
+                          help="categories to evaluate: one-shot (held out), background "
+                               "(trained on) or all (default one-shot)")
     evaluate.add_argument("--runs", type=int, default=5,
                           help="runs with different reference draws (default 5)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the first run")
     evaluate.add_argument("--shots", type=int, default=None,
-                          help="references per query at test time (NUM_TARGETS)")
+                          help="references per query, K-shot (NUM_TARGETS; default 1)")
     evaluate.add_argument("--limit", type=int, default=0,
                           help="evaluate on the first N images only (0: all)")
     evaluate.add_argument("--eval-type", default="bbox,segm",
                           help="bbox, segm or bbox,segm (default)")
     evaluate.add_argument("--random-baseline", action="store_true",
-                          help="random boxes: detections moved at random (SPEC §7)")
+                          help="random boxes: detections moved at random (the paper's "
+                               "baseline)")
     evaluate.add_argument("--output", default=None, help="write the results JSON here")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(func=cmd_evaluate)
 
     detect = sub.add_parser("detect", parents=[common],
-                            help="find objects like a reference in a query image")
-    detect.add_argument("--model", required=True, help="weights PATH.h5")
+                            help="find objects like a reference in a query image",
+                            description="Detect the objects of the reference's category in "
+                                        "a query image; draws them with the reference "
+                                        "inset.")
+    detect.add_argument("--model", required=True, help="weights PATH.h5 or last")
     detect.add_argument("--image", required=True, help="query image")
     detect.add_argument("--reference", default=None, help="reference image")
     detect.add_argument("--reference-box", default=None, metavar="IMAGE:x,y,w,h",
-                        help="reference cropped from IMAGE at box x,y,w,h (pixels)")
+                        help="reference cropped from IMAGE at box x,y,w,h (pixels; x, y "
+                             "the top left corner)")
     detect.add_argument("--min-score", type=float, default=0.0,
                         help="drop detections below this score")
     detect.add_argument("--output", default=None, help="picture with the detections (PNG)")
@@ -431,6 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command; returns the exit status (0, 1 I/O error, 2 user error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -440,6 +646,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # disk full, permissions: not a bug of ours
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: the last finished epoch's checkpoint is kept", file=sys.stderr)
         return 130

@@ -21,6 +21,9 @@ from mrcnn.training import LOSS_NAMES
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HELPER = os.path.join(ROOT, "tests", "helpers", "parallel_check.py")
 
+# The helper trains and traces several tiny models: about 90 s of CPU in all.
+slow = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
@@ -46,22 +49,30 @@ def test_get_strategy_needs_enough_devices():
         get_strategy(0)
 
 
+@slow
 def test_helper_ran_on_two_logical_cpus(results):
     assert results["logical_cpus"] == 2
 
 
+@slow
 def test_bad_device_counts_raise_clear_errors(results):
     errors = results["errors"]
     for case in ("gpu_count_3", "parallel_model_3"):
         assert errors[case]["raised"] == "ValueError"
         assert "GPU_COUNT=3" in errors[case]["message"]
         assert "2 logical CPU device(s)" in errors[case]["message"]
+    # Models ParallelModel cannot rebuild under the strategy say so.
+    assert errors["subclassed"]["raised"] == "ValueError"
+    assert "expected a functional or Sequential keras.Model" in errors["subclassed"]["message"]
+    assert errors["unclonable"]["raised"] == "ValueError"
+    assert "get_strategy(gpu_count).scope()" in errors["unclonable"]["message"]
     assert errors["strategy_0"]["raised"] == "ValueError"
     assert errors["uneven_batch"]["raised"] == "ValueError"
     assert "a batch of 3 cannot be split evenly over 2 replicas" in \
         errors["uneven_batch"]["message"]
 
 
+@slow
 def test_training_on_two_replicas_writes_a_checkpoint(results):
     train = results["train"]
     assert train["wrapper"] == "ParallelModel"
@@ -79,6 +90,7 @@ def test_training_on_two_replicas_writes_a_checkpoint(results):
     assert train["replicas_agree"] == 0.0
 
 
+@slow
 def test_losses_match_one_device_on_the_same_batch(results):
     single, parallel = results["losses"]["single"], results["losses"]["parallel"]
     assert set(single) == set(parallel) == {"loss", "l2_loss", *LOSS_NAMES}
@@ -89,6 +101,7 @@ def test_losses_match_one_device_on_the_same_batch(results):
         assert single[name] > 1e-3, name
 
 
+@slow
 def test_one_sgd_step_matches_one_device(results):
     sgd = results["sgd"]
     # A missing (2x) or doubled (0.5x) 1/replicas scaling, or clipping each replica's
@@ -102,6 +115,7 @@ def test_one_sgd_step_matches_one_device(results):
         assert sgd["parallel_logs"][name] == pytest.approx(value, rel=1e-5, abs=1e-7)
 
 
+@slow
 def test_checkpoints_move_between_one_and_two_replicas(results):
     ck = results["checkpoints"]
     # 2 replicas -> one-device inference model, every array equal.
@@ -119,6 +133,7 @@ def test_checkpoints_move_between_one_and_two_replicas(results):
     assert ck["detect_results"] == 2
 
 
+@slow
 def test_parallel_model_rebuilds_a_model_built_outside_the_scope(results):
     clone = results["clone"]
     assert clone["rebuilt"]

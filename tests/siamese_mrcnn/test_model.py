@@ -1,0 +1,425 @@
+"""SiameseMaskRCNN on tiny CPU configurations: graph, k-shot matching, reference reuse,
+batching, unmolding, the random baseline, bad input, training, checkpoints and resume.
+
+The full-size graphs are checked against the released layout in test_weights.py.
+"""
+import hashlib
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from mrcnn import utils
+from mrcnn import weights as weights_io
+from siamese_mrcnn.coco import IndexedCocoDataset
+from siamese_mrcnn.config import Config
+from siamese_mrcnn.model import SiameseMaskRCNN, schedule_stage
+from siamese_mrcnn.reference import mold_references
+from tests.helpers.siamese_coco import write_siamese_coco
+
+
+class TinyConfig(Config):
+    NAME = "tiny"
+    EXPERIMENT = "test"
+    BACKBONE = "resnet_tiny"
+    IMAGE_MIN_DIM = 64
+    IMAGE_MAX_DIM = 64
+    TARGET_MIN_DIM = 32
+    TARGET_MAX_DIM = 32
+    FPN_FEATUREMAPS = 32
+    FPN_CLASSIF_FC_LAYERS_SIZE = 64
+    RPN_ANCHOR_SCALES = (8, 16, 32, 64, 128)
+    RPN_TRAIN_ANCHORS_PER_IMAGE = 32
+    POST_NMS_ROIS_TRAINING = 32
+    POST_NMS_ROIS_INFERENCE = 32
+    TRAIN_ROIS_PER_IMAGE = 16
+    MAX_GT_INSTANCES = 4
+    DETECTION_MAX_INSTANCES = 8
+    DETECTION_MIN_CONFIDENCE = 0.5
+    STEPS_PER_EPOCH = 1
+    VALIDATION_STEPS = 1
+
+
+def tiny_config(**fields) -> Config:
+    return type("Tiny", (TinyConfig,), fields)()
+
+
+def copy_weights(source: SiameseMaskRCNN, target: SiameseMaskRCNN) -> None:
+    target_vars = weights_io.weight_map(target.keras_model)
+    for key, variable in weights_io.weight_map(source.keras_model).items():
+        target_vars[key].assign(np.asarray(variable))
+
+
+def random_images(seed: int, *shapes):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, shape, dtype=np.uint8) for shape in shapes]
+
+
+@pytest.fixture(scope="module")
+def k1():
+    """k = 1 inference model whose class head favours 'match' (so it detects)."""
+    keras.utils.set_random_seed(0)
+    model = SiameseMaskRCNN("inference", tiny_config(), "/tmp/unused_logs")
+    variables = weights_io.weight_map(model.keras_model)
+    rng = np.random.default_rng(0)
+    variables["mrcnn_class_logits/kernel"].assign(
+        rng.normal(0, 0.3, variables["mrcnn_class_logits/kernel"].shape).astype(np.float32))
+    variables["mrcnn_class_logits/bias"].assign(np.array([0.0, 1.5], dtype=np.float32))
+    return model
+
+
+@pytest.fixture(scope="module")
+def k3(k1):
+    model = SiameseMaskRCNN("inference", tiny_config(NUM_TARGETS=3), "/tmp/unused_logs")
+    copy_weights(k1, model)
+    return model
+
+
+@pytest.fixture(scope="module")
+def b2(k1):
+    model = SiameseMaskRCNN("inference", tiny_config(IMAGES_PER_GPU=2), "/tmp/unused_logs")
+    copy_weights(k1, model)
+    return model
+
+
+def assert_same_detections(a: dict, b: dict) -> None:
+    np.testing.assert_array_equal(a["rois"], b["rois"])
+    np.testing.assert_array_equal(a["class_ids"], b["class_ids"])
+    np.testing.assert_allclose(a["scores"], b["scores"], rtol=1e-5, atol=1e-6)
+    assert a["masks"].shape == b["masks"].shape
+    # A mask pixel right at the 0.5 threshold may flip with float rounding.
+    assert np.mean(a["masks"] != b["masks"]) < 1e-3
+
+
+# ---------------------------------------------------------------- graph
+def test_inputs_outputs_and_heads(k1, k3):
+    names = [(t.name, tuple(t.shape)) for t in k3.keras_model.inputs]
+    assert names == [("input_image", (None, 64, 64, 3)), ("input_image_meta", (None, 14)),
+                     ("input_target", (None, 3, 32, 32, 3)), ("input_anchors", (None, None, 4))]
+    layers = {layer.name: layer for layer in k1.keras_model.layers}
+    assert {"resnet_model", "fpn_model", "rpn_model"} <= set(layers)
+    for level in ("P2", "P3", "P4", "P5", "P6"):
+        kernel = layers["fpn_distance_" + level].kernel
+        assert tuple(kernel.shape) == (1, 1, 64, 48)  # [P, |P - r|] -> 3C/2
+    variables = weights_io.weight_map(k1.keras_model)
+    assert tuple(variables["mrcnn_bbox_fc/kernel"].shape) == (64, 4)  # class-agnostic
+    assert tuple(variables["mrcnn_mask/kernel"].shape) == (1, 1, 256, 1)  # one mask
+    assert tuple(variables["mrcnn_class_logits/kernel"].shape) == (64, 2)
+    assert tuple(variables["rpn_conv_shared/kernel"].shape) == (3, 3, 48, 512)
+
+
+def test_frcnn_has_no_mask_head_and_detects_boxes(k1):
+    model = SiameseMaskRCNN("inference", tiny_config(MODEL="frcnn"), "/tmp/unused_logs")
+    assert not [l.name for l in model.keras_model.layers if l.name.startswith("mrcnn_mask")]
+    variables = weights_io.weight_map(model.keras_model)
+    for key, variable in weights_io.weight_map(k1.keras_model).items():
+        if not key.startswith("mrcnn_mask"):
+            variables[key].assign(np.asarray(variable))
+    reference, query = random_images(1, (30, 40, 3), (64, 64, 3))
+    (result,) = model.detect([reference], [query])
+    (with_masks,) = k1.detect([reference], [query])
+    np.testing.assert_array_equal(result["rois"], with_masks["rois"])
+    assert len(result["rois"]) > 0
+    for i, (y1, x1, y2, x2) in enumerate(result["rois"]):  # box-only: the box is the mask
+        expected = np.zeros((64, 64), dtype=bool)
+        expected[y1:y2, x1:x2] = True
+        np.testing.assert_array_equal(result["masks"][:, :, i], expected)
+
+
+# ---------------------------------------------------------------- k-shot and reuse
+def test_k_references_are_averaged(k1, k3):
+    references = random_images(2, (30, 40, 3), (50, 20, 3), (32, 32, 3))
+    query = random_images(3, (64, 64, 3))[0]
+    pooled = [k3.keras_model.get_layer(f"reference_pool_P{i}").output for i in range(2, 7)]
+    outputs = k3.run_graph([query], [(f"P{i}", p) for i, p in zip(range(2, 7), pooled)],
+                           targets=[references])
+    encoded = k3.encode_reference([references])
+    singles = [k1.encode_reference([r]) for r in references]
+    for level in range(5):
+        expected = np.mean([s[level][0] for s in singles], axis=0)  # [C]
+        assert encoded[level].shape == (1, 32)
+        np.testing.assert_allclose(encoded[level][0], expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(outputs[f"P{level + 2}"][0], expected, rtol=1e-5, atol=1e-6)
+    # The k-shot model really depends on each of its references.
+    other = k3.encode_reference([[references[0], references[0], references[2]]])
+    assert not np.allclose(other[0], encoded[0])
+
+
+def test_encoded_reference_gives_the_same_detections(k1, k3):
+    reference, query, query2 = random_images(4, (40, 30, 3), (64, 64, 3), (50, 70, 3))
+    vectors = k1.encode_reference([reference])
+    assert [v.shape for v in vectors] == [(1, 32)] * 5
+    for q in (query, query2):
+        (direct,) = k1.detect([reference], [q])
+        (reused,) = k1.detect_with_reference(vectors, [q])
+        assert len(direct["scores"]) > 0
+        assert_same_detections(direct, reused)
+    references = random_images(5, (30, 30, 3), (40, 20, 3), (20, 40, 3))
+    assert_same_detections(k3.detect([references], [query])[0],
+                           k3.detect_with_reference(k3.encode_reference([references]),
+                                                    [query])[0])
+
+
+def test_batch_of_two_equals_two_single_detections(k1, b2):
+    ref_a, ref_b, query_a, query_b = random_images(6, (30, 40, 3), (50, 50, 3),
+                                                   (64, 64, 3), (48, 80, 3))
+    batched = b2.detect([ref_a, ref_b], [query_a, query_b])
+    assert_same_detections(batched[0], k1.detect([ref_a], [query_a])[0])
+    assert_same_detections(batched[1], k1.detect([ref_b], [query_b])[0])
+    # One encoded reference is broadcast over the batch.
+    shared = b2.detect_with_reference(b2.encode_reference([ref_a]), [query_a, query_b])
+    assert_same_detections(shared[1], k1.detect([ref_a], [query_b])[0])
+
+
+def test_detect_returns_masks_in_the_original_size(k1):
+    reference, query = random_images(7, (20, 60, 3), (40, 100, 3))
+    (result,) = k1.detect([reference], [query])
+    n = len(result["scores"])
+    assert n > 0
+    assert result["rois"].shape == (n, 4) and result["class_ids"].tolist() == [1] * n
+    assert result["masks"].shape == (40, 100, n) and result["masks"].dtype == bool
+    assert np.all(result["rois"] >= 0)
+    assert np.all(result["rois"][:, 2] <= 40) and np.all(result["rois"][:, 3] <= 100)
+    assert np.all(np.diff(result["scores"]) <= 0)
+    # Grayscale and RGBA inputs are converted.
+    gray = k1.detect([reference[..., 0]], [query.mean(axis=2).astype(np.uint8)])[0]
+    assert gray["masks"].shape[:2] == (40, 100)
+    rgba = np.concatenate([reference, np.full(reference.shape[:2] + (1,), 255, np.uint8)], 2)
+    assert_same_detections(k1.detect([rgba], [query])[0], result)
+
+
+def test_detect_molded_equals_detect_for_square_queries(k1):
+    reference, query = random_images(8, (30, 30, 3), (64, 64, 3))
+    molded, metas, _ = k1.mold_inputs([query])
+    (result,) = k1.detect_molded(molded, metas, mold_references([reference], k1.config))
+    assert_same_detections(result, k1.detect([reference], [query])[0])
+    with pytest.raises(ValueError, match="molded_targets"):
+        k1.detect_molded(molded, metas)
+
+
+def test_random_detections_move_boxes_and_shuffle_scores(k1):
+    reference, query = random_images(9, (30, 30, 3), (48, 64, 3))
+    (plain,) = k1.detect([reference], [query])
+    (moved,) = k1.detect([reference], [query], random_detections=True,
+                         rng=np.random.default_rng(0))
+    n = len(plain["scores"])
+    assert n > 1 and len(moved["scores"]) == n
+    np.testing.assert_allclose(np.sort(moved["scores"]), np.sort(plain["scores"]), rtol=1e-6)
+    assert np.all(np.diff(moved["scores"]) <= 0)
+    assert not np.array_equal(moved["rois"], plain["rois"])
+    # Sizes kept (up to the rounding of the corners to pixels), inside the image.
+    def sizes(rois):
+        return np.sort(np.stack([rois[:, 2] - rois[:, 0], rois[:, 3] - rois[:, 1]], 1), 0)
+    assert np.abs(sizes(moved["rois"]) - sizes(plain["rois"])).max() <= 1
+    assert np.all(moved["rois"] >= 0)
+    assert np.all(moved["rois"][:, 2] <= 48) and np.all(moved["rois"][:, 3] <= 64)
+    # Each mask is pasted inside its own moved box.
+    for i, (y1, x1, y2, x2) in enumerate(moved["rois"]):
+        outside = moved["masks"][:, :, i].copy()
+        outside[y1:y2, x1:x2] = False
+        assert not outside.any()
+    again = k1.detect([reference], [query], random_detections=True,
+                      rng=np.random.default_rng(0))[0]
+    np.testing.assert_array_equal(again["rois"], moved["rois"])
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize("targets, images, message", [
+    ("two", "one", "len(targets) must be equal to BATCH_SIZE (1), got 2"),
+    ("pair", "one", "NUM_TARGETS=1"),
+    ("empty", "one", "non-empty"),
+    ("pixel", "one", "at least 4x4"),
+    ("two_channels", "one", "2 channels"),
+    ("text", "one", "dtype"),
+    ("one", "two", "len(images) must be equal to BATCH_SIZE (1), got 2"),
+    ("one", "two_channels", "images[0]"),
+])
+def test_detect_rejects_bad_input(k1, targets, images, message):
+    good = random_images(10, (20, 20, 3))[0]
+    values = {
+        "one": [good], "two": [good, good], "pair": [[good, good]],
+        "empty": [np.zeros((0, 0, 3), np.uint8)], "pixel": [np.zeros((1, 1, 3), np.uint8)],
+        "two_channels": [np.zeros((20, 20, 2), np.uint8)], "text": [np.full((9, 9, 3), "x")],
+    }
+    with pytest.raises(ValueError) as error:
+        k1.detect(values[targets], values[images])
+    assert message in str(error.value)
+
+
+def test_k_shot_model_wants_k_references(k3):
+    image = random_images(11, (20, 20, 3))[0]
+    with pytest.raises(ValueError, match="NUM_TARGETS=3"):
+        k3.detect([[image, image]], [image])
+    with pytest.raises(ValueError, match="NUM_TARGETS=3"):
+        k3.detect([image], [image])
+
+
+def test_reuse_and_run_graph_reject_bad_input(k1):
+    image = random_images(12, (64, 64, 3))[0]
+    vectors = k1.encode_reference([image])
+    with pytest.raises(ValueError, match="5 arrays"):
+        k1.detect_with_reference(vectors[:4], [image])
+    with pytest.raises(ValueError, match="FPN_FEATUREMAPS=32"):
+        k1.detect_with_reference([v[:, :8] for v in vectors], [image])
+    with pytest.raises(ValueError, match="BATCH_SIZE=1"):
+        k1.detect_with_reference([np.concatenate([v, v]) for v in vectors], [image])
+    with pytest.raises(ValueError, match="targets"):
+        k1.run_graph([image], [("rois", k1.keras_model.get_layer("ROI").output)])
+
+
+# ---------------------------------------------------------------- schedules, checkpoints
+PAPER_SCHEDULE = {1: {"learning_rate": 0.02, "layers": "heads"},
+                  120: {"learning_rate": 0.02, "layers": "all"},
+                  160: {"learning_rate": 0.002, "layers": "all"}}
+
+
+@pytest.mark.parametrize("epoch, end, layers", [
+    (0, 1, "heads"), (1, 1, "heads"), (2, 120, "all"), (120, 120, "all"), (121, 160, "all"),
+    (160, 160, "all"), (200, 160, "all")])
+def test_schedule_stage(epoch, end, layers):
+    stage_end, params = schedule_stage(PAPER_SCHEDULE, epoch)
+    assert (stage_end, params["layers"]) == (end, layers)
+    assert schedule_stage({str(k): v for k, v in PAPER_SCHEDULE.items()}, epoch)[0] == end
+    with pytest.raises(ValueError, match="empty"):
+        schedule_stage({}, 1)
+
+
+@pytest.fixture(scope="module")
+def trainer(tmp_path_factory):
+    """A tiny training-mode model logging under a temporary model_dir."""
+    keras.utils.set_random_seed(1)
+    return SiameseMaskRCNN("training", tiny_config(), str(tmp_path_factory.mktemp("logs")))
+
+
+def test_log_dir_checkpoint_names_and_latest(trainer, tmp_path):
+    assert trainer.log_dir == os.path.join(trainer.model_dir, "siamese_mrcnn_tiny_test")
+    assert trainer.checkpoint_path.format(epoch=7).endswith(
+        os.path.join("siamese_mrcnn_tiny_test", "siamese_mrcnn_0007.h5"))
+    with pytest.raises(FileNotFoundError, match="siamese_mrcnn_####.h5"):
+        trainer.get_latest_checkpoint()
+    os.makedirs(trainer.log_dir)
+    try:
+        for epoch in (2, 10, 9):  # the newest file is not the highest epoch
+            trainer.save_weights(trainer.checkpoint_path.format(epoch=epoch))
+        open(os.path.join(trainer.log_dir, "other_0099.h5"), "w").close()
+        assert trainer.get_latest_checkpoint().endswith("siamese_mrcnn_0010.h5")
+        assert trainer.find_last() == trainer.get_latest_checkpoint()
+        trainer.load_latest_checkpoint(PAPER_SCHEDULE)
+        assert trainer.epoch == 10
+        # Stage of epoch 10 is 'all': the backbone is trainable.
+        resnet = trainer.keras_model.get_layer("resnet_model")
+        assert resnet.get_layer("res2a_branch2a").trainable
+        trainer.load_checkpoint(trainer.checkpoint_path.format(epoch=2), {1: PAPER_SCHEDULE[1],
+                                                                         3: PAPER_SCHEDULE[1]})
+        assert trainer.epoch == 2 and not resnet.get_layer("res2a_branch2a").trainable
+        assert trainer.keras_model.get_layer("fpn_distance_P2").trainable
+    finally:
+        for name in os.listdir(trainer.log_dir):
+            os.remove(os.path.join(trainer.log_dir, name))
+    # Released files: the epoch comes from the name's end (the old load_checkpoint's rule)
+    # for load_checkpoint; a plain load_weights of them starts a new run at epoch 0.
+    released = str(tmp_path / "large_siamese_mrcnn_coco_full_0320.h5")
+    trainer.save_weights(released)
+    trainer.load_checkpoint(released)
+    assert trainer.epoch == 320
+    trainer.load_weights(released)
+    assert trainer.epoch == 0
+    with pytest.raises(ValueError, match="_####.h5"):
+        trainer.load_checkpoint(str(tmp_path / "weights.h5"))
+
+
+def test_train_schedule_continues_and_never_repeats(trainer, monkeypatch):
+    """Stage logic with train() stubbed: which epochs each call trains."""
+    calls = []
+
+    def fake_train(train_dataset, val_dataset, learning_rate, epochs, layers,
+                   augmentation=None):
+        if trainer.epoch < epochs:
+            calls.append((trainer.epoch, epochs, layers, learning_rate))
+            trainer.epoch = epochs
+
+    monkeypatch.setattr(trainer, "train", fake_train)
+    trainer.epoch = 0
+    trainer.train_schedule(None, None, PAPER_SCHEDULE, until=50)  # interrupted at 50
+    assert calls == [(0, 1, "heads", 0.02), (1, 50, "all", 0.02)]
+    calls.clear()
+    trainer.train_schedule(None, None, PAPER_SCHEDULE)  # resumed
+    assert calls == [(50, 120, "all", 0.02), (120, 160, "all", 0.002)]
+    calls.clear()
+    trainer.train_schedule(None, None, PAPER_SCHEDULE)  # finished: nothing to do
+    assert calls == []
+    trainer.epoch = 0
+
+
+def test_detect_and_reuse_need_inference_mode(trainer):
+    image = random_images(13, (64, 64, 3))[0]
+    with pytest.raises(ValueError, match="inference mode"):
+        trainer.detect([image], [image])
+    with pytest.raises(ValueError, match="inference mode"):
+        trainer.encode_reference([image])
+
+
+# ---------------------------------------------------------------- training
+@pytest.fixture(scope="module")
+def coco(tmp_path_factory):
+    root = tmp_path_factory.mktemp("siamese_coco")
+    write_siamese_coco(str(root))
+    dataset = IndexedCocoDataset()
+    dataset.load_coco(str(root), "train")
+    dataset.prepare()
+    return dataset
+
+
+def _digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+@pytest.mark.slow
+def test_train_writes_checkpoints_and_resumes_after_an_interruption(trainer, coco,
+                                                                     monkeypatch):
+    schedule = {3: {"learning_rate": 0.01, "layers": "heads"},
+                4: {"learning_rate": 0.001, "layers": "all"}}
+    history = trainer.train(coco, coco, learning_rate=0.01, epochs=1, layers="heads")
+    first = os.path.join(trainer.log_dir, "siamese_mrcnn_0001.h5")
+    assert sorted(os.listdir(trainer.log_dir))[:1] == ["siamese_mrcnn_0001.h5"]
+    for name in ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss",
+                 "mrcnn_mask_loss", "loss", "val_loss"):
+        assert len(history.history[name]) == 1 and np.isfinite(history.history[name][0])
+    assert trainer.epoch == 1
+    digest = _digest(first)
+
+    # "Interrupted" after epoch 1: a new process resumes from the latest checkpoint.
+    resumed = SiameseMaskRCNN("training", tiny_config(), trainer.model_dir)
+    resumed.load_latest_checkpoint(schedule)
+    assert resumed.epoch == 1
+    for key, variable in weights_io.weight_map(trainer.keras_model).items():
+        np.testing.assert_array_equal(
+            np.asarray(weights_io.weight_map(resumed.keras_model)[key]), np.asarray(variable))
+    fits = []
+    fit = resumed.keras_model.fit
+
+    def spy_fit(*args, **kwargs):
+        fits.append((kwargs["initial_epoch"], kwargs["epochs"]))
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(resumed.keras_model, "fit", spy_fit)
+    resumed.train_schedule(coco, coco, schedule, until=2)
+    assert fits == [(1, 2)]
+    assert resumed.epoch == 2
+    assert sorted(f for f in os.listdir(resumed.log_dir) if f.endswith(".h5")) == [
+        "siamese_mrcnn_0001.h5", "siamese_mrcnn_0002.h5"]
+    assert _digest(first) == digest  # epoch 1 was not trained again
+    assert resumed.get_latest_checkpoint().endswith("siamese_mrcnn_0002.h5")
+
+
+@pytest.mark.slow
+def test_frcnn_trains_without_mask_loss(coco, tmp_path):
+    keras.utils.set_random_seed(2)
+    model = SiameseMaskRCNN("training", tiny_config(MODEL="frcnn"), str(tmp_path))
+    history = model.train(coco, coco, learning_rate=0.01, epochs=1, layers="all")
+    assert "mrcnn_mask_loss" not in history.history
+    assert np.isfinite(history.history["mrcnn_class_loss"][0])
+    assert os.listdir(os.path.join(str(tmp_path), "siamese_frcnn_tiny_test")).count(
+        "siamese_mrcnn_0001.h5") == 1
