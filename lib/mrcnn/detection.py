@@ -114,6 +114,9 @@ class DetectionLayer(keras.layers.Layer):
                  detection_min_confidence: Optional[float] = None,
                  detection_max_instances: Optional[int] = None,
                  detection_nms_threshold: Optional[float] = None, **kwargs):
+        # Box arithmetic, NMS and crop_and_resize run in float32 even under a
+        # mixed-precision policy (inputs are cast on entry).
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.images_per_gpu = int(config_value(config, "IMAGES_PER_GPU", images_per_gpu))
         self.bbox_std_dev = float_list(

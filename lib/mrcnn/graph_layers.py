@@ -104,6 +104,8 @@ class LossLayer(keras.layers.Layer):
     """
 
     def __init__(self, loss_fn: str, leading_args: list | None = None, **kwargs):
+        # Losses are computed in float32 under a mixed-precision policy.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.loss_fn = loss_fn
         self.leading_args = list(leading_args or [])

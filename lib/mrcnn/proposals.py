@@ -148,6 +148,9 @@ class ProposalLayer(keras.layers.Layer):
                  images_per_gpu: Optional[int] = None,
                  rpn_bbox_std_dev: Optional[Sequence[float]] = None,
                  pre_nms_limit: Optional[int] = None, **kwargs):
+        # Box arithmetic, NMS and crop_and_resize run in float32 even under a
+        # mixed-precision policy (inputs are cast on entry).
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.proposal_count = int(proposal_count)
         self.nms_threshold = float(nms_threshold)

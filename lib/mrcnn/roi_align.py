@@ -58,6 +58,9 @@ class PyramidROIAlign(keras.layers.Layer):
     """
 
     def __init__(self, pool_shape: Sequence[int], **kwargs):
+        # Box arithmetic, NMS and crop_and_resize run in float32 even under a
+        # mixed-precision policy (inputs are cast on entry).
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         pool_shape = tuple(int(s) for s in pool_shape)
         if len(pool_shape) != 2 or min(pool_shape) < 1:

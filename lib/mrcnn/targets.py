@@ -209,6 +209,9 @@ class DetectionTargetLayer(keras.layers.Layer):
                  bbox_std_dev: Optional[Sequence[float]] = None,
                  mask_shape: Optional[Sequence[int]] = None,
                  use_mini_mask: Optional[bool] = None, **kwargs):
+        # Box arithmetic, NMS and crop_and_resize run in float32 even under a
+        # mixed-precision policy (inputs are cast on entry).
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.images_per_gpu = int(config_value(config, "IMAGES_PER_GPU", images_per_gpu))
         self.train_rois_per_image = int(

@@ -132,7 +132,9 @@ class LossModel(keras.Model):
             total, weighted, l2 = self._loss_components(data, training=True)
             # Gradients are summed over replicas by the optimizer: scale per replica.
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled = total / replicas
+            # Under mixed precision the LossScaleOptimizer scales here and unscales
+            # in apply_gradients; otherwise scale_loss is the identity.
+            scaled = self.optimizer.scale_loss(total / replicas)
         variables = self.trainable_variables
         grads = tape.gradient(scaled, variables)
         grads = clip_summed_gradients(grads, self.optimizer)

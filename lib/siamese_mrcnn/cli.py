@@ -107,8 +107,8 @@ def run_names(spec: str, split: str) -> dict:
     base = _config_class(spec, evaluation=False)
     if spec.endswith(".py"):
         return {"NAME": base.NAME, "EXPERIMENT": base.EXPERIMENT}
-    experiment = "full" if str(split).lower() == "full" else f"i{str(split).lower().lstrip('i')}"
-    return {"NAME": base.NAME, "EXPERIMENT": experiment}
+    key = str(split).lower().lstrip("i")
+    return {"NAME": base.NAME, "EXPERIMENT": "full" if key == "full" else f"i{key}"}
 
 
 def build_config(spec: str = "small", overrides: dict | None = None, evaluation: bool = False,
@@ -604,7 +604,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="runs with different reference draws (default 5)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the first run")
     evaluate.add_argument("--shots", type=int, default=None,
-                          help="references per query, K-shot (NUM_TARGETS; default 1)")
+                          help="references per query, K-shot (NUM_TARGETS; default the "
+                               "config's, 1)")
     evaluate.add_argument("--limit", type=int, default=0,
                           help="evaluate on the first N images only (0: all)")
     evaluate.add_argument("--eval-type", default="bbox,segm",

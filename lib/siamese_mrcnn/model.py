@@ -18,7 +18,7 @@ import logging
 import os
 import re
 from collections import OrderedDict
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import keras
 import numpy as np
@@ -77,7 +77,6 @@ class SiameseMaskRCNN(MaskRCNN):
 
     def __init__(self, mode: str, config, model_dir: str):
         self._reference_vectors = None
-        self._graph_inputs: dict = {}
         self._reference_encoder = None
         self._vector_detector = None
         super().__init__(mode, config, model_dir)
@@ -95,7 +94,6 @@ class SiameseMaskRCNN(MaskRCNN):
         input_target = keras.Input(
             shape=[config.NUM_TARGETS] + [int(x) for x in config.TARGET_SHAPE],
             name="input_target")
-        self._graph_inputs = {"target": input_target}
         return [input_target]
 
     def build_feature_pyramid(self, input_image, extra_inputs: list, config) -> list:
@@ -111,7 +109,6 @@ class SiameseMaskRCNN(MaskRCNN):
             SplitReferences(config.NUM_TARGETS, name=f"split_references_P{i + 2}")(level)
             for i, level in enumerate(fpn(resnet(merged)))]  # 5 x [batch, k, h, w, C]
         vectors = pool_references(reference_levels)  # 5 x [batch, C]
-        self._graph_inputs["image"] = input_image
         self._reference_vectors = vectors
         # 5 x [batch, H/s, W/s, 3C/2]
         return match_with_vectors(query_levels, vectors,

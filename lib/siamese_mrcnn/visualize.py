@@ -142,7 +142,8 @@ def display_results(target: np.ndarray, image: np.ndarray, boxes: np.ndarray,
 
 
 def _grid_axes(count: int, figsize: tuple, ax) -> tuple:
-    """(figure, list of at least `count` axes): ax's when given, else a new M x M grid."""
+    """(figure, list of at least `count` axes): ax's when given, else a new grid of
+    ceil(sqrt(count)) columns and as many rows as needed (the height scales with them)."""
     if ax is not None:
         axes = list(np.ravel(ax)) if isinstance(ax, (list, tuple, np.ndarray)) else [ax]
         if len(axes) < count:
@@ -150,10 +151,13 @@ def _grid_axes(count: int, figsize: tuple, ax) -> tuple:
                 count, len(axes)))
         return axes[0].figure, axes
     side = max(1, math.ceil(math.sqrt(count)))
-    fig = plt.figure(figsize=figsize)
-    grid = fig.add_gridspec(side, side, hspace=0.1, wspace=0.02, left=0, right=1, bottom=0,
+    rows = max(1, math.ceil(count / side))
+    fig = plt.figure(figsize=(figsize[0], figsize[1] * rows / side))
+    grid = fig.add_gridspec(rows, side, hspace=0.1, wspace=0.02, left=0, right=1, bottom=0,
                             top=1)
-    axes = [fig.add_subplot(grid[r, c]) for r in range(side) for c in range(side)]
+    axes = [fig.add_subplot(grid[r, c]) for r in range(rows) for c in range(side)]
+    for extra in axes[count:]:
+        extra.axis("off")
     return fig, axes
 
 

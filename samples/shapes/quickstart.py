@@ -165,7 +165,7 @@ def draw_examples(data_dir: str, checkpoint: str, config, one_shot, path: str,
                                    rng=rng)
         image = dataset.load_image(image_id)
         r = model.detect([[reference]], [image])[0]
-        keep = r["scores"] >= 0.5
+        keep = r["scores"] >= 0.7
         refs.append(reference)
         images.append(image)
         results.append({k: (v[..., keep] if k == "masks" else v[keep]) for k, v in r.items()})

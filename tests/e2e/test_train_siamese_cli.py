@@ -64,6 +64,8 @@ TINY_SET = ["--set"] + [f"{k}={v}" if isinstance(v, str) else f"{k}={v!r}"
 SCHEDULE = {"1": {"learning_rate": 0.01, "layers": "heads"},
             "2": {"learning_rate": 0.002, "layers": "heads"}}
 ONE_SHOT, BACKGROUND = (ids.tolist() for ids in get_class_split(1, NUM_CATEGORIES))
+# Everything that starts TensorFlow in a subprocess (about 4 minutes in all on 2 busy cores).
+slow = pytest.mark.slow
 
 
 def run_cli(*args, cwd) -> subprocess.CompletedProcess:
@@ -128,6 +130,7 @@ def _checkpoints(log_dir: Path) -> list:
 
 # ------------------------------------------------------------------------ train
 
+@slow
 def test_train_writes_the_first_checkpoint_and_shows_each_loss(trained):
     first = ok(trained["first"])
     assert trained["ckpt1_before"] is not None, _checkpoints(trained["log_dir"])
@@ -140,6 +143,7 @@ def test_train_writes_the_first_checkpoint_and_shows_each_loss(trained):
     assert "Traceback" not in output
 
 
+@slow
 def test_train_model_last_resumes_at_the_next_epoch(trained):
     resumed = ok(trained["resumed"])
     output = resumed.stdout + resumed.stderr
@@ -156,6 +160,7 @@ def test_train_model_last_resumes_at_the_next_epoch(trained):
     assert "trained to epoch 2:" in resumed.stdout
 
 
+@slow
 def test_train_again_to_the_same_epoch_has_nothing_to_do(trained):
     again = ok(trained["again"])
     assert "already trained to epoch 2 (asked for 2): nothing to do" in again.stdout
@@ -184,6 +189,7 @@ def _check_stats(results: dict, eval_types: list, runs: int) -> None:
             assert s["interval"] == pytest.approx([s["mean"] - half, s["mean"] + half])
 
 
+@slow
 def test_evaluate_last_prints_a_table_and_writes_runs_and_per_class_ap50(work, trained):
     proc = ok(run_cli("evaluate", "--dataset", "data", "--model", "last", "--runs", 2,
                       "--limit", 6, "--output", "out/r.json", "--logs", "logs", "--quiet",
@@ -210,6 +216,7 @@ def test_evaluate_last_prints_a_table_and_writes_runs_and_per_class_ap50(work, t
     assert (meta["classes"], meta["shots"], meta["random_baseline"]) == ("one-shot", 1, False)
 
 
+@slow
 def test_evaluate_background_random_baseline_with_two_shots(work, trained):
     checkpoint = trained["log_dir"] / "siamese_mrcnn_0001.h5"
     proc = ok(run_cli("evaluate", "--dataset", "data", "--model", checkpoint,
@@ -248,6 +255,7 @@ def _check_detection_outputs(work: Path, picture: str, json_path: str) -> dict:
     return summary
 
 
+@slow
 def test_detect_with_a_reference_image_and_a_config_file(work, trained):
     """The reference is an object cropped from another image; the model is described
     by --config tiny_config.py instead of --set."""
@@ -268,6 +276,7 @@ def test_detect_with_a_reference_image_and_a_config_file(work, trained):
     assert "shape mismatch 0" in proc.stderr
 
 
+@slow
 def test_detect_with_a_reference_box_and_model_last(work, trained):
     box = f"{_val_image(3)}:20,30,40,35"
     ok(run_cli("detect", "--model", "last", "--image", _val_image(4),
@@ -300,7 +309,9 @@ ERRORS = {
 }
 
 
-@pytest.mark.parametrize("case", list(ERRORS))
+@pytest.mark.parametrize("case", [
+    pytest.param(case, marks=slow) if case == "last without checkpoints" else case
+    for case in ERRORS])
 def test_user_errors_print_one_line_and_exit_non_zero(work, case):
     argv, expected = ERRORS[case]
     proc = run_cli(*argv, cwd=work)

@@ -10,7 +10,6 @@ import keras
 import numpy as np
 import pytest
 
-from mrcnn import utils
 from mrcnn import weights as weights_io
 from siamese_mrcnn.coco import IndexedCocoDataset
 from siamese_mrcnn.config import Config
@@ -146,7 +145,7 @@ def test_k_references_are_averaged(k1, k3):
     assert not np.allclose(other[0], encoded[0])
 
 
-def test_encoded_reference_gives_the_same_detections(k1, k3):
+def test_encoded_reference_gives_the_same_detections(k1):
     reference, query, query2 = random_images(4, (40, 30, 3), (64, 64, 3), (50, 70, 3))
     vectors = k1.encode_reference([reference])
     assert [v.shape for v in vectors] == [(1, 32)] * 5
@@ -155,10 +154,6 @@ def test_encoded_reference_gives_the_same_detections(k1, k3):
         (reused,) = k1.detect_with_reference(vectors, [q])
         assert len(direct["scores"]) > 0
         assert_same_detections(direct, reused)
-    references = random_images(5, (30, 30, 3), (40, 20, 3), (20, 40, 3))
-    assert_same_detections(k3.detect([references], [query])[0],
-                           k3.detect_with_reference(k3.encode_reference([references]),
-                                                    [query])[0])
 
 
 def test_batch_of_two_equals_two_single_detections(k1, b2):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mrcnn import weights as weights_io
-from siamese_mrcnn.config import Config, preset
+from siamese_mrcnn.config import preset
 from siamese_mrcnn.model import SiameseMaskRCNN
 from tests.helpers.legacy_h5 import load_layout, write_legacy_h5
 
