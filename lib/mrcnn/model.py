@@ -366,9 +366,13 @@ class MaskRCNN:
         return set_trainable(keras_model or self.keras_model, layer_regex, indent, verbose)
 
     def compile(self, learning_rate: float, momentum: float) -> None:
-        """SGD with momentum and gradient clipping; losses come from the graph."""
+        """SGD with momentum and gradient clipping; losses come from the graph.
+
+        GRADIENT_CLIP_NORM clips the global norm of all gradients together: Keras 2's
+        ``clipnorm``, which Matterport used, did that (Keras 3's clips per variable).
+        """
         optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
-                                         clipnorm=self.config.GRADIENT_CLIP_NORM)
+                                         global_clipnorm=self.config.GRADIENT_CLIP_NORM)
         # CropAndResize has no XLA kernel: never let Keras turn XLA on.
         self.keras_model.compile(optimizer=optimizer, jit_compile=False)
         # Create the momentum slots now. Without a distribution strategy Keras defers

@@ -306,21 +306,33 @@ def check_losses_and_sgd(dataset, work_dir: str) -> tuple[dict, dict, dict]:
         "single": single.keras_model.test_on_batch(batch, return_dict=True),
         "parallel": parallel.keras_model.test_on_batch(batch, return_dict=True),
     }
+    # Step 1, clipping active: GRADIENT_CLIP_NORM clips the global norm of the whole
+    # batch's gradient (Keras 2 / Matterport semantics), not each replica's share.
     single_step = single.keras_model.train_on_batch(batch, return_dict=True)
     parallel_step = parallel.keras_model.train_on_batch(batch, return_dict=True)
     after_single = snapshot(single.keras_model)
     after_parallel = snapshot(parallel.inner_model)
-    # First SGD step with momentum: w1 - w0 = -lr * clip(gradient); Keras' clipnorm
-    # clips each variable's gradient, so clipped variables moved by exactly lr * clip.
-    update_norms = [float(np.linalg.norm(after_single[k] - start[k])) / LEARNING_RATE
-                    for k in start]
-    clip = single.config.GRADIENT_CLIP_NORM
+    # First SGD step with momentum: w1 - w0 = -lr * clip(gradient), so the update's
+    # global norm is lr * clip when the gradient was clipped.
+    update_norm = float(np.sqrt(sum(np.sum((after_single[k] - start[k]) ** 2)
+                                    for k in start))) / LEARNING_RATE
+    # Step 2, no clipping (fresh optimizer): a missing or doubled 1/replicas scaling,
+    # which global clipping would hide, shows here.
+    for m in (single, parallel):
+        m.config.GRADIENT_CLIP_NORM = 1e9
+        m.compile(LEARNING_RATE, m.config.LEARNING_MOMENTUM)
+    single.keras_model.train_on_batch(batch, return_dict=True)
+    parallel.keras_model.train_on_batch(batch, return_dict=True)
+    after2_single = snapshot(single.keras_model)
+    after2_parallel = snapshot(parallel.inner_model)
     sgd = {
         "max_diff": max_diff(after_single, after_parallel),
-        "replica_max_diff": max_replica_diff(parallel.inner_model, after_single),
+        "replica_max_diff": max_replica_diff(parallel.inner_model, after2_single),
         "max_change": max_diff(after_single, start),
-        "clipped": sum(abs(n - clip) < 1e-3 * clip for n in update_norms),
-        "unclipped": sum(1e-6 < n < clip * (1 - 1e-3) for n in update_norms),
+        "clip": overrides["GRADIENT_CLIP_NORM"],
+        "clipped_update_norm": update_norm,
+        "unclipped_max_diff": max_diff(after2_single, after2_parallel),
+        "unclipped_max_change": max_diff(after2_single, after_single),
         "single_logs": single_step, "parallel_logs": parallel_step,
     }
     clone = check_clone(start, batch, work_dir, after_parallel, parallel_step)
@@ -345,7 +357,7 @@ def check_clone(start: dict, batch: list, work_dir: str, expected_after: dict,
     }
     # An optimizer created outside the scope, as MaskRCNN.compile does.
     optimizer = keras.optimizers.SGD(learning_rate=LEARNING_RATE, momentum=0.9,
-                                     clipnorm=config.GRADIENT_CLIP_NORM)
+                                     global_clipnorm=config.GRADIENT_CLIP_NORM)
     wrapped.compile(optimizer=optimizer, jit_compile=False)
     logs = wrapped.train_on_batch(batch, return_dict=True)
     result["logs"] = logs

@@ -104,13 +104,16 @@ def test_losses_match_one_device_on_the_same_batch(results):
 @slow
 def test_one_sgd_step_matches_one_device(results):
     sgd = results["sgd"]
-    # A missing (2x) or doubled (0.5x) 1/replicas scaling, or clipping each replica's
-    # gradient instead of the batch's, moves weights by about max_change.
+    # Clipped step: the batch gradient's global norm was clipped (the update's norm is
+    # exactly lr * clip), identically on one device and on two replicas; clipping each
+    # replica's share instead would move weights by about max_change.
     assert sgd["max_change"] > 1e-3
+    assert sgd["clipped_update_norm"] == pytest.approx(sgd["clip"], rel=1e-3)
     assert sgd["max_diff"] < 2e-6
+    # Unclipped step: a missing (2x) or doubled (0.5x) 1/replicas scaling shows here.
+    assert sgd["unclipped_max_change"] > 1e-3
+    assert sgd["unclipped_max_diff"] < 2e-6
     assert sgd["replica_max_diff"] < 2e-6
-    # Both regimes occur: variables whose gradient was clipped and ones that were not.
-    assert sgd["clipped"] > 0 and sgd["unclipped"] > 0
     for name, value in sgd["single_logs"].items():
         assert sgd["parallel_logs"][name] == pytest.approx(value, rel=1e-5, abs=1e-7)
 
