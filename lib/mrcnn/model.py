@@ -136,7 +136,7 @@ class MaskRCNN:
         if h / 2 ** 6 != int(h / 2 ** 6) or w / 2 ** 6 != int(w / 2 ** 6):
             raise ValueError(
                 "Image size must be dividable by 2 at least 6 times to avoid fractions "
-                f"when downscaling and upscaling; got IMAGE_SHAPE {tuple(config.IMAGE_SHAPE)}. "
+                f"when downscaling and upscaling; got IMAGE_SHAPE {tuple(int(v) for v in config.IMAGE_SHAPE)}. "
                 "For example, use 256, 320, 384, 448, 512, ... etc.")
 
     def build(self, mode: str, config) -> keras.Model:

@@ -231,10 +231,16 @@ class SiameseMaskRCNN(MaskRCNN):
                              "T, T, 3] for the Siamese model")
         self._check_batch(molded_images, "molded_images")
         molded_images = np.asarray(molded_images)
+        molded_targets = np.asarray(molded_targets)
+        expected = (self.config.BATCH_SIZE, self.config.NUM_TARGETS,
+                    *(int(x) for x in self.config.TARGET_SHAPE))
+        if molded_targets.shape != expected:
+            raise ValueError(f"molded_targets: expected shape [BATCH_SIZE, NUM_TARGETS, T, T, "
+                             f"3] = {list(expected)}, got {list(molded_targets.shape)}")
         shape = molded_images[0].shape
         windows = np.array([[0, 0, shape[0], shape[1]]] * len(molded_images))
         return self._run_detection(
-            [molded_images, np.asarray(image_metas), np.asarray(molded_targets),
+            [molded_images, np.asarray(image_metas), molded_targets,
              self._batch_anchors(shape)], molded_images, windows, [shape] * len(molded_images))
 
     def run_graph(self, images, outputs, image_metas=None, targets=None) -> OrderedDict:

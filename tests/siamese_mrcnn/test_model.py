@@ -192,6 +192,8 @@ def test_detect_molded_equals_detect_for_square_queries(k1):
     assert_same_detections(result, k1.detect([reference], [query])[0])
     with pytest.raises(ValueError, match="molded_targets"):
         k1.detect_molded(molded, metas)
+    with pytest.raises(ValueError, match=r"\[1, 1, 32, 32, 3\], got \[1, 1, 16, 16, 3\]"):
+        k1.detect_molded(molded, metas, np.zeros((1, 1, 16, 16, 3), np.float32))
 
 
 def test_random_detections_move_boxes_and_shuffle_scores(k1):
@@ -527,5 +529,5 @@ def test_model_learns_to_find_the_reference_category(tmp_path):
 
     scores = _instance_scores(detector, val, np.random.default_rng(1))
     means = {key: float(np.mean(value)) for key, value in scores.items()}
-    assert means[(1, 1)] > means[(1, 2)] + 0.3, means
-    assert means[(2, 2)] > means[(2, 1)] + 0.3, means
+    assert means[(1, 1)] > means[(1, 2)] + 0.5, means
+    assert means[(2, 2)] > means[(2, 1)] + 0.5, means
