@@ -110,10 +110,11 @@ def test_one_sgd_step_matches_one_device(results):
     assert sgd["max_change"] > 1e-3
     assert sgd["clipped_update_norm"] == pytest.approx(sgd["clip"], rel=1e-3)
     assert sgd["max_diff"] < 2e-6
-    # Unclipped step: a missing (2x) or doubled (0.5x) 1/replicas scaling shows here.
+    # Unclipped step: a missing (2x) or doubled (0.5x) 1/replicas scaling would make
+    # the two differ by about the step itself; float round-off is ~1e-4 of it.
     assert sgd["unclipped_max_change"] > 1e-3
-    assert sgd["unclipped_max_diff"] < 2e-6
-    assert sgd["replica_max_diff"] < 2e-6
+    assert sgd["unclipped_max_diff"] < 1e-3 * sgd["unclipped_max_change"]
+    assert sgd["replica_max_diff"] < 1e-3 * sgd["unclipped_max_change"]
     for name, value in sgd["single_logs"].items():
         assert sgd["parallel_logs"][name] == pytest.approx(value, rel=1e-5, abs=1e-7)
 

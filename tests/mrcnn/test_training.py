@@ -180,30 +180,41 @@ def test_resume_continues_at_the_checkpoint_epoch(stages):
 #  Trained BatchNorm, loss weights, no validation
 ############################################################
 
-def test_train_bn_true_updates_statistics_and_loss_weights_apply(tmp_path):
+LOSS_WEIGHTS_ZEROED = dict(rpn_class_loss=0.0, rpn_bbox_loss=1.0, mrcnn_class_loss=1.0,
+                           mrcnn_bbox_loss=1.0, mrcnn_mask_loss=0.0)
+
+
+@pytest.fixture(scope="module")
+def bn_run(tmp_path_factory):
+    """5 steps, 'all', TRAIN_BN True, two loss weights 0, no validation."""
     keras.utils.set_random_seed(0)
-    weights = dict(rpn_class_loss=0.0, rpn_bbox_loss=1.0, mrcnn_class_loss=1.0,
-                   mrcnn_bbox_loss=1.0, mrcnn_mask_loss=0.0)
-    config = tiny_config(STEPS_PER_EPOCH=1, VALIDATION_STEPS=0, TRAIN_BN=True,
-                         LOSS_WEIGHTS=weights)
-    model = modellib.MaskRCNN("training", config, str(tmp_path))
-    assert model.keras_model.loss_weights == weights
-    dataset = ShapesDataset.generate(count=2, seed=3)
+    config = tiny_config(STEPS_PER_EPOCH=5, VALIDATION_STEPS=0, TRAIN_BN=True,
+                         LOSS_WEIGHTS=LOSS_WEIGHTS_ZEROED)
+    model = modellib.MaskRCNN("training", config, str(tmp_path_factory.mktemp("bn")))
+    dataset = ShapesDataset.generate(count=4, seed=3)
     before = _snapshot(model.keras_model)
     history = model.train(dataset, None, 0.01, epochs=1, layers="all")
-    after = _snapshot(model.keras_model)
-    changed = _changed(before, after)
-    stats = [k for k in before if k.rsplit("/", 1)[1] in BN_STATS]
+    return types.SimpleNamespace(model=model, before=before, history=history,
+                                 after=_snapshot(model.keras_model))
+
+
+def test_train_bn_true_updates_statistics(bn_run):
+    changed = _changed(bn_run.before, bn_run.after)
+    stats = [k for k in bn_run.before if k.rsplit("/", 1)[1] in BN_STATS]
     assert {"bn_conv1/moving_mean", "bn_conv1/moving_variance",
             "bn5a_branch2c/moving_mean", "mrcnn_class_bn1/moving_mean"} <= changed
     assert len(set(stats) & changed) > len(stats) // 2
-    # Weight 0: the component is logged as 0 (the RPN class loss is never 0 itself);
-    # no validation data, no val_ logs.
-    h = history.history
+
+
+def test_loss_weights_scale_logged_components(bn_run):
+    assert bn_run.model.keras_model.loss_weights == LOSS_WEIGHTS_ZEROED
+    h = bn_run.history.history
+    # No validation data: no val_ logs.
     assert set(h) == set(LOGGED)
+    # Weight 0: logged as 0 (the RPN class loss itself is never 0).
     assert h["rpn_class_loss"] == [0.0] and h["mrcnn_mask_loss"] == [0.0]
     assert h["rpn_bbox_loss"][0] > 0
-    _assert_total_is_sum(history)
+    _assert_total_is_sum(bn_run.history)
 
 
 ############################################################
@@ -262,39 +273,47 @@ def test_loss_model_weights_components_and_adds_weight_decay():
 ############################################################
 
 class StepLosses(keras.callbacks.Callback):
-    """Per-step total loss, recovered from Keras' running epoch mean."""
+    """Per-step logged values, recovered from Keras' running means (reset each epoch)."""
 
-    def __init__(self):
+    def __init__(self, key: str = "loss"):
         super().__init__()
-        self.means = []
+        self.key = key
+        self.steps: list = []
+        self._means: list = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._means = []
 
     def on_train_batch_end(self, batch, logs=None):
-        self.means.append(float(logs["loss"]))
+        self._means.append(float(logs[self.key]))
+
+    def on_epoch_end(self, epoch, logs=None):
+        n = np.arange(1, len(self._means) + 1)
+        self.steps.extend(np.diff(n * np.array(self._means), prepend=0.0))
 
     def losses(self) -> np.ndarray:
-        n = np.arange(1, len(self.means) + 1)
-        sums = n * np.array(self.means)
-        return np.diff(sums, prepend=0.0)
+        return np.array(self.steps)
 
 
-OVERFIT_SHAPES = [ShapeSpec("square", 18, 18, 10), ShapeSpec("circle", 44, 42, 11),
-                  ShapeSpec("triangle", 16, 48, 9)]
+# Two shapes of different classes. With three, one object was occasionally detected
+# with a low score after 250 steps (about 1 run in 6); with two, 6 of 6 seeds gave
+# every object at score >= 0.99.
+OVERFIT_SHAPES = [ShapeSpec("square", 18, 18, 10), ShapeSpec("circle", 44, 42, 11)]
 
 
 @pytest.fixture(scope="module")
 def overfit(tmp_path_factory):
-    """200 steps of SGD (lr 0.01, 'all') on one image with three shapes.
-
-    With the tiny config this converges in ~100-150 steps for every seed tried
-    (8 of 8); 200 leaves a margin.
-    """
+    """One image overfit in two stages ('all'): 150 steps at lr 0.01, then 100 at 0.001
+    (Matterport's lr/10 last stage). Checkpoints every 50 steps."""
     model_dir = str(tmp_path_factory.mktemp("overfit"))
     keras.utils.set_random_seed(0)
     dataset = ShapesDataset.from_specs([OVERFIT_SHAPES])
-    config = tiny_config(STEPS_PER_EPOCH=200, VALIDATION_STEPS=0)
+    config = tiny_config(STEPS_PER_EPOCH=50, VALIDATION_STEPS=0)
     model = modellib.MaskRCNN("training", config, model_dir)
     steps = StepLosses()
-    model.train(dataset, None, learning_rate=0.01, epochs=1, layers="all",
+    model.train(dataset, None, learning_rate=0.01, epochs=3, layers="all",
+                custom_callbacks=[steps])
+    model.train(dataset, None, learning_rate=0.001, epochs=5, layers="all",
                 custom_callbacks=[steps])
     return types.SimpleNamespace(model=model, dataset=dataset, losses=steps.losses(),
                                  model_dir=model_dir)
@@ -302,22 +321,23 @@ def overfit(tmp_path_factory):
 
 def test_training_loss_falls(overfit):
     losses = overfit.losses
-    assert losses.shape == (200,)
-    assert np.all(np.isfinite(losses))
+    assert losses.shape == (250,) and np.all(np.isfinite(losses))
     first, last = losses[:20].mean(), losses[-20:].mean()
-    assert last < first / 4, (first, last)
+    assert last < first / 10, (first, last)
 
 
 def test_overfit_image_is_detected(overfit):
     config = tiny_config(DETECTION_MIN_CONFIDENCE=0.5)
     inference = modellib.MaskRCNN("inference", config, overfit.model_dir)
-    inference.load_weights(inference.find_last(), by_name=True)
+    checkpoint = inference.find_last()
+    assert checkpoint.endswith("mask_rcnn_tiny_0005.h5")
+    inference.load_weights(checkpoint, by_name=True)
     image = overfit.dataset.load_image(0)
     gt_masks, gt_class_ids = overfit.dataset.load_mask(0)
     gt_boxes = utils.extract_bboxes(gt_masks)
     result = inference.detect([image])[0]
-    assert result["rois"].shape[0] >= len(gt_boxes), result
-    overlaps = utils.compute_overlaps(gt_boxes, result["rois"])
+    overlaps = (utils.compute_overlaps(gt_boxes, result["rois"]) if len(result["rois"])
+                else np.zeros((len(gt_boxes), 0)))
     for i, class_id in enumerate(gt_class_ids):
         hits = (overlaps[i] > 0.5) & (result["class_ids"] == class_id)
-        assert hits.any(), (i, class_id, overlaps[i], result["class_ids"])
+        assert hits.any(), (i, class_id, overlaps[i], result["class_ids"], result["scores"])
