@@ -7,7 +7,7 @@ default): one-shot vs background vs random-boxes AP50, boxes and masks, mean and
 interval. Writes benchmarks/results/accuracy.json (the quick start's results.json plus
 the machine) and prints the table.
 
-    python benchmarks/accuracy.py                    # profile "long" (~1-2 h on 2 CPU cores)
+    python benchmarks/accuracy.py                    # profile "long" (~35-50 min on 2 CPU cores)
     python benchmarks/accuracy.py --profile default  # the quick start's budget (~15 min)
 """
 import argparse

@@ -49,12 +49,10 @@ class NormBoxes(keras.layers.Layer):
     """
 
     def call(self, inputs):
+        from mrcnn.proposals import norm_boxes_graph
+
         boxes, image = inputs  # [batch, N, 4], [batch, H, W, C]
-        shape = tf.cast(tf.shape(image)[1:3], tf.float32)
-        h, w = shape[0], shape[1]
-        scale = tf.stack([h - 1.0, w - 1.0, h - 1.0, w - 1.0])
-        shift = tf.constant([0.0, 0.0, 1.0, 1.0])
-        return (tf.cast(boxes, tf.float32) - shift) / scale
+        return norm_boxes_graph(boxes, tf.shape(image)[1:3])
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]

@@ -34,7 +34,8 @@ from mrcnn.layers import BatchNorm, TimeDistributed  # noqa: F401
 from mrcnn.losses import (batch_pack_graph, mrcnn_bbox_loss_graph,  # noqa: F401
                           mrcnn_class_loss_graph, mrcnn_mask_loss_graph, rpn_bbox_loss_graph,
                           rpn_class_loss_graph, smooth_l1_loss)
-from mrcnn.proposals import ProposalLayer, apply_box_deltas_graph, clip_boxes_graph  # noqa: F401
+from mrcnn.proposals import (ProposalLayer, apply_box_deltas_graph,  # noqa: F401
+                             clip_boxes_graph, denorm_boxes_graph, norm_boxes_graph)
 from mrcnn.roi_align import PyramidROIAlign, log2_graph  # noqa: F401
 from mrcnn.rpn import build_rpn_model, rpn_graph  # noqa: F401
 from mrcnn.targets import (DetectionTargetLayer, build_detection_targets,  # noqa: F401
@@ -658,5 +659,6 @@ __all__ = [
     "mrcnn_bbox_loss_graph", "mrcnn_mask_loss_graph", "smooth_l1_loss", "load_image_gt",
     "build_rpn_targets", "build_detection_targets", "generate_random_rois", "data_generator",
     "compose_image_meta", "parse_image_meta", "parse_image_meta_graph", "mold_image",
-    "unmold_image", "compute_backbone_shapes", "LAYER_REGEX",
+    "unmold_image", "compute_backbone_shapes", "LAYER_REGEX", "norm_boxes_graph",
+    "denorm_boxes_graph", "apply_box_deltas_graph", "clip_boxes_graph", "TimeDistributed",
 ]

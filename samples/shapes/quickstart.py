@@ -62,7 +62,7 @@ QUICKSTART_CONFIG = {
 PROFILES = {
     # name: data set size, epochs x steps, evaluation images and runs
     "default": dict(train=2000, val=300, epochs=12, steps=100, eval_images=200, runs=3),
-    "long": dict(train=6000, val=600, epochs=60, steps=100, eval_images=600, runs=5),
+    "long": dict(train=3000, val=300, epochs=24, steps=100, eval_images=300, runs=5),
     "quick": dict(train=60, val=24, epochs=1, steps=4, eval_images=8, runs=1),
 }
 

@@ -193,9 +193,18 @@ def bn_run(tmp_path_factory):
     model = modellib.MaskRCNN("training", config, str(tmp_path_factory.mktemp("bn")))
     dataset = ShapesDataset.generate(count=4, seed=3)
     before = _snapshot(model.keras_model)
-    history = model.train(dataset, None, 0.01, epochs=1, layers="all")
+    traces = []
+    train_step = LossModel.train_step
+
+    def counting_train_step(self, data):
+        traces.append(1)  # Python runs only while tf.function traces
+        return train_step(self, data)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(LossModel, "train_step", counting_train_step)
+        history = model.train(dataset, None, 0.01, epochs=1, layers="all")
     return types.SimpleNamespace(model=model, before=before, history=history,
-                                 after=_snapshot(model.keras_model))
+                                 after=_snapshot(model.keras_model), traces=len(traces))
 
 
 def test_train_bn_true_updates_statistics(bn_run):
@@ -204,6 +213,12 @@ def test_train_bn_true_updates_statistics(bn_run):
     assert {"bn_conv1/moving_mean", "bn_conv1/moving_variance",
             "bn5a_branch2c/moving_mean", "mrcnn_class_bn1/moving_mean"} <= changed
     assert len(set(stats) & changed) > len(stats) // 2
+
+
+def test_training_step_is_traced_once(bn_run):
+    # The optimizer's slots exist before fit, so tf.function does not trace twice.
+    assert bn_run.traces == 1
+    assert bn_run.model.keras_model.optimizer.built
 
 
 def test_loss_weights_scale_logged_components(bn_run):
