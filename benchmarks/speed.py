@@ -1,6 +1,7 @@
 """Speed benchmark of Siamese Mask R-CNN: ratios measured in one run on one machine.
 
     python benchmarks/speed.py [--quick] [--config small|tiny] [--repeats N]
+                               [--eval-images N] [--eval-repeats N]
                                [--output benchmarks/results/speed.json] [--gpu]
                                [--mixed-precision] [--set KEY=VALUE ...]
 
@@ -11,12 +12,19 @@ What is measured (see benchmarks/README.md for the numbers):
    and reference, matching, RPN convolutions, up to the ``rpn_class``/``rpn_bbox``
    outputs). The cumulative graph stages (proposals, heads + detection layer, mask head)
    and the Python molding/unmolding are timed too, so the ratio can be broken down.
-2. ``batched_eval_speedup``: time per pair of N (query, reference) pairs run one pair per
-   ``detect()`` call with BATCH_SIZE 1 (the old evaluation loop) over the same pairs run
-   with BATCH_SIZE B, each distinct reference encoded once (``encode_reference``) and the
-   queries run in batches (``detect_with_reference``). Batching alone (``detect`` with
-   BATCH_SIZE B, references re-encoded per pair: the evaluation's default protocol) is
-   reported as ``batched_fresh_reference_speedup``.
+2. ``batched_eval_speedup`` (= ``eval_vs_old_loop``): the evaluation as a whole, time
+   per (query, category) pair of the old ``lib/utils.py`` evaluate_dataset loop over
+   that of ``siamese_mrcnn.evaluation.evaluate_dataset``, on the same generated images,
+   detections and COCOeval (bbox and segm) included. The old loop is re-created on our
+   model (``evaluate_old_loop``): per image ``load_image_gt``, per category present the
+   query loaded again, a reference from ``get_one_target`` and one
+   ``keras_model.predict`` call with BATCH_SIZE 1. Ours: the paper's protocol (fresh
+   references) at the fastest BATCH_SIZE of 1 and B; ``eval_vs_old_loop_shared_reference``
+   the same with ``shared_reference=True``.
+   ``batched_model_speedup``: model calls only, N pairs one ``detect()`` per pair with
+   BATCH_SIZE 1 over the same pairs with BATCH_SIZE B, each distinct reference encoded
+   once (``encode_reference``, then ``detect_with_reference``); batching alone
+   (``detect`` with BATCH_SIZE B) is ``batched_fresh_reference_speedup``.
 3. ``data_over_train``: samples/s of ``SiameseDataGenerator.__getitem__`` (one thread) on
    a generated shapes data set over samples/s of ``train_on_batch`` (all layers
    trainable) on the same batches. Above 1 means one loading thread outpaces training.
@@ -61,11 +69,15 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from mrcnn import utils  # noqa: E402
+from mrcnn.data import load_image_gt  # noqa: E402
 from samples.shapes.generate import generate_dataset  # noqa: E402
 from siamese_mrcnn.cli import parse_set  # noqa: E402
 from siamese_mrcnn.coco import IndexedCocoDataset  # noqa: E402
 from siamese_mrcnn.config import Config, preset  # noqa: E402
-from siamese_mrcnn.data import SiameseDataGenerator  # noqa: E402
+from siamese_mrcnn.data import (ReferenceNotFoundError, SiameseDataGenerator,  # noqa: E402
+                                active_classes_of, get_one_target)
+from siamese_mrcnn.evaluation import (detections_to_coco, evaluate_dataset,  # noqa: E402
+                                      run_coco_eval)
 from siamese_mrcnn.model import SiameseMaskRCNN  # noqa: E402
 from siamese_mrcnn.reference import mold_references  # noqa: E402
 
@@ -73,9 +85,13 @@ logger = logging.getLogger("benchmarks.speed")
 
 DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "speed.json"
 
-# Targets of the project issue (item 2).
+# Targets of the project issue (item 2). batched_eval_speedup is the evaluation as a
+# whole against the old one-pair-per-call loop (eval_vs_old_loop).
 TARGETS = {"inference_over_dense": ("<=", 1.3), "batched_eval_speedup": (">=", 3.0),
            "data_over_train": (">=", 1.0)}
+
+# The protocol's two evaluation types, as the quick start and the paper report them.
+EVAL_TYPES = ("bbox", "segm")
 
 # Every benchmark config: detection always fills DETECTION_MAX_INSTANCES (see above).
 COMMON_OVERRIDES = {"DETECTION_MIN_CONFIDENCE": 0.0}
@@ -195,7 +211,7 @@ class ShapesData:
     def __init__(self, root: str, num_images: int, size: int, seed: int = 0):
         paths = generate_dataset(root, num_images, 0, seed=seed, size=size, workers=1)
         self.dataset = IndexedCocoDataset()
-        self.dataset.load_coco(str(paths.root), "train")
+        self.coco = self.dataset.load_coco(str(paths.root), "train", return_coco=True)
         self.dataset.prepare()
 
     def queries(self, count: int) -> list[np.ndarray]:
@@ -323,7 +339,7 @@ def max_score_difference(a: Sequence[dict], b: Sequence[dict]) -> float:
     return worst
 
 
-def bench_batched_eval(single: SiameseMaskRCNN, batched: SiameseMaskRCNN,
+def bench_batched_model(single: SiameseMaskRCNN, batched: SiameseMaskRCNN,
                        queries: Sequence[np.ndarray], references: Sequence[np.ndarray],
                        repeats: int) -> dict:
     """Per-pair time of the three evaluation paths on the same pairs and weights."""
@@ -342,7 +358,7 @@ def bench_batched_eval(single: SiameseMaskRCNN, batched: SiameseMaskRCNN,
     }, repeats)
     per_pair = {name: t["median"] / len(pairs) for name, t in timed.items()}
     return {
-        "batched_eval_speedup": per_pair["one_pair_per_call"]
+        "batched_model_speedup": per_pair["one_pair_per_call"]
         / per_pair["batched_cached_reference"],
         "batched_fresh_reference_speedup": per_pair["one_pair_per_call"]
         / per_pair["batched_fresh_reference"],
@@ -354,6 +370,168 @@ def bench_batched_eval(single: SiameseMaskRCNN, batched: SiameseMaskRCNN,
             "batched_fresh_reference": max_score_difference(out["single"], out["batched"]),
             "batched_cached_reference": max_score_difference(out["single"], out["cached"]),
         },
+    }
+
+
+# ------------------------------------------------- 2b. evaluation vs the old loop
+def predict_detect(model: SiameseMaskRCNN, references: Sequence, images: Sequence
+                   ) -> list[dict]:
+    """detect() as the old code ran it: ``keras_model.predict(..., verbose=0)`` per call
+    (Keras' data iterator, callbacks and output concatenation each time) instead of
+    ``predict_on_batch``; molding and unmolding as ``_run_detection`` does them."""
+    molded_images, image_metas, windows = model.mold_inputs(images)  # [B, S, S, 3] ...
+    molded_targets = mold_references(references, model.config)  # [B, k, T, T, 3]
+    anchors = model._batch_anchors(molded_images[0].shape)  # [B, anchors, 4]
+    outputs = model.inner_model.predict([molded_images, image_metas, molded_targets,
+                                         anchors], verbose=0)
+    detections, mrcnn_mask = np.asarray(outputs[0]), np.asarray(outputs[3])
+    results = []
+    for i, image in enumerate(images):
+        rois, class_ids, scores, masks = model.unmold_detections(
+            detections[i], mrcnn_mask[i], image.shape, molded_images[i].shape, windows[i])
+        results.append({"rois": rois, "class_ids": class_ids, "scores": scores,
+                        "masks": masks})
+    return results
+
+
+def coco_stats(coco: Any, results: list, coco_image_ids: Sequence[int],
+               coco_category_ids: Sequence[int]) -> dict:
+    """COCOeval of the results for each of EVAL_TYPES: {type: AP50}."""
+    stats = {}
+    for eval_type in EVAL_TYPES:
+        coco_eval = run_coco_eval(coco, results, coco_image_ids, coco_category_ids,
+                                  eval_type)
+        stats[eval_type] = float(coco_eval.summarize(verbose=0)[1])
+    return stats
+
+
+def evaluate_old_loop(model: SiameseMaskRCNN, dataset: IndexedCocoDataset, coco: Any,
+                      image_ids: Sequence[int], seed: int = 0) -> dict:
+    """The old ``lib/utils.py`` evaluate_dataset, on our model (BATCH_SIZE 1).
+
+    Per image: ``load_image_gt`` for its class ids; then per active category present:
+    the query image loaded again, one reference drawn with ``get_one_target`` (from
+    any image, the query's included, as the old code allowed), one ``predict_detect``
+    call, and the detections converted to COCO results. Finally COCOeval per eval type.
+    Returns the number of pairs, the AP50s and the time per step (seconds).
+    """
+    config = model.config
+    rng = np.random.default_rng(seed)
+    active = set(int(c) for c in active_classes_of(dataset))
+    timing = {"load": 0.0, "references": 0.0, "detect": 0.0, "coco": 0.0}
+    results, pairs = [], 0
+    for image_id in image_ids:
+        t = time.perf_counter()
+        _, _, gt_class_ids, _, _ = load_image_gt(dataset, config, image_id,
+                                                 use_mini_mask=config.USE_MINI_MASK)
+        timing["load"] += time.perf_counter() - t
+        categories = [int(c) for c in np.unique(gt_class_ids) if c > 0 and int(c) in active]
+        for category in categories:
+            t = time.perf_counter()
+            image = dataset.load_image(image_id)
+            timing["load"] += time.perf_counter() - t
+            t = time.perf_counter()
+            try:
+                reference = get_one_target(category, dataset, config,
+                                           allow_same_image=True, rng=rng)
+            except ReferenceNotFoundError:
+                continue  # the old loop printed and skipped the pair
+            timing["references"] += time.perf_counter() - t
+            t = time.perf_counter()
+            detection = predict_detect(model, [[reference]], [image])[0]
+            timing["detect"] += time.perf_counter() - t
+            t = time.perf_counter()
+            results.extend(detections_to_coco(detection, dataset.image_info[image_id]["id"],
+                                              dataset.class_info[category]["id"]))
+            timing["coco"] += time.perf_counter() - t
+            pairs += 1
+    t = time.perf_counter()
+    coco_image_ids = [int(dataset.image_info[i]["id"]) for i in image_ids]
+    category_ids = [int(dataset.class_info[c]["id"]) for c in sorted(active)]
+    stats = coco_stats(coco, results, coco_image_ids, category_ids)
+    timing["coco"] += time.perf_counter() - t
+    return {"pairs": pairs, "ap50": stats, "timing": timing}
+
+
+def evaluate_ours(model: SiameseMaskRCNN, dataset: IndexedCocoDataset, coco: Any,
+                  image_ids: Sequence[int], shared_reference: bool, seed: int = 0) -> dict:
+    """``siamese_mrcnn.evaluation.evaluate_dataset`` on the same images (its BATCH_SIZE
+    is the model's); the same summary as evaluate_old_loop."""
+    result = evaluate_dataset(model, dataset, coco, eval_type=EVAL_TYPES,
+                              image_ids=list(image_ids), verbose=0, seed=seed,
+                              shared_reference=shared_reference, workers=0)
+    timing = result.timing
+    return {"pairs": result.num_pairs,
+            "ap50": {t: result.stat("AP50", t) for t in EVAL_TYPES},
+            "timing": {"load": timing["load"], "references": timing["references"],
+                       "detect": timing["detect"],
+                       "coco": timing["total"] - timing["detections"]}}
+
+
+def breakdown(run: dict) -> dict:
+    """Seconds per pair of one evaluation's steps; 'other' is the rest of its wall time
+    (e.g. our conversion to COCO results, which evaluate_dataset does not time apart)."""
+    pairs = max(run["pairs"], 1)
+    parts = {k: v / pairs for k, v in run["timing"].items()}
+    parts["other"] = max(0.0, run["wall"] / pairs - sum(parts.values()))
+    return parts
+
+
+def bench_eval_vs_old_loop(models: dict[int, SiameseMaskRCNN], data: ShapesData,
+                           num_images: int, repeats: int) -> dict:
+    """Whole evaluations (detections and COCOeval) of the same images, per pair: the old
+    loop (BATCH_SIZE 1, predict per call) vs evaluate_dataset at each BATCH_SIZE of
+    ``models`` ({batch size: model with the same weights}), with fresh references (the
+    paper's protocol) and with shared_reference=True. The ratios use the fastest
+    BATCH_SIZE of each kind."""
+    dataset, coco = data.dataset, data.coco
+    image_ids = [int(i) for i in dataset.image_ids[:num_images]]
+    paths: dict[str, Callable[[Sequence[int]], dict]] = {
+        "old_loop": lambda ids: evaluate_old_loop(models[1], dataset, coco, ids)}
+    for batch, model in sorted(models.items()):
+        for shared, kind in ((False, "fresh"), (True, "shared")):
+            paths[f"ours_{kind}_reference_B{batch}"] = (
+                lambda ids, m=model, s=shared: evaluate_ours(m, dataset, coco, ids, s))
+    # Warm-up on one image (2-4 pairs, a padded batch): traces predict() and the
+    # reference-vector models.
+    for fn in paths.values():
+        fn(image_ids[:1])
+    # The re-created old detect gives what detect() gives on the same pair.
+    query, reference = data.queries(1)[0], data.references(1)[0]
+    same = max_score_difference(predict_detect(models[1], [[reference]], [query]),
+                                models[1].detect([[reference]], [query]))
+    out: dict[str, dict] = {}
+
+    def timed_run(name: str) -> None:
+        start = time.perf_counter()
+        out[name] = paths[name](image_ids)
+        out[name]["wall"] = time.perf_counter() - start
+
+    timed = interleaved_seconds({name: (lambda name=name: timed_run(name)) for name in paths},
+                                repeats, warmup=0)
+    per_pair = {name: timed[name]["median"] / max(out[name]["pairs"], 1) for name in paths}
+
+    def fastest(kind: str) -> str:
+        names = [n for n in paths if n.startswith(f"ours_{kind}_")]
+        return min(names, key=per_pair.__getitem__)
+
+    best_fresh, best_shared = fastest("fresh"), fastest("shared")
+    return {
+        "eval_vs_old_loop": per_pair["old_loop"] / per_pair[best_fresh],
+        "eval_vs_old_loop_shared_reference": per_pair["old_loop"] / per_pair[best_shared],
+        "fastest": {"fresh_reference": best_fresh, "shared_reference": best_shared},
+        "seconds_per_pair": per_pair,
+        "seconds_per_pair_min": {n: timed[n]["min"] / max(out[n]["pairs"], 1)
+                                 for n in paths},
+        # Where the time goes, seconds per pair (last timed run of each path).
+        "breakdown_per_pair": {n: breakdown(out[n]) for n in paths},
+        "pairs": {n: out[n]["pairs"] for n in paths},
+        "ap50": {n: out[n]["ap50"] for n in paths},
+        "images": len(image_ids),
+        "categories_active": int(len(active_classes_of(dataset))),
+        "max_score_difference_predict_vs_detect": same,
+        "batch_sizes": sorted(models),
+        "repeats": repeats,
     }
 
 
@@ -566,6 +744,9 @@ def settings(args: argparse.Namespace) -> dict:
         "train_batch": CONFIGS_TRAIN_BATCH[config],
         "data_batches": 2 if quick else 4,
         "gpu_config": "tiny" if quick else "large",
+        # Whole evaluations: a few dozen images for tiny, fewer for the slow small model.
+        "eval_images": args.eval_images or (6 if quick else 24 if config == "tiny" else 8),
+        "eval_repeats": args.eval_repeats or (1 if quick or config != "tiny" else 3),
     }
 
 
@@ -585,28 +766,36 @@ def run(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="speed_bench_") as tmp:
         size = image_size(single_config)
-        count = max(plan["pairs"], plan["data_batches"] * plan["train_batch"], 4)
+        count = max(plan["pairs"], plan["data_batches"] * plan["train_batch"], 4,
+                    plan["eval_images"])
         logger.info("Generating %d shapes images of %d px", count, size)
         data = ShapesData(os.path.join(tmp, "shapes"), count, size)
         queries = data.queries(plan["pairs"])
         references = data.references(plan["references"])
 
-        logger.info("1/3 full detect() vs the dense forward (%s config)", name)
+        logger.info("1/4 full detect() vs the dense forward (%s config)", name)
         single = SiameseMaskRCNN("inference", single_config, tmp)
         report["inference"] = bench_inference(single, queries[0], references[0],
                                               plan["repeats"])
         memory["after_inference"] = peak_rss_mb()
 
-        logger.info("2/3 batched + cached-reference evaluation vs one pair per call")
+        logger.info("2/4 model calls: batched + cached reference vs one pair per call")
         batched = SiameseMaskRCNN("inference", batched_config, tmp)
         copy_weights(single, batched)
-        report["batched_eval"] = bench_batched_eval(single, batched, queries, references,
-                                                    plan["repeats"])
-        memory["after_batched_eval"] = peak_rss_mb()
+        report["batched_model"] = bench_batched_model(single, batched, queries, references,
+                                                      plan["repeats"])
+        memory["after_batched_model"] = peak_rss_mb()
+
+        logger.info("3/4 whole evaluations: evaluate_dataset vs the old loop (%d images)",
+                    plan["eval_images"])
+        models = {1: single, batched.config.BATCH_SIZE: batched}
+        report["evaluation"] = bench_eval_vs_old_loop(
+            models, data, plan["eval_images"], plan["eval_repeats"])
+        memory["after_eval_vs_old_loop"] = peak_rss_mb()
         release(single, batched)
         del single, batched
 
-        logger.info("3/3 data pipeline vs training steps")
+        logger.info("4/4 data pipeline vs training steps")
         report["data_vs_train"] = bench_data_vs_train(train_config, data, tmp,
                                                       plan["data_batches"], plan["repeats"])
         memory["after_training"] = peak_rss_mb()
@@ -627,7 +816,11 @@ def run(args: argparse.Namespace) -> dict:
     report["machine"]["load_average_1min_end"] = (os.getloadavg()[0]
                                                   if hasattr(os, "getloadavg") else None)
     report["inference_over_dense"] = report["inference"]["inference_over_dense"]
-    report["batched_eval_speedup"] = report["batched_eval"]["batched_eval_speedup"]
+    report["batched_model_speedup"] = report["batched_model"]["batched_model_speedup"]
+    for key in ("eval_vs_old_loop", "eval_vs_old_loop_shared_reference"):
+        report[key] = report["evaluation"][key]
+    # The issue's measure: the evaluation as a whole, with the default protocol.
+    report["batched_eval_speedup"] = report["eval_vs_old_loop"]
     report["data_over_train"] = report["data_vs_train"]["data_over_train"]
     report["targets"] = {key: {"target": f"{op} {value}", "measured": report[key],
                                "met": report[key] <= value if op == "<="
@@ -663,18 +856,29 @@ def gpu_rows(gpu: dict | None) -> list[tuple]:
 def markdown_table(report: dict) -> str:
     """The README table of a report."""
     machine = report["machine"]
-    inference, batched = report["inference"], report["batched_eval"]
+    inference, batched = report["inference"], report["batched_model"]
+    evaluation = report["evaluation"]
     data = report["data_vs_train"]
     seconds = inference["seconds"]
     per_pair = batched["seconds_per_pair"]
+    eval_pair = evaluation["seconds_per_pair"]
+    fresh, shared = (evaluation["fastest"][k] for k in ("fresh_reference",
+                                                          "shared_reference"))
     rows = [
         ("inference_over_dense (target <= 1.3)", f"{report['inference_over_dense']:.2f}",
          f"detect {seconds['detect']:.3f} s / dense {seconds['dense']:.3f} s"),
-        ("batched_eval_speedup (target >= 3)", f"{report['batched_eval_speedup']:.2f}",
-         f"{per_pair['one_pair_per_call']:.3f} s/pair -> "
+        ("batched_eval_speedup = eval_vs_old_loop (target >= 3)",
+         f"{report['batched_eval_speedup']:.2f}",
+         f"old loop {eval_pair['old_loop']:.3f} s/pair -> evaluate_dataset "
+         f"{eval_pair[fresh]:.3f} s/pair ({fresh}; {evaluation['images']} images, "
+         f"{evaluation['pairs']['old_loop']} pairs, bbox + segm)"),
+        ("eval_vs_old_loop_shared_reference", f"{report['eval_vs_old_loop_shared_reference']:.2f}",
+         f"{eval_pair[shared]:.3f} s/pair ({shared})"),
+        ("batched_model_speedup", f"{report['batched_model_speedup']:.2f}",
+         f"detect calls: {per_pair['one_pair_per_call']:.3f} s/pair (B=1) -> "
          f"{per_pair['batched_cached_reference']:.3f} s/pair "
          f"(B={batched['batch_size']}, {batched['pairs']} pairs, "
-         f"{batched['distinct_references']} references)"),
+         f"{batched['distinct_references']} references cached)"),
         ("batched_fresh_reference_speedup", f"{batched['batched_fresh_reference_speedup']:.2f}",
          f"{per_pair['batched_fresh_reference']:.3f} s/pair"),
         ("data_over_train (target >= 1)", f"{report['data_over_train']:.2f}",
@@ -722,6 +926,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="BATCH_SIZE of the batched evaluation (default 4; 2 with --quick)")
     parser.add_argument("--pairs", type=int, default=None,
                         help="(query, reference) pairs of the evaluation comparison")
+    parser.add_argument("--eval-images", type=int, default=None,
+                        help="images of the whole-evaluation comparison (default 24 for "
+                             "tiny, 8 for small, 6 with --quick)")
+    parser.add_argument("--eval-repeats", type=int, default=None,
+                        help="timed runs of each whole evaluation (default 3 for tiny, "
+                             "1 for small and --quick)")
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="JSON report path")
     parser.add_argument("--gpu", action="store_true",
                         help="run the GPU-mode throughput part even without a GPU "
@@ -731,7 +941,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="config override for every model (repeatable)")
     args = parser.parse_args(argv)
-    for name in ("repeats", "eval_batch", "pairs"):
+    for name in ("repeats", "eval_batch", "pairs", "eval_images", "eval_repeats"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")

@@ -133,11 +133,12 @@ class MaskRCNN:
     @staticmethod
     def check_image_size(config) -> None:
         """Image sides must be divisible by 64 (six stride-2 stages)."""
-        h, w = config.IMAGE_SHAPE[:2]
+        shape = tuple(int(v) for v in config.IMAGE_SHAPE)
+        h, w = shape[:2]
         if h / 2 ** 6 != int(h / 2 ** 6) or w / 2 ** 6 != int(w / 2 ** 6):
             raise ValueError(
                 "Image size must be dividable by 2 at least 6 times to avoid fractions "
-                f"when downscaling and upscaling; got IMAGE_SHAPE {tuple(int(v) for v in config.IMAGE_SHAPE)}. "
+                f"when downscaling and upscaling; got IMAGE_SHAPE {shape}. "
                 "For example, use 256, 320, 384, 448, 512, ... etc.")
 
     def build(self, mode: str, config) -> keras.Model:
@@ -623,25 +624,52 @@ class MaskRCNN:
         inner = getattr(layer, "layer", None)
         return self.find_trainable_layer(inner) if inner is not None else layer
 
-    def run_graph(self, images: Sequence[np.ndarray], outputs: list[tuple[str, Any]],
-                  image_metas: np.ndarray | None = None) -> OrderedDict:
-        """Runs a sub-graph and returns the named intermediate tensors as numpy arrays.
+    def _sub_model(self, inputs, outputs, name: str | None = None):
+        """A model between tensors of this model's graph, sharing its layers.
 
-        outputs: [(name, keras_tensor), ...], e.g.
-        ``[("proposals", model.keras_model.get_layer("ROI").output)]``.
-        In training mode pass images already molded with their metas.
+        Under ParallelModel it is wrapped the same way, so that predict_on_batch splits
+        the batch into IMAGES_PER_GPU per replica (the graph's per-image loops need it).
+        """
+        if hasattr(self.keras_model, "sub_model"):
+            return self.keras_model.sub_model(inputs, outputs, name=name)
+        return keras.Model(inputs, outputs, name=name)
+
+    def _run_graph_feed(self, images, image_metas, **extra) -> tuple[list, list]:
+        """(graph inputs, arrays to feed them) for run_graph.
+
+        In training mode only the image and its meta are fed: the ground-truth inputs
+        are not available here, as in Matterport.
         """
         model = self.inner_model
-        outputs = OrderedDict(outputs)
-        sub_model = keras.Model(model.inputs, list(outputs.values()))
         if image_metas is None:
             molded_images, image_metas, _ = self.mold_inputs(images)
         else:
             molded_images = np.asarray(images)
-        model_in = [molded_images, image_metas]
+        model_in = [molded_images, np.asarray(image_metas)]
         if self.mode == "inference":
             anchors = self.get_anchors(molded_images[0].shape)
             model_in.append(np.broadcast_to(anchors, (len(molded_images),) + anchors.shape))
+            return model.inputs, model_in
+        return model.inputs[:2], model_in
+
+    def run_graph(self, images: Sequence[np.ndarray], outputs: list[tuple[str, Any]],
+                  image_metas: np.ndarray | None = None, **extra) -> OrderedDict:
+        """Runs a sub-graph and returns the named intermediate tensors as numpy arrays.
+
+        outputs: [(name, keras_tensor), ...], e.g.
+        ``[("proposals", model.keras_model.get_layer("ROI").output)]``.
+        images: raw images (molded here), or molded ones when image_metas is given.
+        In training mode only tensors that depend on the inputs fed (backbone, FPN, RPN,
+        proposals) can be run, as in Matterport.
+        """
+        outputs = OrderedDict(outputs)
+        inputs, model_in = self._run_graph_feed(images, image_metas, **extra)
+        try:
+            sub_model = self._sub_model(inputs, list(outputs.values()))
+        except ValueError as error:
+            raise ValueError(
+                f"run_graph in {self.mode} mode feeds only {[t.name for t in inputs]}; "
+                f"the outputs {list(outputs)} need other inputs ({error})") from error
         values = sub_model.predict_on_batch(model_in)
         if not isinstance(values, (list, tuple)):
             values = [values]

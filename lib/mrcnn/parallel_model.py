@@ -156,6 +156,18 @@ class ParallelModel:
             optimizer = _optimizer_under(optimizer, self.strategy)
             self.inner_model.compile(optimizer=optimizer, **kwargs)
 
+    def sub_model(self, inputs, outputs, name: str | None = None) -> "ParallelModel":
+        """A model between tensors of the inner model, sharing its layers and weights.
+
+        It is created under the strategy and wrapped, so that its predict_on_batch
+        splits a batch over the replicas as this model's does: graphs with per-image
+        loops (ProposalLayer, DetectionLayer) are built for IMAGES_PER_GPU images and
+        fail on the whole batch.
+        """
+        with self.strategy.scope():
+            model = keras.Model(inputs, outputs, name=name)
+        return ParallelModel(model, self.gpu_count)
+
     # Keras' *_on_batch methods hand the whole batch to every replica (and predict
     # concatenates the replicas' outputs). Matterport's ParallelModel split the batch
     # over the GPUs: go through fit/evaluate/predict, which distribute a batch of

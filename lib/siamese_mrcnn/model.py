@@ -68,7 +68,12 @@ def schedule_stage(schedule: Mapping[int, dict], epoch: int) -> tuple[int, dict]
 
 
 class SiameseMaskRCNN(MaskRCNN):
-    """Siamese Mask R-CNN. Inputs: query image, image meta, references, (anchors)."""
+    """Siamese Mask R-CNN. Inputs: query image, image meta, references, (anchors).
+
+    With GPU_COUNT > 1 the graph is built under the MirroredStrategy and wrapped in
+    ParallelModel (MaskRCNN.__init__); detect, encode_reference, detect_with_reference
+    and run_graph split their batch over the replicas as well.
+    """
 
     CHECKPOINT_PREFIX = "siamese_mrcnn"
     CLASS_AGNOSTIC_BBOX = True
@@ -128,11 +133,11 @@ class SiameseMaskRCNN(MaskRCNN):
         if self._reference_encoder is None:
             model = self.inner_model
             image, meta, target, anchors = model.inputs
-            self._reference_encoder = keras.Model(target, self._reference_vectors,
-                                                  name="reference_encoder")
-            self._vector_detector = keras.Model([image, meta, *self._reference_vectors,
-                                                 anchors], model.outputs,
-                                                name="vector_detector")
+            self._reference_encoder = self._sub_model(target, self._reference_vectors,
+                                                      name="reference_encoder")
+            self._vector_detector = self._sub_model(
+                [image, meta, *self._reference_vectors, anchors], model.outputs,
+                name="vector_detector")
         return self._reference_encoder, self._vector_detector
 
     def encode_reference(self, targets: Sequence) -> list[np.ndarray]:
@@ -143,8 +148,15 @@ class SiameseMaskRCNN(MaskRCNN):
         Returns 5 arrays [len(targets), C]: the pooled P2..P6 reference vectors.
         """
         encoder, _ = self._vector_models()
-        molded = mold_references(targets, self.config)
-        return [np.asarray(v) for v in encoder.predict_on_batch(molded)]
+        molded = mold_references(targets, self.config)  # [n, k, T, T, 3]
+        count = len(molded)
+        # Each query's references are encoded on their own, so a batch that does not
+        # split evenly over GPU_COUNT replicas is padded with copies of the last entry,
+        # whose vectors are dropped.
+        padding = -count % self.config.GPU_COUNT
+        if padding:
+            molded = np.concatenate([molded, np.repeat(molded[-1:], padding, axis=0)])
+        return [np.asarray(v)[:count] for v in encoder.predict_on_batch(molded)]
 
     def detect_with_reference(self, reference_vectors: Sequence[np.ndarray],
                               images: Sequence[np.ndarray], verbose: int = 0,
@@ -251,25 +263,16 @@ class SiameseMaskRCNN(MaskRCNN):
         """
         if targets is None:
             raise ValueError("run_graph needs targets (the references) for the Siamese model")
+        return super().run_graph(images, outputs, image_metas=image_metas, targets=targets)
+
+    def _run_graph_feed(self, images, image_metas, targets=None) -> tuple[list, list]:
+        molded_targets = (mold_references(targets, self.config) if image_metas is None
+                          else np.asarray(targets))
+        inputs, model_in = super()._run_graph_feed(images, image_metas)
         model = self.inner_model
-        outputs = OrderedDict(outputs)
-        sub_model = keras.Model(model.inputs, list(outputs.values()))
-        if image_metas is None:
-            molded_images, image_metas, _ = self.mold_inputs(images)
-            molded_targets = mold_references(targets, self.config)
-        else:
-            molded_images, molded_targets = np.asarray(images), np.asarray(targets)
-        model_in = [molded_images, image_metas, molded_targets]
-        if self.mode == "inference":
-            anchors = self.get_anchors(molded_images[0].shape)
-            model_in.append(np.broadcast_to(anchors, (len(molded_images),) + anchors.shape))
-        values = sub_model.predict_on_batch(model_in)
-        if not isinstance(values, (list, tuple)):
-            values = [values]
-        result = OrderedDict((k, np.asarray(v)) for k, v in zip(outputs.keys(), values))
-        for k, v in result.items():
-            log(k, v)
-        return result
+        # [image, meta, target, (anchors)]: the references follow the meta.
+        model_in.insert(2, molded_targets)
+        return (model.inputs if self.mode == "inference" else model.inputs[:3]), model_in
 
     # --------------------------------------------------------------- training
     def make_data_generator(self, dataset, shuffle: bool = True, augmentation=None,

@@ -68,7 +68,12 @@ PROFILES = {
 
 
 def build_configs(overrides: dict | None = None):
-    """(training config, inference config) of the quick start."""
+    """(training config, inference config) of the quick start.
+
+    overrides: {"FIELD": value} on top of QUICKSTART_CONFIG (strings are parsed like
+        --set values); they apply to both configs, except that evaluation always runs
+        4 images per batch (GPU_COUNT 1). Unknown fields or bad values: ValueError.
+    """
     from siamese_mrcnn.config import config_from_overrides, preset
 
     fields = dict(QUICKSTART_CONFIG)
@@ -79,8 +84,25 @@ def build_configs(overrides: dict | None = None):
     return train_config, inference_config
 
 
+def training_schedule(epochs: int, learning_rate: float) -> dict:
+    """The paper's two stages, scaled to ``epochs``: all layers at ``learning_rate`` for
+    the first four fifths, then at a tenth of it (a single stage when epochs is 1).
+
+    Returns {end epoch: {"learning_rate", "layers"}} with distinct end epochs.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs: expected an integer >= 1, got {epochs!r}")
+    if epochs == 1:
+        return {1: {"learning_rate": learning_rate, "layers": "all"}}
+    # At least one epoch in each stage: round(0.8 * 2) would end stage one at epoch 2.
+    decay_at = min(epochs - 1, max(1, int(round(epochs * 0.8))))
+    return {decay_at: {"learning_rate": learning_rate, "layers": "all"},
+            epochs: {"learning_rate": learning_rate / 10, "layers": "all"}}
+
+
 def train(data_dir: str, logs: str, config, epochs: int, steps: int, val_images: int):
-    """Trains on the background categories of split 1; resumes from the last checkpoint."""
+    """Trains on the background categories of split 1; resumes from the last checkpoint
+    (and trains no further when it is at ``epochs`` already)."""
     from siamese_mrcnn.cli import load_split_datasets
     from siamese_mrcnn.model import SiameseMaskRCNN
 
@@ -94,11 +116,12 @@ def train(data_dir: str, logs: str, config, epochs: int, steps: int, val_images:
     except FileNotFoundError:
         logger.info("Training from scratch: %d background categories %s, %d held out %s",
                     len(background), background.tolist(), len(one_shot), one_shot.tolist())
-    # Lower LR for the last fifth: the paper's lr/10 stage.
-    decay_at = max(1, int(round(epochs * 0.8)))
-    schedule = {decay_at: {"learning_rate": config.LEARNING_RATE, "layers": "all"},
-                epochs: {"learning_rate": config.LEARNING_RATE / 10, "layers": "all"}}
-    model.train_schedule(train_ds, val_ds, schedule, until=epochs)
+    if model.epoch >= epochs:
+        logger.info("Training done already (epoch %d of %d): nothing to do", model.epoch,
+                    epochs)
+    else:
+        schedule = training_schedule(epochs, config.LEARNING_RATE)
+        model.train_schedule(train_ds, val_ds, schedule, until=epochs)
     return model.get_latest_checkpoint(), one_shot, background
 
 
@@ -127,6 +150,9 @@ def evaluate(data_dir: str, checkpoint: str, config, one_shot, background, eval_
                                  random_detections=random_boxes)
         for eval_type, suffix in (("bbox", ""), ("segm", "_segm")):
             mean, low, high = summary.interval("AP50", eval_type)
+            if mean < 0:
+                logger.warning("%s %s: no ground truth among the %d evaluated images "
+                               "(COCO reports -1)", name, eval_type, eval_images)
             results[f"{name}_ap50{suffix}"] = mean
             results[f"{name}_ap50{suffix}_interval"] = [low, high]
         details[name] = summary.to_dict()
@@ -135,8 +161,9 @@ def evaluate(data_dir: str, checkpoint: str, config, one_shot, background, eval_
 
 
 def draw_examples(data_dir: str, checkpoint: str, config, one_shot, path: str,
-                  count: int = 6, seed: int = 1) -> str:
-    """A grid of one-shot detections (held-out categories), reference inset, as PNG."""
+                  count: int = 6, seed: int = 1) -> str | None:
+    """A grid of one-shot detections (held-out categories), reference inset, as PNG.
+    Returns the path, or None when no val image holds a held-out category."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -156,8 +183,9 @@ def draw_examples(data_dir: str, checkpoint: str, config, one_shot, path: str,
     model.load_weights(checkpoint, by_name=True)
     rng = np.random.default_rng(seed)
     refs, images, results = [], [], []
+    held_out = set(int(c) for c in one_shot)
     for image_id in rng.permutation(dataset.image_ids):
-        present = [c for c in dataset.image_category_index[image_id] if c in set(one_shot)]
+        present = [c for c in dataset.image_category_index[image_id] if c in held_out]
         if not present:
             continue
         category = int(rng.choice(present))
@@ -171,11 +199,22 @@ def draw_examples(data_dir: str, checkpoint: str, config, one_shot, path: str,
         results.append({k: (v[..., keep] if k == "masks" else v[keep]) for k, v in r.items()})
         if len(images) == count:
             break
+    if not images:
+        logger.warning("No val image holds a held-out category: no picture drawn")
+        return None
     fig = display_grid(refs, images, [r["rois"] for r in results],
                        [r["masks"] for r in results], [r["class_ids"] for r in results],
                        [r["scores"] for r in results], save=path)
     plt.close("all")
     return path
+
+
+def table_cell(mean: float, interval) -> str:
+    """'mean [low, high]' in percent; COCO's -1 (no ground truth evaluated) as n/a."""
+    if mean < 0:
+        return "n/a (no ground truth)"
+    low, high = interval
+    return f"{100 * mean:5.1f} [{100 * low:5.1f}, {100 * high:5.1f}]"
 
 
 def main(argv=None) -> int:
@@ -200,8 +239,12 @@ def main(argv=None) -> int:
 
     profile = dict(PROFILES[args.profile])
     for key in ("epochs", "steps", "runs", "eval_images"):
-        if getattr(args, key) is not None:
-            profile[key] = getattr(args, key)
+        value = getattr(args, key)
+        if value is not None:
+            if value < 1:
+                parser.error(f"--{key.replace('_', '-')}: expected an integer >= 1, "
+                             f"got {value}")
+            profile[key] = value
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     started = time.time()
@@ -209,13 +252,18 @@ def main(argv=None) -> int:
     try:
         from samples.shapes.generate import generate_dataset
 
+        overrides = parse_set(args.set)
+        # Before the data set is generated: a bad --set fails at once.
+        try:
+            train_config, inference_config = build_configs(overrides)
+        except ValueError as error:
+            raise CLIError(f"--set: {error}") from error
         data_dir = os.path.join(out, "data")
         t = time.time()
         generate_dataset(data_dir, profile["train"], profile["val"], seed=args.seed,
                          size=128)
         timings["data_s"] = time.time() - t
 
-        train_config, inference_config = build_configs(parse_set(args.set))
         t = time.time()
         val_images = max(1, profile["train"] // 20)
         checkpoint, one_shot, background = train(
@@ -239,6 +287,7 @@ def main(argv=None) -> int:
         "background_classes": [int(c) for c in background], "timings": timings,
         "config": {k: (list(v) if isinstance(v, tuple) else v)
                    for k, v in QUICKSTART_CONFIG.items()},
+        "overrides": overrides,
     })
     with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2, default=float)
@@ -248,11 +297,9 @@ def main(argv=None) -> int:
     print("\nAP50 (%), mean over {} run(s) [95% interval]".format(profile["runs"]))
     print(f"{'':38} {'boxes':>22} {'masks':>22}")
     for label, key in rows:
-        cells = []
-        for suffix in ("", "_segm"):
-            mean = results[f"{key}_ap50{suffix}"]
-            low, high = results[f"{key}_ap50{suffix}_interval"]
-            cells.append(f"{100 * mean:5.1f} [{100 * low:5.1f}, {100 * high:5.1f}]")
+        cells = [table_cell(results[f"{key}_ap50{suffix}"],
+                            results[f"{key}_ap50{suffix}_interval"])
+                 for suffix in ("", "_segm")]
         print(f"{label:38} {cells[0]:>22} {cells[1]:>22}")
     print(f"\nresults: {os.path.join(out, 'results.json')}\npicture: {picture}\n"
           f"total {timings['total_s'] / 60:.1f} min")

@@ -1,5 +1,6 @@
-"""Smoke test of benchmarks/speed.py: the --quick run (resnet_tiny, 128 px, 2 repeats) in a
-subprocess writes a JSON report with the three ratios and prints the table; plus the
+"""Smoke test of benchmarks/speed.py: the --quick run (resnet_tiny, 128 px, 2 repeats, a
+6-image whole-evaluation comparison) in a subprocess writes a JSON report with the three
+target ratios and the evaluation-vs-old-loop ratios and prints the table; plus the
 script's pure helpers."""
 import json
 import math
@@ -39,6 +40,13 @@ def test_quick_run_reports_the_three_ratios(quick_report):
         assert _positive(report[key]), (key, report[key])
         assert report["targets"][key]["measured"] == report[key]
         assert isinstance(report["targets"][key]["met"], bool)
+    assert set(report["targets"]) == {"inference_over_dense", "batched_eval_speedup",
+                                      "data_over_train"}
+    for key in ("batched_model_speedup", "eval_vs_old_loop",
+                "eval_vs_old_loop_shared_reference"):
+        assert _positive(report[key]), (key, report[key])
+    # The issue's target is about the evaluation as a whole, default protocol.
+    assert report["batched_eval_speedup"] == report["eval_vs_old_loop"]
     assert report["settings"]["config"] == "tiny"
     assert report["config"]["inference"]["BACKBONE"] == "resnet_tiny"
     assert report["config"]["inference"]["IMAGE_MAX_DIM"] == 128
@@ -53,10 +61,11 @@ def test_quick_run_details_are_consistent(quick_report):
     assert all(_positive(v) for v in seconds.values())
     assert report["inference_over_dense"] == pytest.approx(seconds["detect"] / seconds["dense"])
     assert 0 <= inference["detections_per_image"] <= 10  # tiny: DETECTION_MAX_INSTANCES
-    batched = report["batched_eval"]
+    batched = report["batched_model"]
     per_pair = batched["seconds_per_pair"]
-    assert report["batched_eval_speedup"] == pytest.approx(
+    assert report["batched_model_speedup"] == pytest.approx(
         per_pair["one_pair_per_call"] / per_pair["batched_cached_reference"])
+    assert batched["batched_model_speedup"] == report["batched_model_speedup"]
     assert batched["batch_size"] == 2 and batched["pairs"] == 4
     # Same weights, same pairs: batching must not change the detections much.
     for diff in batched["max_score_difference_vs_one_pair_per_call"].values():
@@ -68,6 +77,38 @@ def test_quick_run_details_are_consistent(quick_report):
     assert memory["peak_rss_mb"] >= memory["after_inference"] > 100
 
 
+def test_quick_run_whole_evaluation_vs_old_loop(quick_report):
+    report, _ = quick_report
+    evaluation = report["evaluation"]
+    assert evaluation["images"] == 6 and evaluation["batch_sizes"] == [1, 2]
+    assert evaluation["repeats"] == 1 and evaluation["categories_active"] == 24
+    paths = {"old_loop"} | {f"ours_{kind}_reference_B{b}" for kind in ("fresh", "shared")
+                            for b in (1, 2)}
+    per_pair = evaluation["seconds_per_pair"]
+    assert set(per_pair) == paths and all(_positive(v) for v in per_pair.values())
+    # Every path evaluates the same (image, category) pairs: 2-4 categories per image.
+    pairs = evaluation["pairs"]
+    assert set(pairs) == paths and len(set(pairs.values())) == 1
+    assert 2 * 6 <= pairs["old_loop"] <= 4 * 6
+    # The ratios use the fastest BATCH_SIZE of each kind.
+    fresh = evaluation["fastest"]["fresh_reference"]
+    shared = evaluation["fastest"]["shared_reference"]
+    assert per_pair[fresh] == min(per_pair[f"ours_fresh_reference_B{b}"] for b in (1, 2))
+    assert per_pair[shared] == min(per_pair[f"ours_shared_reference_B{b}"] for b in (1, 2))
+    assert report["eval_vs_old_loop"] == pytest.approx(per_pair["old_loop"] / per_pair[fresh])
+    assert report["eval_vs_old_loop_shared_reference"] == pytest.approx(
+        per_pair["old_loop"] / per_pair[shared])
+    for name in paths:
+        assert set(evaluation["ap50"][name]) == {"bbox", "segm"}
+        assert all(v == -1 or 0 <= v <= 1 for v in evaluation["ap50"][name].values())
+        parts = evaluation["breakdown_per_pair"][name]
+        assert set(parts) == {"load", "references", "detect", "coco", "other"}
+        assert all(v >= 0 for v in parts.values())
+        assert parts["detect"] > 0
+    # The re-created old detect (predict per call) matches detect().
+    assert evaluation["max_score_difference_predict_vs_detect"] < 1e-4
+
+
 def test_quick_run_machine_info_and_table(quick_report):
     report, stdout = quick_report
     machine = report["machine"]
@@ -76,6 +117,7 @@ def test_quick_run_machine_info_and_table(quick_report):
     assert machine["tensorflow"].startswith("2.")
     assert "| measure | value | detail |" in stdout
     assert "inference_over_dense" in stdout and "data_over_train" in stdout
+    assert "eval_vs_old_loop" in stdout and "batched_model_speedup" in stdout
 
 
 def test_interleaved_seconds_calls_each_function_in_turns():
@@ -113,3 +155,23 @@ def test_make_config_rejects_unknown_names_and_applies_overrides():
     assert config.DETECTION_MIN_CONFIDENCE == 0.0
     with pytest.raises(ValueError, match="config"):
         speed.make_config("huge", "training", 1, {})
+
+
+def test_settings_of_the_whole_evaluation_comparison():
+    quick = speed.settings(speed.parse_args(["--quick"]))
+    assert (quick["config"], quick["eval_images"], quick["eval_repeats"]) == ("tiny", 6, 1)
+    tiny = speed.settings(speed.parse_args(["--config", "tiny"]))
+    assert (tiny["eval_images"], tiny["eval_repeats"], tiny["eval_batch"]) == (24, 3, 4)
+    small = speed.settings(speed.parse_args([]))
+    assert (small["config"], small["eval_images"], small["eval_repeats"]) == ("small", 8, 1)
+    chosen = speed.settings(speed.parse_args(["--eval-images", "5", "--eval-repeats", "2"]))
+    assert (chosen["eval_images"], chosen["eval_repeats"]) == (5, 2)
+    with pytest.raises(SystemExit):
+        speed.parse_args(["--eval-images", "0"])
+
+
+def test_breakdown_is_per_pair_with_the_untimed_rest():
+    run = {"pairs": 4, "timing": {"load": 0.4, "detect": 2.0}, "wall": 4.0}
+    assert speed.breakdown(run) == pytest.approx({"load": 0.1, "detect": 0.5, "other": 0.4})
+    # Never negative when the parts add up to more than the wall time (timer noise).
+    assert speed.breakdown({"pairs": 1, "timing": {"detect": 1.0}, "wall": 0.9})["other"] == 0

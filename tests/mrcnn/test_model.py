@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from mrcnn import model as modellib
-from mrcnn import utils
 from mrcnn import weights as weights_io
 from mrcnn.config import Config
 from tests.helpers.legacy_h5 import load_layout, write_legacy_h5
@@ -428,6 +427,27 @@ def test_run_graph_returns_named_arrays(tiny_inference, image_64):
     n = result["class_ids"].shape[0]
     np.testing.assert_array_equal(detections[0, :n, 4].astype(int), result["class_ids"])
     np.testing.assert_allclose(detections[0, :n, 5], result["scores"])
+
+
+def test_run_graph_in_training_mode(tiny_training, image_64):
+    """Matterport's run_graph also inspects the training graph on molded inputs, for
+    tensors that need only the image and its meta."""
+    config = tiny_training.config
+    model = tiny_training.keras_model
+    molded = modellib.mold_image(image_64.astype(np.float32), config)[np.newaxis]
+    meta = modellib.compose_image_meta(0, image_64.shape, image_64.shape, (0, 0, 64, 64),
+                                       1.0, np.ones(config.NUM_CLASSES, np.int32))[np.newaxis]
+    outputs = tiny_training.run_graph(molded, [
+        ("p2", model.get_layer("fpn_p2").output),
+        ("rpn_class", model.get_layer("rpn_class").output),
+    ], image_metas=meta)
+    anchors = tiny_training.get_anchors(config.IMAGE_SHAPE).shape[0]
+    assert outputs["p2"].shape == (1, 16, 16, config.TOP_DOWN_PYRAMID_SIZE)
+    assert outputs["rpn_class"].shape == (1, anchors, 2)
+    np.testing.assert_allclose(outputs["rpn_class"].sum(axis=-1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="need other inputs"):
+        tiny_training.run_graph(molded, [
+            ("rois", model.get_layer("proposal_targets").output[0])], image_metas=meta)
 
 
 def test_detect_molded_matches_detect(tiny_inference, image_64):

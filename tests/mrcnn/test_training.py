@@ -72,8 +72,8 @@ def stages(tmp_path_factory):
     s.first_log_dir = model.log_dir
     s.before = _snapshot(model.keras_model)
     s.history1 = model.train(dataset, dataset, learning_rate=0.01, epochs=1, layers="heads")
-    s.trainable1 = [v for v in weights_io.weight_entries(model.keras_model)
-                    if any(v.variable is t for t in model.keras_model.trainable_variables)]
+    s.trainable1 = [e for e in weights_io.weight_entries(model.keras_model)
+                    if any(e.variable is t for t in model.keras_model.trainable_variables)]
     s.after1 = _snapshot(model.keras_model)
     s.checkpoint1 = os.path.join(s.first_log_dir, "mask_rcnn_tiny_0001.h5")
 
