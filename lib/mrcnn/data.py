@@ -320,24 +320,20 @@ def load_training_sample(dataset: Any, config: Any, image_id: int, anchors: np.n
                           gt_class_ids, gt_boxes, gt_masks, rpn_rois, targets)
 
 
-def assemble_batch(samples: Sequence[TrainingSample],
-                   config: Any) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
-    """Stacks samples into Matterport's model inputs and (optional) outputs.
+def stack_training_inputs(samples: Sequence[Any], config: Any) -> list[np.ndarray]:
+    """The per-image inputs every training graph takes, stacked over samples.
 
-    inputs: images [B, H, W, 3] float32, image_meta [B, META] float32,
+    samples: objects with TrainingSample's image, image_meta, rpn_match, rpn_bbox,
+    gt_class_ids, gt_boxes and gt_masks fields (the Siamese samples too).
+    Returns [images [B, H, W, 3] float32, image_meta [B, META] float32,
     rpn_match [B, anchors, 1] int32, rpn_bbox [B, RPN_TRAIN_ANCHORS_PER_IMAGE, 4]
     float32, gt_class_ids [B, MAX_GT_INSTANCES] int32, gt_boxes
-    [B, MAX_GT_INSTANCES, 4] int32, gt_masks [B, h, w, MAX_GT_INSTANCES] uint8;
-    then rpn_rois [B, R, 4] when random ROIs were drawn and rois [B, ROIS, 4]
-    with detection targets.
-    outputs: with detection targets, class ids [B, ROIS, 1], bbox deltas
-    [B, ROIS, NUM_CLASSES, 4] and masks [B, ROIS, mh, mw, NUM_CLASSES]; else empty.
-    Both are tuples (Keras 3 rejects lists in a batch structure).
+    [B, MAX_GT_INSTANCES, 4] int32, gt_masks [B, h, w, MAX_GT_INSTANCES] uint8];
+    the ground truth is zero padded to MAX_GT_INSTANCES.
     """
     batch_size = len(samples)
     max_gt = config.MAX_GT_INSTANCES
-    first = samples[0]
-    mask_hw = first.gt_masks.shape[:2]
+    mask_hw = samples[0].gt_masks.shape[:2]
     gt_class_ids = np.zeros((batch_size, max_gt), dtype=np.int32)
     gt_boxes = np.zeros((batch_size, max_gt, 4), dtype=np.int32)
     gt_masks = np.zeros((batch_size,) + mask_hw + (max_gt,), dtype=np.uint8)
@@ -347,13 +343,28 @@ def assemble_batch(samples: Sequence[TrainingSample],
         gt_boxes[b, :n] = sample.gt_boxes
         gt_masks[b, :, :, :n] = sample.gt_masks
 
-    inputs = [
+    return [
         np.stack([s.image for s in samples]).astype(np.float32),
         np.stack([s.image_meta for s in samples]).astype(np.float32),
         np.stack([s.rpn_match for s in samples])[:, :, np.newaxis].astype(np.int32),
         np.stack([s.rpn_bbox for s in samples]).astype(np.float32),
         gt_class_ids, gt_boxes, gt_masks,
     ]
+
+
+def assemble_batch(samples: Sequence[TrainingSample],
+                   config: Any) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    """Stacks samples into Matterport's model inputs and (optional) outputs.
+
+    inputs: the arrays of stack_training_inputs() (images, image_meta, rpn_match,
+    rpn_bbox, gt_class_ids, gt_boxes, gt_masks); then rpn_rois [B, R, 4] when
+    random ROIs were drawn and rois [B, ROIS, 4] with detection targets.
+    outputs: with detection targets, class ids [B, ROIS, 1], bbox deltas
+    [B, ROIS, NUM_CLASSES, 4] and masks [B, ROIS, mh, mw, NUM_CLASSES]; else empty.
+    Both are tuples (Keras 3 rejects lists in a batch structure).
+    """
+    first = samples[0]
+    inputs = stack_training_inputs(samples, config)
     outputs = []
     if first.rpn_rois is not None:
         inputs.append(np.stack([s.rpn_rois for s in samples]))
@@ -366,8 +377,26 @@ def assemble_batch(samples: Sequence[TrainingSample],
     return tuple(inputs), tuple(outputs)
 
 
-def _max_failures(config: Any) -> int:
+def max_consecutive_failures(config: Any) -> int:
+    """config.MAX_CONSECUTIVE_FAILURES, or the default for configs without the field."""
     return int(getattr(config, "MAX_CONSECUTIVE_FAILURES", DEFAULT_MAX_CONSECUTIVE_FAILURES))
+
+
+def pydataset_workers(config: Any, workers: Optional[int] = None,
+                      use_multiprocessing: Optional[bool] = None) -> dict[str, Any]:
+    """keras.utils.PyDataset's workers / use_multiprocessing for a data generator.
+
+    workers / use_multiprocessing default to config.WORKERS (0 = load in the calling
+    thread) and config.USE_MULTIPROCESSING. Raises ValueError for workers < 0.
+    """
+    workers = int(getattr(config, "WORKERS", 0) if workers is None else workers)
+    if use_multiprocessing is None:
+        use_multiprocessing = bool(getattr(config, "USE_MULTIPROCESSING", False))
+    if workers < 0:
+        raise ValueError(f"workers: expected an int >= 0, got {workers}")
+    # Keras loads in the calling thread for workers <= 1 without multiprocessing.
+    return {"workers": max(workers, 1),
+            "use_multiprocessing": use_multiprocessing and workers > 0}
 
 
 def load_batch(load: Callable[[int], TrainingSample], next_image_id: Callable[[], int],
@@ -448,7 +477,7 @@ def data_generator(dataset: Any, config: Any, shuffle: bool = True, augment: boo
         return int(image_ids[position])
 
     while True:
-        samples = load_batch(loader, next_image_id, batch_size, _max_failures(config))
+        samples = load_batch(loader, next_image_id, batch_size, max_consecutive_failures(config))
         yield assemble_batch(samples, config)
 
 
@@ -484,19 +513,11 @@ class DataGenerator(keras.utils.PyDataset):
                  workers: Optional[int] = None, use_multiprocessing: Optional[bool] = None,
                  max_queue_size: int = 10, seed: Optional[int] = None,
                  steps_per_epoch: Optional[int] = None):
-        if workers is None:
-            workers = int(getattr(config, "WORKERS", 0))
-        if use_multiprocessing is None:
-            use_multiprocessing = bool(getattr(config, "USE_MULTIPROCESSING", False))
-        if workers < 0:
-            raise ValueError(f"workers: expected an int >= 0, got {workers}")
+        loading = pydataset_workers(config, workers, use_multiprocessing)
         if steps_per_epoch is not None and steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch: expected None or an int >= 1, "
                              f"got {steps_per_epoch}")
-        # Keras loads in the calling thread for workers <= 1 without multiprocessing.
-        super().__init__(workers=max(workers, 1),
-                         use_multiprocessing=use_multiprocessing and workers > 0,
-                         max_queue_size=max_queue_size)
+        super().__init__(max_queue_size=max_queue_size, **loading)
         self.dataset = dataset
         self.config = config
         self.shuffle = shuffle
@@ -506,7 +527,7 @@ class DataGenerator(keras.utils.PyDataset):
                              "(was dataset.prepare() called?)")
         self.batch_size = int(config.BATCH_SIZE)
         self.steps_per_epoch = steps_per_epoch
-        self.max_failures = _max_failures(config)
+        self.max_failures = max_consecutive_failures(config)
         self._loader = _SampleLoader(dataset, config, augmentation=augmentation,
                                      random_rois=random_rois,
                                      detection_targets=detection_targets,

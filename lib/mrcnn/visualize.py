@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 _NON_INTERACTIVE_BACKENDS = {"agg", "cairo", "pdf", "pgf", "ps", "svg", "template"}
 
 
-def _show() -> None:
+def show_if_interactive() -> None:
     """plt.show() on interactive backends only (never blocks or warns under Agg)."""
     if matplotlib.get_backend().lower() not in _NON_INTERACTIVE_BACKENDS:
         plt.show()
@@ -62,7 +62,7 @@ def display_images(images, titles=None, cols=4, cmap=None, norm=None,
         plt.axis("off")
         plt.imshow(np.asarray(image).astype(np.uint8), cmap=cmap,
                    norm=norm, interpolation=interpolation)
-    _show()
+    show_if_interactive()
 
 
 def random_colors(N: int, bright: bool = True) -> list:
@@ -91,7 +91,11 @@ def apply_mask(image: np.ndarray, mask: np.ndarray, color, alpha: float = 0.5) -
     return image
 
 
-def _check_instances(boxes, masks, class_ids) -> int:
+def check_instances(boxes, masks, class_ids) -> int:
+    """The instance count N of boxes [N, 4], masks [H, W, N] and class_ids [N].
+
+    Raises ValueError when the three disagree.
+    """
     n = boxes.shape[0]
     if n and not (masks.shape[-1] == n and class_ids.shape[0] == n):
         raise ValueError(
@@ -101,7 +105,7 @@ def _check_instances(boxes, masks, class_ids) -> int:
     return n
 
 
-def _draw_mask_outline(ax, mask: np.ndarray, color) -> None:
+def draw_mask_outline(ax, mask: np.ndarray, color) -> None:
     """Add the contour polygons of a [H, W] mask to `ax`."""
     # Pad so that masks touching the image border still give closed polygons.
     padded_mask = np.zeros((mask.shape[0] + 2, mask.shape[1] + 2), dtype=np.uint8)
@@ -131,7 +135,7 @@ def display_instances(image, boxes, masks, class_ids, class_names,
     ax: (optional) Matplotlib axis to draw on; without one a figure is created and
         shown (on interactive backends).
     """
-    N = _check_instances(boxes, masks, class_ids)
+    N = check_instances(boxes, masks, class_ids)
     if not N:
         logger.info("*** No instances to display ***")
 
@@ -168,10 +172,10 @@ def display_instances(image, boxes, masks, class_ids, class_names,
         mask = masks[:, :, i]
         if show_mask:
             masked_image = apply_mask(masked_image, mask, color)
-        _draw_mask_outline(ax, mask, color)
+        draw_mask_outline(ax, mask, color)
     ax.imshow(masked_image.astype(np.uint8))
     if auto_show:
-        _show()
+        show_if_interactive()
 
 
 def display_differences(image,
@@ -414,7 +418,7 @@ def draw_boxes(image, boxes=None, refined_boxes=None,
             mask = masks[:, :, i]
             # to_rgb: hidden boxes use the color name "gray", apply_mask needs RGB
             masked_image = apply_mask(masked_image, mask, matplotlib.colors.to_rgb(color))
-            _draw_mask_outline(ax, mask, color)
+            draw_mask_outline(ax, mask, color)
     ax.imshow(masked_image.astype(np.uint8))
 
 

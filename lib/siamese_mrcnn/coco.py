@@ -19,9 +19,6 @@ Differences from the old ``IndexedCocoDataset``:
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import logging
 import os
 from typing import Any, Iterable, Optional, Sequence, Tuple, Union
@@ -31,6 +28,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from mrcnn import utils
+from mrcnn.coco_io import (add_coco_images, coco_paths, images_with_classes,
+                           read_coco_annotations)
 
 logger = logging.getLogger(__name__)
 
@@ -94,34 +93,12 @@ def split_train_val(image_ids: Iterable[int], val_count: int = DEFAULT_VAL_COUNT
 
 def annotation_path(dataset_dir: str, subset: str, year: str) -> str:
     """Path of the COCO annotation file of a subset."""
-    return os.path.join(dataset_dir, "annotations", "instances_{}{}.json".format(subset, year))
+    return coco_paths(dataset_dir, subset, year)[0]
 
 
-def load_coco_api(path: str) -> COCO:
-    """A pycocotools COCO object for an annotation file, without its prints.
-
-    Raises FileNotFoundError (missing file) or ValueError (not valid JSON or
-    not COCO format), naming the file.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError("COCO annotation file not found: {}".format(path))
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError("{}: expected a COCO annotation file in JSON, could not parse "
-                         "it: {}".format(path, error)) from error
-    missing = [key for key in ("images", "annotations", "categories")
-               if not isinstance(data, dict) or key not in data]
-    if missing:
-        raise ValueError("{}: expected a COCO annotation file with 'images', 'annotations' "
-                         "and 'categories', missing {}".format(path, missing))
-    coco = COCO()
-    coco.dataset = data
-    # pycocotools reports its progress with print().
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
+# The Siamese modules' name for the shared reader (FileNotFoundError / ValueError
+# naming the file, pycocotools' prints silenced).
+load_coco_api = read_coco_annotations
 
 
 ############################################################
@@ -168,28 +145,15 @@ class IndexedCocoDataset(utils.Dataset):
                              "Put the annotations in {} and the images in {}".format(
                                  os.path.join(dataset_dir, "annotations"),
                                  os.path.join(dataset_dir, "{}{}".format(subset, year))))
-        coco = load_coco_api(annotation_path(dataset_dir, subset, year))
-        image_subset = "val" if subset in ("minival", "valminusminival") else subset
-        image_dir = os.path.join(dataset_dir, "{}{}".format(image_subset, year))
+        path, image_dir = coco_paths(dataset_dir, subset, year)
+        coco = read_coco_annotations(path)
 
         class_ids = sorted(class_ids) if class_ids else sorted(coco.getCatIds())
-        image_ids = set()
-        for class_id in class_ids:
-            image_ids.update(coco.getImgIds(catIds=[class_id]))
-        image_ids = self._select_subsubset(sorted(image_ids), subsubset, val_count)
-
-        for class_id in class_ids:
-            self.add_class(SOURCE, class_id, coco.loadCats(class_id)[0]["name"])
-        for image_id in image_ids:
-            info = coco.imgs[image_id]
-            self.add_image(
-                SOURCE, image_id=image_id,
-                path=os.path.join(image_dir, info["file_name"]),
-                width=info["width"], height=info["height"],
-                annotations=coco.loadAnns(coco.getAnnIds(
-                    imgIds=[image_id], catIds=class_ids, iscrowd=None)))
+        image_ids = self._select_subsubset(images_with_classes(coco, class_ids),
+                                           subsubset, val_count)
+        add_coco_images(self, coco, class_ids, image_ids, image_dir, source=SOURCE)
         logger.info("Loaded %d images and %d classes from %s", len(image_ids),
-                    len(class_ids), annotation_path(dataset_dir, subset, year))
+                    len(class_ids), path)
         return coco if return_coco else None
 
     @staticmethod

@@ -33,13 +33,12 @@ import keras
 import numpy as np
 
 from mrcnn import utils
-from mrcnn.backbone import compute_backbone_shapes
-from mrcnn.data import load_image_gt, mold_image
+from mrcnn.data import (generate_anchors_for_config, load_image_gt,
+                        max_consecutive_failures, mold_image, pydataset_workers,
+                        stack_training_inputs)
 from mrcnn.targets import build_rpn_targets
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MAX_CONSECUTIVE_FAILURES = 10
 
 # Entries of Matterport's image meta before the active class ids.
 _META_PREFIX = 12
@@ -209,14 +208,6 @@ def _seeded_global_random(seed: int) -> Iterator[None]:
             random.setstate(python_state)
 
 
-def pyramid_anchors(config: Any) -> np.ndarray:
-    """Anchors of config.IMAGE_SHAPE in pixels: [anchors, (y1, x1, y2, x2)]."""
-    backbone_shapes = compute_backbone_shapes(config, config.IMAGE_SHAPE)
-    return utils.generate_pyramid_anchors(config.RPN_ANCHOR_SCALES, config.RPN_ANCHOR_RATIOS,
-                                          backbone_shapes, config.BACKBONE_STRIDES,
-                                          config.RPN_ANCHOR_STRIDE)
-
-
 def load_siamese_sample(dataset: Any, config: Any, image_id: int, anchors: np.ndarray,
                         active_classes: Sequence[int], rng: Any, augmentation: Any = None,
                         allow_same_image: bool = False,
@@ -261,7 +252,9 @@ def load_siamese_sample(dataset: Any, config: Any, image_id: int, anchors: np.nd
 
 
 def assemble_siamese_batch(samples: Sequence[SiameseSample], config: Any) -> list:
-    """Stacks samples into the model inputs, in this order:
+    """Stacks samples into the model inputs: Mask R-CNN's, the references after the meta.
+
+    In this order (see mrcnn.data.stack_training_inputs):
 
     images [B, S, S, 3] float32, image_meta [B, 12 + NUM_CLASSES] float32,
     targets [B, k, T, T, 3] float32, rpn_match [B, anchors, 1] int32,
@@ -269,24 +262,9 @@ def assemble_siamese_batch(samples: Sequence[SiameseSample], config: Any) -> lis
     gt_class_ids [B, MAX_GT_INSTANCES] int32, gt_boxes [B, MAX_GT_INSTANCES, 4]
     int32, gt_masks [B, h, w, MAX_GT_INSTANCES] uint8 (zero padded).
     """
-    batch, max_gt = len(samples), config.MAX_GT_INSTANCES
-    mask_hw = samples[0].gt_masks.shape[:2]
-    gt_class_ids = np.zeros((batch, max_gt), dtype=np.int32)
-    gt_boxes = np.zeros((batch, max_gt, 4), dtype=np.int32)
-    gt_masks = np.zeros((batch,) + mask_hw + (max_gt,), dtype=np.uint8)
-    for b, sample in enumerate(samples):
-        n = sample.gt_class_ids.shape[0]
-        gt_class_ids[b, :n] = sample.gt_class_ids
-        gt_boxes[b, :n] = sample.gt_boxes
-        gt_masks[b, :, :, :n] = sample.gt_masks
-    return [
-        np.stack([s.image for s in samples]).astype(np.float32),
-        np.stack([s.image_meta for s in samples]).astype(np.float32),
-        np.stack([s.targets for s in samples]).astype(np.float32),
-        np.stack([s.rpn_match for s in samples])[:, :, np.newaxis].astype(np.int32),
-        np.stack([s.rpn_bbox for s in samples]).astype(np.float32),
-        gt_class_ids, gt_boxes, gt_masks,
-    ]
+    inputs = stack_training_inputs(samples, config)
+    inputs.insert(2, np.stack([s.targets for s in samples]).astype(np.float32))
+    return inputs
 
 
 ############################################################
@@ -318,15 +296,8 @@ class SiameseDataGenerator(keras.utils.PyDataset):
                  seed: Optional[int] = None, steps_per_epoch: Optional[int] = None,
                  workers: Optional[int] = None, use_multiprocessing: Optional[bool] = None,
                  max_queue_size: int = 10):
-        workers = int(getattr(config, "WORKERS", 0) if workers is None else workers)
-        if use_multiprocessing is None:
-            use_multiprocessing = bool(getattr(config, "USE_MULTIPROCESSING", False))
-        if workers < 0:
-            raise ValueError("workers: expected an integer >= 0, got {}".format(workers))
-        # Keras loads in the calling thread for workers <= 1 without multiprocessing.
-        super().__init__(workers=max(workers, 1),
-                         use_multiprocessing=use_multiprocessing and workers > 0,
-                         max_queue_size=max_queue_size)
+        super().__init__(max_queue_size=max_queue_size,
+                         **pydataset_workers(config, workers, use_multiprocessing))
         self.dataset = dataset
         self.config = config
         self.shuffle = shuffle
@@ -337,8 +308,7 @@ class SiameseDataGenerator(keras.utils.PyDataset):
         if self.batch_size < 1:
             raise ValueError("batch_size: expected an integer >= 1, got {}".format(
                 self.batch_size))
-        self.max_failures = int(getattr(config, "MAX_CONSECUTIVE_FAILURES",
-                                        DEFAULT_MAX_CONSECUTIVE_FAILURES))
+        self.max_failures = max_consecutive_failures(config)
         self.active_classes = active_classes_of(dataset)
         self.image_ids = eligible_image_ids(dataset, self.active_classes)
         if self.image_ids.size == 0:
@@ -350,7 +320,7 @@ class SiameseDataGenerator(keras.utils.PyDataset):
             raise ValueError("steps_per_epoch: expected None or an integer >= 1, got "
                              "{!r}".format(steps_per_epoch))
         self.steps_per_epoch = None if steps_per_epoch is None else int(steps_per_epoch)
-        self.anchors = pyramid_anchors(config)  # [anchors, (y1, x1, y2, x2)]
+        self.anchors = generate_anchors_for_config(config)  # [anchors, (y1, x1, y2, x2)]
         self.seed = int(np.random.randint(2 ** 31 - 1) if seed is None else seed)
         self.epoch = 0
 

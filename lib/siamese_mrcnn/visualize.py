@@ -16,45 +16,14 @@ import logging
 import math
 from typing import Optional, Sequence, Union
 
-import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib import patches
-from matplotlib.patches import Polygon
-from skimage.measure import find_contours
 
 from mrcnn import visualize as mrcnn_visualize
+from mrcnn.visualize import check_instances, draw_mask_outline, show_if_interactive
 
 logger = logging.getLogger(__name__)
-
-
-# Backends that only write files: plt.show() there would warn and do nothing.
-_FILE_BACKENDS = {"agg", "cairo", "pdf", "pgf", "ps", "svg", "template"}
-
-
-def _show() -> None:
-    """plt.show() on interactive backends only (never blocks under Agg)."""
-    if matplotlib.get_backend().lower() not in _FILE_BACKENDS:
-        plt.show()
-
-
-def _draw_outline(ax, mask: np.ndarray, color) -> None:
-    """The contour polygons of a [H, W] mask."""
-    # Padding closes the contours of masks touching the image border.
-    padded = np.zeros((mask.shape[0] + 2, mask.shape[1] + 2), dtype=np.uint8)
-    padded[1:-1, 1:-1] = mask
-    for vertices in find_contours(padded, 0.5):
-        vertices = np.fliplr(vertices) - 1  # remove the padding, (y, x) -> (x, y)
-        ax.add_patch(Polygon(vertices, facecolor="none", edgecolor=color))
-
-
-def _check_instances(boxes: np.ndarray, masks: np.ndarray, class_ids: np.ndarray) -> int:
-    n = boxes.shape[0]
-    if n and not (masks.shape[-1] == n and len(class_ids) == n):
-        raise ValueError("boxes, masks and class_ids must describe the same instances: got "
-                         "{} boxes, {} masks ([H, W, N]) and {} class ids".format(
-                             n, masks.shape[-1], len(class_ids)))
-    return n
 
 
 def _caption(i: int, scores: Optional[Sequence[float]], captions: Optional[Sequence[str]]
@@ -90,7 +59,7 @@ def _draw_detections(ax, image: np.ndarray, boxes: np.ndarray, masks: np.ndarray
         mask = masks[:, :, i]
         if show_mask:
             masked_image = mrcnn_visualize.apply_mask(masked_image, mask, color)
-        _draw_outline(ax, mask, color)
+        draw_mask_outline(ax, mask, color)
     ax.imshow(masked_image.astype(np.uint8))
 
 
@@ -110,7 +79,7 @@ def display_results(target: np.ndarray, image: np.ndarray, boxes: np.ndarray,
     """
     boxes = np.asarray(boxes).reshape(-1, 4)
     masks = np.asarray(masks)
-    n = _check_instances(boxes, masks, np.asarray(class_ids).reshape(-1))
+    n = check_instances(boxes, masks, np.asarray(class_ids).reshape(-1))
     if not n:
         logger.info("*** No instances to display ***")
     auto_show = ax is None
@@ -137,7 +106,7 @@ def display_results(target: np.ndarray, image: np.ndarray, boxes: np.ndarray,
     target_ax.axis("off")
     target_ax.imshow(np.asarray(target).astype(np.uint8))
     if auto_show:
-        _show()
+        show_if_interactive()
     return ax, target_ax
 
 
@@ -216,7 +185,7 @@ def display_grid(target_list, image_list, boxes_list, masks_list, class_ids_list
             continue
         boxes = np.asarray(boxes_all[index]).reshape(-1, 4)
         masks = np.asarray(masks_all[index])
-        _check_instances(boxes, masks, np.asarray(class_ids_all[index]).reshape(-1))
+        check_instances(boxes, masks, np.asarray(class_ids_all[index]).reshape(-1))
         height, width = images[index].shape[:2]
         axis.set_ylim(height, 0)
         axis.set_xlim(0, width)
@@ -234,7 +203,7 @@ def display_grid(target_list, image_list, boxes_list, masks_list, class_ids_list
         fig.savefig(path, bbox_inches="tight")
         logger.info("Saved the grid to %s", path)
     if ax is None:
-        _show()
+        show_if_interactive()
     return fig
 
 

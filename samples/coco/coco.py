@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import logging
 import os
 import sys
@@ -52,6 +51,8 @@ sys.path.append(os.path.join(ROOT_DIR, "lib"))
 from mrcnn import compat, utils  # noqa: E402
 from mrcnn import model as modellib  # noqa: E402
 from mrcnn.config import Config  # noqa: E402
+from mrcnn.coco_io import (VAL2014_SUBSETS, add_coco_images, coco_paths,  # noqa: E402
+                           images_with_classes, read_coco_annotations)
 from mrcnn.weights import read_layout  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -75,8 +76,6 @@ HEAD_LAYERS = ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask"
 DEFAULT_SCHEDULE = (40, 120, 160)
 MODEL_KEYWORDS = ("coco", "last", "imagenet", "none")
 EVAL_TYPES = ("bbox", "segm")
-# Matterport's subsets of COCO 2014 whose images live in val2014/.
-VAL2014_SUBSETS = ("minival", "valminusminival")
 
 ############################################################
 #  Configurations
@@ -119,47 +118,6 @@ def make_config(training: bool, num_classes: int = COCO_NUM_CLASSES, **overrides
 #  Dataset
 ############################################################
 
-def coco_paths(dataset_dir: str, subset: str, year: str) -> tuple[str, str]:
-    """Returns (annotation file, image folder) of a subset, Matterport's layout.
-
-    COCO 2014's minival and valminusminival are annotation subsets of val2014.
-    """
-    annotation_path = os.path.join(dataset_dir, "annotations",
-                                   "instances_{}{}.json".format(subset, year))
-    image_subset = "val" if subset in VAL2014_SUBSETS else subset
-    image_dir = os.path.join(dataset_dir, "{}{}".format(image_subset, year))
-    return annotation_path, image_dir
-
-
-def read_coco_annotations(path: str) -> COCO:
-    """Reads a COCO instances file into a pycocotools COCO object.
-
-    Raises FileNotFoundError when the file is missing and ValueError, naming the file,
-    when it is not JSON or lacks the images / annotations / categories lists.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"COCO annotation file not found: {path}")
-    try:
-        with open(path, "rb") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"Corrupt COCO annotation file {path}: not valid JSON ({error})"
-                         ) from error
-    if not isinstance(data, dict):
-        raise ValueError(f"Corrupt COCO annotation file {path}: expected a JSON object, "
-                         f"got {type(data).__name__}")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise ValueError(f"Corrupt COCO annotation file {path}: expected a list "
-                             f"'{key}', got {type(data.get(key)).__name__}")
-    coco = COCO()
-    coco.dataset = data
-    # pycocotools prints its progress; keep the log clean.
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
-
-
 class CocoDataset(utils.Dataset):
     """A COCO-format data set (source "coco"); crowds get negative class ids."""
 
@@ -187,20 +145,8 @@ class CocoDataset(utils.Dataset):
         # All classes, or the subset asked for (COCO category ids)?
         if not class_ids:
             class_ids = sorted(coco.getCatIds())
-        # Images that hold at least one of the classes (duplicates removed).
-        image_ids = sorted({i for cat_id in class_ids for i in coco.getImgIds(catIds=[cat_id])})
-
-        for i in class_ids:
-            self.add_class("coco", i, coco.loadCats(i)[0]["name"])
-        for i in image_ids:
-            info = coco.imgs[i]
-            self.add_image(
-                "coco", image_id=i,
-                path=os.path.join(image_dir, info["file_name"]),
-                width=info["width"],
-                height=info["height"],
-                annotations=coco.loadAnns(coco.getAnnIds(imgIds=[i], catIds=class_ids,
-                                                         iscrowd=None)))
+        image_ids = images_with_classes(coco, class_ids)
+        add_coco_images(self, coco, class_ids, image_ids, image_dir)
         logger.info("Loaded %d images and %d classes from %s", len(image_ids),
                     len(class_ids), annotation_path)
         if return_coco:

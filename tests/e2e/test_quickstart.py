@@ -4,7 +4,7 @@ One module-wide output folder and two runs of the script in a subprocess: the fi
 generates the shapes data set, trains one epoch of 4 steps, evaluates and draws; the
 second must reuse the data set and the checkpoint (no training) and be faster. Plus the
 script's pure helpers in process (configs, schedule, table cells, --set errors).
-About 1.5 min idle on 2 cores, most of it the first run's training graph.
+About 1.5 min on 2 busy cores, most of it the first run's training graph.
 """
 from __future__ import annotations
 

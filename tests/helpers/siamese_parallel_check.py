@@ -30,22 +30,16 @@ The Siamese training graph takes the references (input_target) after image_meta.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
-import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+from tests.helpers.distributed import use_logical_cpus
 
-import tensorflow as tf  # noqa: E402
-
-_CPU = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(
-    _CPU, [tf.config.LogicalDeviceConfiguration()] * 2)
+use_logical_cpus(2)  # before anything creates the TensorFlow runtime
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from mrcnn import utils  # noqa: E402
 from mrcnn import weights as weights_io  # noqa: E402
@@ -54,6 +48,9 @@ from siamese_mrcnn.config import Config  # noqa: E402
 from siamese_mrcnn.data import SiameseDataGenerator  # noqa: E402
 from siamese_mrcnn.model import SiameseMaskRCNN  # noqa: E402
 from siamese_mrcnn.reference import mold_references  # noqa: E402
+from tests.helpers.distributed import (Stopwatch, copy_weights, max_diff,  # noqa: E402
+                                       max_replica_diff, snapshot, training_report,
+                                       variable_kinds, write_report)
 from tests.helpers.siamese_coco import write_siamese_coco  # noqa: E402
 
 SIZE = 64
@@ -73,49 +70,6 @@ def make_config(gpu_count: int, images_per_gpu: int, **overrides) -> Config:
         DETECTION_MIN_CONFIDENCE=0.0, STEPS_PER_EPOCH=2, VALIDATION_STEPS=1)
     fields.update(overrides)
     return type("SiameseParallelConfig", (Config,), fields)()
-
-
-def snapshot(model) -> dict[str, np.ndarray]:
-    return {k: np.array(v.numpy()) for k, v in weights_io.weight_map(model).items()}
-
-
-def replica_values(variable) -> list[np.ndarray]:
-    """Every replica's copy of a (possibly mirrored) Keras variable."""
-    value = variable.value
-    if isinstance(value, tf.distribute.DistributedValues):
-        return [np.asarray(t) for t in value.values]
-    return [np.asarray(value)]
-
-
-def max_diff(a: dict, b: dict) -> float:
-    return float(max(np.max(np.abs(a[k] - b[k])) if a[k].size else 0.0 for k in a))
-
-
-def max_replica_diff(model, reference: dict) -> float:
-    """Largest difference between any replica copy of any variable and reference."""
-    worst = 0.0
-    for key, variable in weights_io.weight_map(model).items():
-        for copy in replica_values(variable):
-            if copy.size:
-                worst = max(worst, float(np.max(np.abs(copy - reference[key]))))
-    return worst
-
-
-def variable_kinds(model) -> dict[str, int]:
-    kinds: dict[str, int] = {}
-    for variable in model.weights:
-        name = type(variable.value).__name__
-        kinds[name] = kinds.get(name, 0) + 1
-    return kinds
-
-
-def copy_weights(source, target) -> None:
-    values = snapshot(source)
-    target_map = weights_io.weight_map(target)
-    if values.keys() != target_map.keys():
-        raise RuntimeError("weight keys differ between the models")
-    for key, variable in target_map.items():
-        variable.assign(values[key])
 
 
 def array_diff(a, b) -> float:
@@ -156,24 +110,10 @@ def load_dataset(work_dir: str) -> IndexedCocoDataset:
 
 def check_training(dataset, work_dir: str) -> tuple[dict, SiameseMaskRCNN]:
     model = SiameseMaskRCNN("training", make_config(2, 1), work_dir)
-    inner = model.inner_model
-    before = snapshot(inner)
+    before = snapshot(model.inner_model)
     history = model.train(dataset, dataset, LEARNING_RATE, epochs=1, layers="all")
-    checkpoint = model.get_latest_checkpoint()
-    after = snapshot(inner)
-    result = {
-        "wrapper": type(model.keras_model).__name__,
-        "replicas": model.keras_model.strategy.num_replicas_in_sync,
-        "built_under_strategy": inner.distribute_strategy is model.keras_model.strategy,
-        "variable_kinds": variable_kinds(inner),
-        "history": {k: [float(x) for x in v] for k, v in history.history.items()},
-        "epoch": model.epoch,
-        "checkpoint": checkpoint,
-        "checkpoint_exists": os.path.isfile(checkpoint),
-        "optimizer_iterations": int(inner.optimizer.iterations.numpy()),
-        "weights_changed": max_diff(before, after),
-        "replicas_agree": max_replica_diff(inner, after),
-    }
+    result = training_report(model, before, history, model.get_latest_checkpoint())
+    result["epoch"] = model.epoch
     return result, model
 
 
@@ -322,27 +262,19 @@ def check_inference(single: SiameseMaskRCNN, checkpoint: str, dataset,
 def main(result_path: str, work_dir: str) -> None:
     keras.utils.set_random_seed(0)
     dataset = load_dataset(work_dir)
-    results = {"logical_cpus": len(tf.config.list_logical_devices("CPU")), "seconds": {}}
-    clock = (time.perf_counter(), time.process_time())
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = (time.perf_counter(), time.process_time())
-        results["seconds"][name] = {"wall": round(now[0] - clock[0], 1),
-                                    "cpu": round(now[1] - clock[1], 1)}
-        clock = now
-
+    results = {"logical_cpus": len(tf.config.list_logical_devices("CPU"))}
+    stopwatch = Stopwatch()
     results["train"], trained = check_training(dataset, work_dir)
-    lap("train")
+    stopwatch.lap("train")
     results["losses"] = check_losses(dataset, work_dir)
-    lap("losses")
+    stopwatch.lap("losses")
     checkpoint = results["train"]["checkpoint"]
     results["checkpoint"], single = check_checkpoint(trained, checkpoint, dataset, work_dir)
-    lap("checkpoint")
+    stopwatch.lap("checkpoint")
     results["inference"] = check_inference(single, checkpoint, dataset, work_dir)
-    lap("inference")
-    with open(result_path, "w") as f:
-        json.dump(results, f, indent=1, default=float)
+    stopwatch.lap("inference")
+    results["seconds"] = stopwatch.seconds
+    write_report(result_path, results)
 
 
 if __name__ == "__main__":

@@ -303,6 +303,20 @@ def test_data_generator_batch_shapes_and_content(config):
     assert batch_ids(generator[1]) == [2, 0]
 
 
+def test_pydataset_workers_defaults_and_checks(config):
+    # Config defaults: WORKERS=0 loads in the calling thread (Keras' workers=1).
+    assert data.pydataset_workers(config) == {"workers": 1, "use_multiprocessing": False}
+    threads = type("Threads", (TinyConfig,), {"WORKERS": 3, "USE_MULTIPROCESSING": True})()
+    assert data.pydataset_workers(threads) == {"workers": 3, "use_multiprocessing": True}
+    # Explicit arguments win; no worker means no process pool.
+    assert data.pydataset_workers(threads, workers=0) == {"workers": 1,
+                                                          "use_multiprocessing": False}
+    assert data.pydataset_workers(config, 2, True) == {"workers": 2,
+                                                       "use_multiprocessing": True}
+    with pytest.raises(ValueError, match="workers: expected an int >= 0, got -1"):
+        data.pydataset_workers(config, workers=-1)
+
+
 def test_data_generator_subsamples_to_max_gt_instances(config):
     dataset = BoxesDataset([FIVE_BOXES])
     _, _, all_ids, all_boxes, _ = data.load_image_gt(dataset, config, 0)

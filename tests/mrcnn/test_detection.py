@@ -10,19 +10,12 @@ import tensorflow as tf
 from mrcnn.config import Config
 from mrcnn.data import compose_image_meta
 from mrcnn.detection import DetectionLayer, refine_detections_graph
+from tests.helpers.numpy_reference import np_iou
 
 STD = np.array([0.1, 0.1, 0.2, 0.2], np.float32)
 
 
 # ---------------------------------------------------------------- numpy reference
-
-def np_iou(a, b):
-    y1, x1 = max(a[0], b[0]), max(a[1], b[1])
-    y2, x2 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(y2 - y1, 0) * max(x2 - x1, 0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
 
 def np_refine(rois, probs, deltas, window, min_conf, max_instances, nms_threshold):
     """One image: best class, refine and clip, drop bg / low scores, NMS per class, top k."""

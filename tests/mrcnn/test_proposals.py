@@ -1,4 +1,4 @@
-"""Box graph functions and ProposalLayer against numpy references written here."""
+"""Box graph functions and ProposalLayer against numpy references (here and in helpers)."""
 import json
 
 import keras
@@ -10,6 +10,7 @@ from mrcnn import utils
 from mrcnn.config import Config
 from mrcnn.proposals import (ProposalLayer, apply_box_deltas_graph, clip_boxes_graph,
                              denorm_boxes_graph, norm_boxes_graph)
+from tests.helpers.numpy_reference import np_iou
 
 STD = np.array([0.1, 0.1, 0.2, 0.2], np.float32)
 
@@ -24,14 +25,6 @@ def np_apply_deltas(boxes, deltas):
     h = h * np.exp(deltas[:, 2])
     w = w * np.exp(deltas[:, 3])
     return np.stack([cy - 0.5 * h, cx - 0.5 * w, cy + 0.5 * h, cx + 0.5 * w], axis=1)
-
-
-def np_iou(a, b):
-    y1, x1 = max(a[0], b[0]), max(a[1], b[1])
-    y2, x2 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(y2 - y1, 0) * max(x2 - x1, 0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def np_nms(boxes, scores, max_out, threshold):

@@ -1,6 +1,5 @@
 """PyramidROIAlign: level assignment, crop values vs a numpy bilinear crop, box order."""
 import json
-import math
 
 import keras
 import numpy as np
@@ -9,36 +8,7 @@ import tensorflow as tf
 
 from mrcnn.data import compose_image_meta
 from mrcnn.roi_align import PyramidROIAlign, log2_graph, roi_level_graph
-
-
-def np_crop_and_resize(image, box, crop_hw):
-    """tf.image.crop_and_resize (bilinear, extrapolation 0) for one box, in numpy.
-
-    image: [H, W, C]; box: normalized (y1, x1, y2, x2); sample i of n sits at
-    y1 * (H - 1) + i * (y2 - y1) * (H - 1) / (n - 1).
-    """
-    H, W, C = image.shape
-    ch, cw = crop_hw
-    y1, x1, y2, x2 = box
-    out = np.zeros((ch, cw, C), np.float64)
-    for i in range(ch):
-        y = y1 * (H - 1) + i * (y2 - y1) * (H - 1) / (ch - 1) if ch > 1 \
-            else 0.5 * (y1 + y2) * (H - 1)
-        if y < 0 or y > H - 1:
-            continue
-        t, b = int(math.floor(y)), int(math.ceil(y))
-        dy = y - t
-        for j in range(cw):
-            x = x1 * (W - 1) + j * (x2 - x1) * (W - 1) / (cw - 1) if cw > 1 \
-                else 0.5 * (x1 + x2) * (W - 1)
-            if x < 0 or x > W - 1:
-                continue
-            l, r = int(math.floor(x)), int(math.ceil(x))
-            dx = x - l
-            top = image[t, l] + (image[t, r] - image[t, l]) * dx
-            bottom = image[b, l] + (image[b, r] - image[b, l]) * dx
-            out[i, j] = top + (bottom - top) * dy
-    return out
+from tests.helpers.numpy_reference import np_crop_and_resize
 
 
 def meta(batch, size, num_classes=3):

@@ -1,6 +1,5 @@
-"""Detection targets (graph) and RPN / detection targets (numpy) against references here."""
+"""Detection targets (graph) and RPN / detection targets (numpy) against numpy references."""
 import json
-import math
 
 import numpy as np
 import pytest
@@ -10,6 +9,7 @@ from mrcnn import utils
 from mrcnn.config import Config
 from mrcnn.targets import (DetectionTargetLayer, build_detection_targets, build_rpn_targets,
                            generate_random_rois, overlaps_graph, trim_zeros_graph)
+from tests.helpers.numpy_reference import np_crop_and_resize, np_iou
 
 STD = np.array([0.1, 0.1, 0.2, 0.2])
 TRAIN_ROIS = 12
@@ -19,38 +19,9 @@ MASK_SHAPE = (6, 6)
 
 # ---------------------------------------------------------------- numpy references
 
-def np_iou(a, b):
-    y1, x1 = max(a[0], b[0]), max(a[1], b[1])
-    y2, x2 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(y2 - y1, 0) * max(x2 - x1, 0)
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
 def np_iou_matrix(boxes1, boxes2):
     return np.array([[np_iou(a, b) for b in boxes2] for a in boxes1]).reshape(
         len(boxes1), len(boxes2))
-
-
-def np_crop_and_resize(image, box, crop_hw):
-    """tf.image.crop_and_resize (bilinear, extrapolation 0) of a [H, W] image."""
-    H, W = image.shape
-    ch, cw = crop_hw
-    y1, x1, y2, x2 = box
-    out = np.zeros((ch, cw))
-    for i in range(ch):
-        y = y1 * (H - 1) + i * (y2 - y1) * (H - 1) / (ch - 1)
-        if y < 0 or y > H - 1:
-            continue
-        t, b = int(math.floor(y)), int(math.ceil(y))
-        for j in range(cw):
-            x = x1 * (W - 1) + j * (x2 - x1) * (W - 1) / (cw - 1)
-            if x < 0 or x > W - 1:
-                continue
-            l, r = int(math.floor(x)), int(math.ceil(x))
-            top = image[t, l] + (image[t, r] - image[t, l]) * (x - l)
-            bottom = image[b, l] + (image[b, r] - image[b, l]) * (x - l)
-            out[i, j] = top + (bottom - top) * (y - t)
-    return out
 
 
 # ---------------------------------------------------------------- graph helpers
