@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence, Tuple
 import keras
 import numpy as np
 
-from mrcnn.layers import BatchNorm
+from mrcnn.layers import BatchNorm, is_frozen
 
 try:
     from mrcnn.config import RESNET_ARCHITECTURES
@@ -68,7 +68,7 @@ def identity_block(input_tensor, kernel_size: int, filters: Sequence[int], stage
     nb_filter1, nb_filter2, nb_filter3 = filters
     conv_name_base = f"res{stage}{block}_branch"
     bn_name_base = f"bn{stage}{block}_branch"
-    frozen = not train_bn
+    frozen = is_frozen(train_bn)
 
     x = keras.layers.Conv2D(nb_filter1, (1, 1), name=conv_name_base + "2a",
                             use_bias=use_bias)(input_tensor)
@@ -99,7 +99,7 @@ def conv_block(input_tensor, kernel_size: int, filters: Sequence[int], stage: in
     nb_filter1, nb_filter2, nb_filter3 = filters
     conv_name_base = f"res{stage}{block}_branch"
     bn_name_base = f"bn{stage}{block}_branch"
-    frozen = not train_bn
+    frozen = is_frozen(train_bn)
 
     x = keras.layers.Conv2D(nb_filter1, (1, 1), strides=strides,
                             name=conv_name_base + "2a", use_bias=use_bias)(input_tensor)
@@ -149,7 +149,7 @@ def resnet_graph(input_image, architecture: str, stage5: bool = False,
     x = keras.layers.ZeroPadding2D((3, 3), name="conv1_pad")(input_image)
     x = keras.layers.Conv2D(conv1_filters, (7, 7), strides=(2, 2), name="conv1",
                             use_bias=True)(x)
-    x = BatchNorm(frozen=not train_bn, name="bn_conv1")(x)
+    x = BatchNorm(frozen=is_frozen(train_bn), name="bn_conv1")(x)
     x = keras.layers.Activation("relu", name="conv1_relu")(x)
     C1 = x = keras.layers.MaxPooling2D((3, 3), strides=(2, 2), padding="same",
                                        name="pool1")(x)

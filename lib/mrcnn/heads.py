@@ -10,7 +10,7 @@ from typing import Optional
 
 import keras
 
-from mrcnn.layers import BatchNorm, RepeatAlongAxis, Squeeze, TimeDistributed
+from mrcnn.layers import BatchNorm, RepeatAlongAxis, Squeeze, TimeDistributed, is_frozen
 from mrcnn.roi_align import PyramidROIAlign
 
 logger = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ def _conv_bn_relu(x, filters: int, kernel_size: int, padding: str, conv_name: st
     """Per-ROI conv, BatchNorm (frozen unless train_bn), ReLU."""
     x = _per_roi(keras.layers.Conv2D, conv_name, filters, (kernel_size, kernel_size),
                  padding=padding)(x)
-    x = _per_roi(BatchNorm, bn_name, frozen=not train_bn)(x)
+    x = _per_roi(BatchNorm, bn_name, frozen=is_frozen(train_bn))(x)
     return keras.layers.Activation("relu", name=conv_name + "_relu")(x)
 
 

@@ -47,6 +47,17 @@ class BatchNorm(keras.layers.BatchNormalization):
         return config
 
 
+def is_frozen(train_bn) -> bool:
+    """Matterport's TRAIN_BN -> BatchNorm(frozen=...).
+
+    False: frozen (moving statistics, never updated). None: normal BatchNorm (batch
+    statistics while training, moving ones at inference). True: the same as None here;
+    Matterport kept batch statistics even at inference, which makes a detection depend
+    on the rest of its batch, so inference uses the moving statistics.
+    """
+    return train_bn is False
+
+
 def _dims(tensor: tf.Tensor) -> list:
     """Shape of `tensor` as a list: Python ints where static, scalar tensors where not."""
     static = tensor.shape.as_list()

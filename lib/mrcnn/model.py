@@ -17,7 +17,6 @@ from typing import Any, Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from mrcnn import utils
 from mrcnn.backbone import (compute_backbone_shapes, conv_block, identity_block,  # noqa: F401

@@ -197,3 +197,24 @@ def test_repeat_along_axis_tiles_a_unit_axis():
         layer(np.zeros((2, 3, 2, 4), np.float32))
     with pytest.raises(ValueError, match="repeats"):
         RepeatAlongAxis(0)
+
+
+def test_train_bn_values_map_to_frozen_as_matterport():
+    from mrcnn.layers import is_frozen
+
+    # TRAIN_BN=False freezes; None (Keras learning phase) and True train normally.
+    assert is_frozen(False) is True
+    assert is_frozen(None) is False
+    assert is_frozen(True) is False
+
+
+def test_resnet_with_train_bn_none_has_trainable_statistics():
+    import keras
+
+    from mrcnn.backbone import resnet_graph
+
+    image = keras.Input((64, 64, 3))
+    graph = keras.Model(image, resnet_graph(image, "resnet_tiny", stage5=True,
+                                            train_bn=None)[-1])
+    bns = [l for l in graph.layers if l.__class__.__name__ == "BatchNorm"]
+    assert bns and not any(l.frozen for l in bns)

@@ -273,7 +273,7 @@ def test_save_load_round_trip(tiny_inference, tiny_training, tmp_path):
         assert all(np.array_equal(restored[k], v) for k, v in original.items())
     finally:
         tiny_inference.load_weights(path)
-    # The inference file also loads into the training graph (its weights are a subset).
+    # The inference file also loads into the training graph: both hold the same weights.
     report = tiny_training.load_weights(path, by_name=True)
     assert sorted(report.loaded) == sorted(original)
     assert report.missing_in_file == report.unused_in_file == []
