@@ -28,7 +28,10 @@ def _positive(value) -> bool:
 def quick_report(tmp_path_factory):
     output = tmp_path_factory.mktemp("speed") / "speed.json"
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--output", str(output)],
+    # --gpu runs the GPU-mode part on the CPU (tiny config with --quick), so that its
+    # code path, mixed precision included, is exercised without a GPU.
+    done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--gpu",
+                           "--mixed-precision", "--output", str(output)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(output.read_text()), done.stdout
@@ -51,7 +54,20 @@ def test_quick_run_reports_the_three_ratios(quick_report):
     assert report["config"]["inference"]["BACKBONE"] == "resnet_tiny"
     assert report["config"]["inference"]["IMAGE_MAX_DIM"] == 128
     assert report["config"]["training"]["IMAGES_PER_GPU"] == 2
-    assert "gpu" not in report  # no GPU visible and no --gpu
+
+
+
+def test_gpu_mode_runs_in_float32_and_mixed_precision(quick_report):
+    report, _ = quick_report
+    gpu = report["gpu"]
+    assert gpu["config"] == "tiny"
+    for precision in ("float32", "mixed_float16"):
+        part = gpu[precision]
+        assert not [k for k in part if k.endswith("_error")], part
+        assert _positive(part["train_images_per_s"])
+        assert _positive(part["inference_images_per_s"])
+    for check in ("training_check", "inference_check"):
+        assert isinstance(gpu["mixed_float16"][check]["within_tolerance"], bool)
 
 
 def test_quick_run_details_are_consistent(quick_report):

@@ -1,10 +1,9 @@
-"""The one-shot evaluation protocol on a hand-made COCO set with stand-in models whose
-detections are known (tests/helpers/eval_coco.py)."""
-import csv
+"""The one-shot evaluation protocol and its runs on a hand-made COCO set with stand-in
+models whose detections are known (tests/helpers/eval_coco.py); the analyses and writers
+are tested in test_analysis.py."""
 import json
 import math
 
-import matplotlib.image
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
@@ -401,81 +400,3 @@ def test_evaluate_split_one_shot_vs_background(dataset):
     assert summaries["one_shot"].interval("AP50")[0] == 0.0
     assert summaries["background"].interval("AP50")[0] == 1.0
     assert ds.get_active_classes().tolist() == [1, 2]
-
-
-# ---------------------------------------------------------------- analyses
-
-def test_confusion_matrix_of_a_perfect_model_is_the_identity(dataset):
-    ds, coco = dataset
-    model = StandInSiamese(make_config(batch_size=4))
-    confusion = ev.confusion_matrix(model, ds, coco, eval_type="both", seed=0, verbose=0)
-    assert confusion.class_ids == [1, 2, 3, 4]
-    for t in ("bbox", "segm"):
-        np.testing.assert_array_equal(confusion.matrix[t], np.eye(4))
-    # One detection per (evaluated image, reference category).
-    assert sum(size for _, size, _ in model.calls) >= 6 * 4
-    assert ev.most_confused(confusion) == {"rows": [], "histogram": []}
-
-
-def test_confusion_matrix_finds_a_confused_pair(dataset):
-    ds, coco = dataset
-    # References of green (5) make the model find blue (9) objects.
-    model = StandInSiamese(make_config(batch_size=4), confuse={5: 9})
-    confusion = ev.confusion_matrix(model, ds, coco, seed=0, verbose=0)
-    expected = np.eye(4)
-    expected[GREEN - 1] = 0
-    expected[GREEN - 1, BLUE - 1] = 1
-    np.testing.assert_array_equal(confusion.matrix["bbox"], expected)
-    confused = ev.most_confused(confusion)
-    assert confused["rows"] == [{"reference": GREEN, "reference_name": "green",
-                                 "most_confused": BLUE, "most_confused_name": "blue",
-                                 "ap50": 1.0, "diagonal": 0.0}]
-    assert confused["histogram"] == [{"class_id": BLUE, "name": "blue", "count": 1}]
-
-
-def test_ap50_by_instance_count(dataset):
-    model = StandInSiamese(make_config(batch_size=2), bad_categories=[9])
-    result = evaluate(model, dataset)
-    rows = ev.ap50_by_instance_count(result, dataset[1])
-    assert [r["bucket"] for r in rows] == ["1", "2", "3", "4", "5", "6-10", "11+"]
-    assert [r["pairs"] for r in rows] == [9, 3, 1, 0, 0, 0, 0]
-    # Bucket 1: red, green, yellow perfect, blue missed -> 3/4. Bucket 2: red (12),
-    # blue (14), yellow (15) -> 2/3. Bucket 3: green (13) -> 1.
-    for t in ("bbox", "segm"):
-        assert [r[t] for r in rows] == pytest.approx([0.75, 2 / 3, 1.0, -1, -1, -1, -1])
-    rows = ev.ap50_by_instance_count(result, dataset[1], bins=(1, 3))
-    assert [(r["bucket"], r["pairs"]) for r in rows] == [("1-2", 12), ("3+", 1)]
-    with pytest.raises(ValueError, match="bins"):
-        ev.ap50_by_instance_count(result, dataset[1], bins=(2, 2))
-
-
-def test_writers_save_json_csv_and_figures(dataset, tmp_path):
-    ds, coco = dataset
-    model = StandInSiamese(make_config(batch_size=4), confuse={5: 9})
-    summary, runs = ev.run_evaluation(model, ds, coco, runs=2, seed=0, verbose=0,
-                                      keep_evaluations=True)
-    paths = ev.write_runs_summary(summary, str(tmp_path))
-    with open(paths["json"]) as f:
-        assert json.load(f)["stats"]["bbox"]["AP50"]["mean"] == summary.mean["bbox"][1]
-    with open(paths["csv"]) as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 24 and set(rows[0]) >= {"eval_type", "statistic", "mean", "run_2"}
-
-    confusion = ev.confusion_matrix(model, ds, coco, seed=0, verbose=0)
-    paths = ev.write_confusion(confusion, str(tmp_path))
-    with open(paths["confusion_bbox_json"]) as f:
-        assert json.load(f)["matrix"]["bbox"] == confusion.matrix["bbox"].tolist()
-    with open(paths["confusion_bbox_csv"]) as f:
-        rows = list(csv.DictReader(f))
-    assert rows[GREEN - 1]["reference"] == "green" and float(rows[GREEN - 1]["blue"]) == 1.0
-    with open(paths["most_confused_bbox_json"]) as f:
-        assert json.load(f)["histogram"][0]["name"] == "blue"
-
-    rows = ev.ap50_by_instance_count(runs[0], coco)
-    paths.update(ev.write_instance_count(rows, str(tmp_path)))
-    with open(paths["json"]) as f:
-        assert json.load(f) == rows
-    for key, path in paths.items():
-        if key.endswith("png"):
-            image = matplotlib.image.imread(path)
-            assert image.ndim == 3 and image.shape[0] > 100
