@@ -1,6 +1,9 @@
 """Tests of mrcnn.data: image meta, molding, load_image_gt, DataGenerator, check_image."""
+import contextlib
 import logging
 import math
+import os
+import signal
 
 import keras
 import numpy as np
@@ -496,3 +499,49 @@ def test_fit_accepts_legacy_generator(config):
     generator = data.data_generator(make_dataset(n=2), config, batch_size=2)
     history = model.fit(generator, steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)
     assert math.isfinite(history.history["loss"][0])
+
+
+@contextlib.contextmanager
+def _deadline(seconds: int):
+    """Fails the test instead of hanging CI if loading ever blocks."""
+    def _timeout(signum, frame):
+        raise TimeoutError(f"data loading did not finish within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, _timeout)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_fit_accepts_data_generator_with_worker_processes(config):
+    dataset = make_dataset(n=5, fail_ids={2})
+    model = toy_model(config)
+    generator = data.DataGenerator(dataset, config, workers=2, use_multiprocessing=True,
+                                   seed=0)
+    with _deadline(240):
+        history = model.fit(generator, epochs=2, verbose=0)
+    losses = history.history["loss"]
+    assert len(losses) == 2 and losses[1] < losses[0] < 1.0
+
+
+def test_failures_in_worker_processes_stop_fit(config):
+    dataset = make_dataset(n=8)
+    main_pid = os.getpid()
+    original = dataset.load_image
+
+    def fails_in_workers(image_id):
+        # Loads in the main process (Keras' signature batches) work; every load in a
+        # worker process fails, so the run of failures must stop training there.
+        if os.getpid() != main_pid:
+            raise OSError("disk gone")
+        return original(image_id)
+
+    dataset.load_image = fails_in_workers
+    model = toy_model(config)
+    generator = data.DataGenerator(dataset, config, workers=2, use_multiprocessing=True,
+                                   shuffle=False)
+    with _deadline(240), pytest.raises(Exception, match="consecutive samples failed to load"):
+        model.fit(generator, epochs=1, verbose=0)
