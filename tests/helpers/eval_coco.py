@@ -279,3 +279,39 @@ def _randomize(r: dict, shape, rng) -> dict:
         masks[ny1:ny1 + h, nx1:nx1 + w, i] = crop[:h, :w]
     return {"rois": rois.astype(np.int32), "class_ids": r["class_ids"],
             "scores": moved[:, 5].astype(np.float32), "masks": masks}
+
+
+# Fixtures and the evaluate shortcut shared by test_evaluation.py and test_analysis.py
+# (imported there: pytest registers imported fixtures).
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """(root of the hand-made COCO set, its ground truth)."""
+    root = tmp_path_factory.mktemp("eval_coco")
+    truth = write_eval_coco(str(root))
+    return str(root), truth
+
+
+@pytest.fixture
+def dataset(data):
+    """(prepared IndexedCocoDataset of val2017, its COCO object)."""
+    from siamese_mrcnn.coco import IndexedCocoDataset
+
+    root, _ = data
+    ds = IndexedCocoDataset()
+    coco = ds.load_coco(root, "val", "2017", return_coco=True)
+    ds.prepare()
+    return ds, coco
+
+
+def evaluate(model, dataset, **kwargs):
+    """evaluate_dataset on the fixture's data set: both eval types, seed 0, silent."""
+    from siamese_mrcnn import evaluation as ev
+
+    ds, coco = dataset
+    kwargs.setdefault("eval_type", "both")
+    kwargs.setdefault("seed", 0)
+    kwargs.setdefault("verbose", 0)
+    return ev.evaluate_dataset(model, ds, coco, **kwargs)

@@ -13,35 +13,11 @@ import pytest
 
 from siamese_mrcnn import analysis as an
 from siamese_mrcnn import evaluation as ev
-from siamese_mrcnn.coco import IndexedCocoDataset
-from tests.helpers.eval_coco import INTERNAL, StandInSiamese, make_config, write_eval_coco
+from tests.helpers.eval_coco import (INTERNAL, StandInSiamese, data, dataset,  # noqa: F401
+                                     evaluate, make_config)
 
 # Internal id of COCO category 9 ("blue"), 5 ("green").
 BLUE, GREEN = INTERNAL[9], INTERNAL[5]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval_coco")
-    truth = write_eval_coco(str(root))
-    return str(root), truth
-
-
-@pytest.fixture
-def dataset(data):
-    root, _ = data
-    dataset = IndexedCocoDataset()
-    coco = dataset.load_coco(root, "val", "2017", return_coco=True)
-    dataset.prepare()
-    return dataset, coco
-
-
-def evaluate(model, dataset, **kwargs):
-    ds, coco = dataset
-    kwargs.setdefault("eval_type", "both")
-    kwargs.setdefault("seed", 0)
-    kwargs.setdefault("verbose", 0)
-    return ev.evaluate_dataset(model, ds, coco, **kwargs)
 
 
 # ---------------------------------------------------------------- re-exports

@@ -10,40 +10,15 @@ from pycocotools import mask as mask_utils
 
 from siamese_mrcnn import evaluation as ev
 from siamese_mrcnn import utils as siamese_utils
-from siamese_mrcnn.coco import IndexedCocoDataset
 from siamese_mrcnn.data import ReferenceNotFoundError
 from siamese_mrcnn.reference import randomize_detections
-from tests.helpers.eval_coco import (INTERNAL, SIZE, StandInSiamese, make_config,
-                                     write_eval_coco)
+from tests.helpers.eval_coco import (INTERNAL, SIZE, StandInSiamese, data,  # noqa: F401
+                                     dataset, evaluate, make_config)
 
 # (image, category) pairs of the layout: 2 + 2 + 2 + 3 + 2 + 2.
 NUM_PAIRS = 13
 # Internal id of COCO category 9 ("blue"), 5 ("green").
 BLUE, GREEN = INTERNAL[9], INTERNAL[5]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval_coco")
-    truth = write_eval_coco(str(root))
-    return str(root), truth
-
-
-@pytest.fixture
-def dataset(data):
-    root, _ = data
-    dataset = IndexedCocoDataset()
-    coco = dataset.load_coco(root, "val", "2017", return_coco=True)
-    dataset.prepare()
-    return dataset, coco
-
-
-def evaluate(model, dataset, **kwargs):
-    ds, coco = dataset
-    kwargs.setdefault("eval_type", "both")
-    kwargs.setdefault("seed", 0)
-    kwargs.setdefault("verbose", 0)
-    return ev.evaluate_dataset(model, ds, coco, **kwargs)
 
 
 # ---------------------------------------------------------------- the protocol
