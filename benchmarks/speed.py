@@ -848,7 +848,8 @@ def gpu_rows(gpu: dict | None) -> list[tuple]:
             if check is not None:
                 detail += ", {:.2f}x float32; within tolerance: {} {}".format(
                     entry[f"{part}_speedup"], check["within_tolerance"],
-                    {k: round(v, 5) for k, v in check["differences"].items()})
+                    {k: round(v, 5) if isinstance(v, float) else v
+                     for k, v in check["differences"].items()})
             rows.append((label, f"{entry[key]:.2f}", detail))
     return rows
 
