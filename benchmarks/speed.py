@@ -41,7 +41,6 @@ Timings exclude a warm-up call (graph tracing) and are the median over --repeats
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import logging
@@ -80,6 +79,10 @@ from siamese_mrcnn.evaluation import (detections_to_coco, evaluate_dataset,  # n
                                       run_coco_eval)
 from siamese_mrcnn.model import SiameseMaskRCNN  # noqa: E402
 from siamese_mrcnn.reference import mold_references  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from precision import (check_dense, check_gradient, copy_weights,  # noqa: E402
+                       dense_outputs, dtype_policy, rpn_gradient, scaled_rpn_gradient)
 
 logger = logging.getLogger("benchmarks.speed")
 
@@ -585,22 +588,6 @@ def bench_data_vs_train(config: Config, data: ShapesData, model_dir: str,
 
 
 # --------------------------------------------------------------------- 5. GPU
-def copy_weights(source: SiameseMaskRCNN, target: SiameseMaskRCNN) -> None:
-    """Same architecture, same variable order: copy every weight."""
-    target.inner_model.set_weights(source.inner_model.get_weights())
-
-
-@contextlib.contextmanager
-def dtype_policy(name: str):
-    """Sets the global Keras dtype policy for the models built inside."""
-    previous = keras.mixed_precision.global_policy().name
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-
-
 def error_text(error: Exception) -> str:
     """One line: the exception type, where (Keras' first line) and the cause."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
@@ -616,8 +603,8 @@ def error_text(error: Exception) -> str:
 
 def train_throughput(config: Config, data: ShapesData, model_dir: str, repeats: int,
                      source: SiameseMaskRCNN | None = None) -> dict:
-    """Training images/s under the current dtype policy, the losses of the first batch
-    before any update and the first update of the RPN's shared conv.
+    """Training images/s under the current dtype policy, and the gradient of the RPN
+    losses on the first batch (for the precision comparison).
 
     source: a training model to copy the weights from (the float32 run).
     """
@@ -626,68 +613,41 @@ def train_throughput(config: Config, data: ShapesData, model_dir: str, repeats: 
     trainer = training_model(config, model_dir)
     if source is not None:
         copy_weights(source, trainer)
-    losses = trainer.keras_model.test_on_batch(batches[0], return_dict=True)
-    kernel = _rpn_kernel(trainer)
-    before = keras.ops.convert_to_numpy(kernel).copy()
-    trainer.keras_model.train_on_batch(batches[0])
-    update = keras.ops.convert_to_numpy(kernel).astype(np.float32) - before
+    if keras.mixed_precision.global_policy().name == "mixed_float16":
+        gradient = scaled_rpn_gradient(trainer, batches[0])
+    else:
+        gradient = rpn_gradient(trainer, batches[0], 1.0) + (1.0,)
     step = train_step_seconds(trainer, batches, repeats)
     return {"train_images_per_s": config.BATCH_SIZE / step,
             "train_batch_size": config.BATCH_SIZE,
-            "loss_before_update": {k: float(v) for k, v in losses.items()},
-            "_update": update, "_model": trainer}
+            "_gradient": gradient, "_model": trainer}
 
 
 def inference_throughput(config: Config, data: ShapesData, model_dir: str, repeats: int,
                          source: SiameseMaskRCNN | None = None) -> dict:
     """Inference images/s (batched detect()) under the current dtype policy, plus the
-    dense outputs and detections of one batch for the precision comparison."""
+    dense outputs of one batch for the precision comparison."""
     batch = config.BATCH_SIZE
     detector = SiameseMaskRCNN("inference", config, model_dir)
     if source is not None:
         copy_weights(source, detector)
     queries, references = data.queries(batch), data.references(batch)
     detect_s = median_seconds(lambda: detector.detect(references, queries), repeats)
-    molded, _, _ = detector.mold_inputs(queries)
-    rpn = [np.asarray(o, np.float32) for o in dense_model(detector).predict_on_batch(
-        [molded, mold_references(references, config)])]
     return {"inference_images_per_s": batch / detect_s, "inference_batch_size": batch,
-            "_rpn": rpn, "_detections": detector.detect(references, queries),
-            "_model": detector}
-
-
-def _rpn_kernel(model: SiameseMaskRCNN):
-    """The shared RPN conv kernel: its gradient comes from the (deterministic) RPN
-    losses only, so its first update can be compared across precisions."""
-    rpn = model.inner_model.get_layer("rpn_model")
-    return rpn.get_layer("rpn_conv_shared").kernel
+            "_rpn": dense_outputs(detector, queries, references), "_model": detector}
 
 
 def compare_training(fp32: dict, fp16: dict) -> dict:
-    """RPN losses (deterministic given the batch) and the first RPN conv update, mixed
-    precision vs float32. The head losses are left out: the ROI sampling is random."""
-    loss32, loss16 = fp32["loss_before_update"], fp16["loss_before_update"]
-    rel = [abs(loss32[k] - loss16[k]) / max(abs(loss32[k]), 1e-6)
-           for k in ("rpn_class_loss", "rpn_bbox_loss")]
-    ratio = float(np.linalg.norm(fp16["_update"]) / max(np.linalg.norm(fp32["_update"]),
-                                                        1e-30))
-    differences = {"rpn_losses_max_rel": max(rel), "first_update_norm_ratio": ratio}
-    within = max(rel) <= 1e-2 and abs(ratio - 1) <= 0.05
-    return {"differences": differences, "within_tolerance": bool(within),
-            "tolerances": {"rpn_losses_max_rel": 1e-2, "first_update_norm_ratio": "1 +- 0.05"}}
+    """The RPN-loss gradient of one batch (deterministic: the head losses depend on
+    random ROI sampling), mixed precision vs float32 (precision.check_gradient)."""
+    (loss32, grads32, _), (loss16, grads16, scale) = fp32["_gradient"], fp16["_gradient"]
+    return check_gradient(loss32, grads32, loss16, grads16, scale)
 
 
 def compare_inference(fp32: dict, fp16: dict) -> dict:
-    """Dense outputs and detection scores, mixed precision vs float32."""
-    rpn = [float(np.max(np.abs(a - b))) for a, b in zip(fp32["_rpn"], fp16["_rpn"])]
-    differences = {"rpn_class_max_abs": rpn[0], "rpn_bbox_max_abs": rpn[1],
-                   "detection_scores_max_abs": max_score_difference(fp32["_detections"],
-                                                                    fp16["_detections"])}
-    tolerances = {"rpn_class_max_abs": 1e-2, "rpn_bbox_max_abs": 5e-2,
-                  "detection_scores_max_abs": 2e-2}
-    within = all(differences[k] <= tol for k, tol in tolerances.items())
-    return {"differences": differences, "within_tolerance": bool(within),
-            "tolerances": tolerances}
+    """The dense outputs (RPN), mixed precision vs float32 (precision.check_dense).
+    Detections are compared by precision.py, on trained weights."""
+    return check_dense(fp32["_rpn"], fp16["_rpn"])
 
 
 def public(result: dict) -> dict:
