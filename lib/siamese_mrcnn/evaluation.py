@@ -28,6 +28,10 @@ Differences from the old ``lib/utils.py`` code, all deliberate:
   pairs are fed to ``model.detect`` in batches of BATCH_SIZE (the last batch is
   padded with repeats whose detections are dropped). With ``workers`` > 0,
   references are drawn in threads while the model runs.
+- The query's backbone and FPN run once per image, not once per (image,
+  category) pair (``cache_queries=True``, the default: ``model.encode_queries``,
+  then ``model.detect_with_encoded`` with the pair's encoded reference). The
+  detections are those of ``detect()`` on the same pair.
 - Reference draws are reproducible: every pair draws from its own generator
   derived from the run's seed, the query image id and the category, so the
   numbers depend neither on batching, nor on the number of workers, nor on
@@ -352,7 +356,7 @@ class _PairDetector:
 
     def __init__(self, model: Any, dataset: Any, seed: np.random.SeedSequence,
                  random_detections: bool, shared_reference: bool, allow_same_image: bool,
-                 workers: int):
+                 workers: int, cache_queries: bool = True):
         self.model, self.dataset, self.config = model, dataset, model.config
         self.seed = seed
         self.random_detections = random_detections
@@ -365,6 +369,9 @@ class _PairDetector:
         self.timing = {"load": 0.0, "references": 0.0, "detect": 0.0}
         self.skipped: list = []
         self._timing_lock = threading.Lock()
+        # Pairs come image by image: encode each query image once for all its categories.
+        self.cache_queries = bool(cache_queries) and hasattr(model, "encode_queries")
+        self._encoded_queries: dict = {}  # image id -> encode_queries() entry
 
     # ---- preparing queries (possibly in threads) --------------------------
     def _prepare(self, item: tuple) -> _Query:
@@ -445,10 +452,11 @@ class _PairDetector:
             kwargs = {"random_detections": True,
                       "rng": _child_rng(self.seed, _KEY_RANDOM, self.batches)}
         t = time.perf_counter()
-        if self.shared_reference:
-            vectors = [np.concatenate([self.encoded[c][level] for _, c, _ in padded])
-                       for level in range(5)]  # 5 x [BATCH_SIZE, C]
-            detections = self.model.detect_with_reference(vectors, images, **kwargs)
+        if self.cache_queries:
+            detections = self._detect_encoded(padded, kwargs)
+        elif self.shared_reference:
+            detections = self.model.detect_with_reference(self._shared_vectors(padded),
+                                                          images, **kwargs)
         else:
             targets = [references for _, _, references in padded]
             detections = self.model.detect(targets, images, verbose=0, **kwargs)
@@ -458,6 +466,32 @@ class _PairDetector:
             raise ValueError("model.detect returned {} results for a batch of {}".format(
                 len(detections), self.batch_size))
         return list(detections[:n])
+
+    def _shared_vectors(self, padded: list) -> list:
+        """The shared references' vectors of a batch: 5 x [BATCH_SIZE, C]."""
+        return [np.concatenate([self.encoded[c][level] for _, c, _ in padded])
+                for level in range(5)]
+
+    def _detect_encoded(self, padded: list, kwargs: dict) -> list:
+        """One batch with each query image encoded once (backbone + FPN) and reused for
+        every category paired with it; the references are encoded in the batch."""
+        missing: dict = {}
+        for query, _, _ in padded:
+            if query.image_id not in self._encoded_queries:
+                missing.setdefault(query.image_id, query.image)
+        if missing:
+            encoded = self.model.encode_queries(list(missing.values()))
+            self._encoded_queries.update(zip(missing, encoded))
+        if self.shared_reference:
+            vectors = self._shared_vectors(padded)
+        else:
+            vectors = self.model.encode_reference([refs for _, _, refs in padded])
+        queries = [self._encoded_queries[query.image_id] for query, _, _ in padded]
+        detections = self.model.detect_with_encoded(queries, vectors, **kwargs)
+        # Only the last image can have pairs in the next batch.
+        last = padded[-1][0].image_id
+        self._encoded_queries = {last: self._encoded_queries[last]}
+        return detections
 
     def run(self, queries: list, progress: Optional[tqdm] = None
             ) -> Iterator[tuple]:
@@ -604,8 +638,8 @@ def evaluate_dataset(model: Any, dataset: Any, dataset_object: COCO,
                      class_index: Any = None, verbose: int = 1,
                      random_detections: bool = False, return_results: bool = False, *,
                      seed: SeedLike = None, shared_reference: bool = False,
-                     allow_same_image: bool = False, workers: Optional[int] = None
-                     ) -> EvaluationResult:
+                     allow_same_image: bool = False, workers: Optional[int] = None,
+                     cache_queries: bool = True) -> EvaluationResult:
     """Runs the one-shot COCO evaluation protocol (see the module doc).
 
     model: a SiameseMaskRCNN in inference mode (or anything with its detect /
@@ -626,6 +660,9 @@ def evaluate_dataset(model: Any, dataset: Any, dataset_object: COCO,
     allow_same_image: let a reference come from the query image itself.
     workers: threads drawing references while the model runs (default
         config.WORKERS, 0: in the calling thread).
+    cache_queries: run the backbone and FPN once per query image and reuse them for
+        every category of the image (encode_queries / detect_with_encoded; the same
+        detections as detect()). False: one full detect() per pair.
     """
     if dataset_type != "coco":
         raise ValueError("dataset_type: only 'coco' is supported, got {!r}".format(dataset_type))
@@ -645,7 +682,7 @@ def evaluate_dataset(model: Any, dataset: Any, dataset_object: COCO,
 
     t_start = time.perf_counter()
     detector = _PairDetector(model, dataset, root, random_detections, shared_reference,
-                             allow_same_image, workers or 0)
+                             allow_same_image, workers or 0, cache_queries)
     total = sum(len(categories) for _, categories in queries)
     results = []
     with _progress(total, verbose, "Evaluating") as progress:

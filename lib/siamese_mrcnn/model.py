@@ -84,6 +84,8 @@ class SiameseMaskRCNN(MaskRCNN):
         self._reference_vectors = None
         self._reference_encoder = None
         self._vector_detector = None
+        self._query_encoder = None
+        self._feature_detector = None
         super().__init__(mode, config, model_dir)
 
     # ------------------------------------------------------------------ graph
@@ -108,6 +110,7 @@ class SiameseMaskRCNN(MaskRCNN):
         channels = [int(c.shape[-1]) for c in resnet.outputs]
         fpn = build_fpn_model(channels, config.FPN_FEATUREMAPS, activation="relu")
         query_levels = fpn(resnet(input_image))  # 5 x [batch, H/s, W/s, C]
+        self._query_levels = query_levels
         # All k references of all queries in one backbone call.
         merged = MergeReferences(name="merge_references")(input_target)  # [batch*k, T, T, 3]
         reference_levels = [
@@ -158,16 +161,8 @@ class SiameseMaskRCNN(MaskRCNN):
             molded = np.concatenate([molded, np.repeat(molded[-1:], padding, axis=0)])
         return [np.asarray(v)[:count] for v in encoder.predict_on_batch(molded)]
 
-    def detect_with_reference(self, reference_vectors: Sequence[np.ndarray],
-                              images: Sequence[np.ndarray], verbose: int = 0,
-                              random_detections: bool = False,
-                              rng: np.random.Generator | None = None) -> list[dict]:
-        """detect() with references already encoded by encode_reference().
-
-        Vectors with a leading dimension of 1 are broadcast over the batch.
-        """
-        _, detector = self._vector_models()
-        self._check_batch(images, "images")
+    def _check_vectors(self, reference_vectors: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """encode_reference()'s 5 arrays, each [1 or BATCH_SIZE, C], as [BATCH_SIZE, C]."""
         if len(reference_vectors) != 5:
             raise ValueError("reference_vectors: expected the 5 arrays (P2..P6) returned by "
                              f"encode_reference, got {len(reference_vectors)}")
@@ -180,12 +175,88 @@ class SiameseMaskRCNN(MaskRCNN):
                                  f"{self.config.BATCH_SIZE}, FPN_FEATUREMAPS="
                                  f"{self.config.FPN_FEATUREMAPS}], got {list(v.shape)}")
             vectors.append(np.broadcast_to(v, (self.config.BATCH_SIZE, v.shape[1])))
+        return vectors
+
+    def detect_with_reference(self, reference_vectors: Sequence[np.ndarray],
+                              images: Sequence[np.ndarray], verbose: int = 0,
+                              random_detections: bool = False,
+                              rng: np.random.Generator | None = None) -> list[dict]:
+        """detect() with references already encoded by encode_reference().
+
+        Vectors with a leading dimension of 1 are broadcast over the batch.
+        """
+        _, detector = self._vector_models()
+        self._check_batch(images, "images")
+        vectors = self._check_vectors(reference_vectors)
         images = [check_image(im, name=f"images[{i}]") for i, im in enumerate(images)]
         molded_images, image_metas, windows = self.mold_inputs(images)
         anchors = self._batch_anchors(molded_images[0].shape)
         return self._detect_inputs(
             [molded_images, image_metas, *vectors, anchors], molded_images, windows,
             [im.shape for im in images], random_detections, rng, model=detector)
+
+    def _feature_models(self):
+        """(query encoder, feature detector) sharing this model's layers, built on first
+        use.
+
+        query encoder: molded images [batch, S, S, 3] -> 5 FPN levels [batch, S/s, S/s, C].
+        feature detector: (meta, 5 levels, 5 reference vectors, anchors) -> the inference
+        outputs.
+        """
+        self._vector_models()
+        if self._query_encoder is None:
+            image, meta, _, anchors = self.inner_model.inputs
+            self._query_encoder = self._sub_model(image, self._query_levels,
+                                                  name="query_encoder")
+            self._feature_detector = self._sub_model(
+                [meta, *self._query_levels, *self._reference_vectors, anchors],
+                self.inner_model.outputs, name="feature_detector")
+        return self._query_encoder, self._feature_detector
+
+    def encode_queries(self, images: Sequence[np.ndarray]) -> list[dict]:
+        """Molds query images and runs the backbone and FPN on them once, for reuse with
+        several references (detect_with_encoded): the evaluation protocol pairs each
+        image with every category present in it.
+
+        images: any number of raw query images.
+        Returns one dict per image: "levels" (5 arrays [S/s, S/s, C], P2..P6),
+        "molded_image", "image_meta", "window" and "shape" (the original image's).
+        """
+        encoder, _ = self._feature_models()
+        if len(images) == 0:
+            return []
+        images = [check_image(im, name=f"images[{i}]") for i, im in enumerate(images)]
+        molded_images, image_metas, windows = self.mold_inputs(images)
+        count = len(molded_images)
+        padding = -count % self.config.GPU_COUNT  # whole replicas under ParallelModel
+        batch = (np.concatenate([molded_images, np.repeat(molded_images[-1:], padding, 0)])
+                 if padding else molded_images)
+        levels = [np.asarray(level) for level in encoder.predict_on_batch(batch)]
+        return [{"levels": [level[i] for level in levels], "molded_image": molded_images[i],
+                 "image_meta": image_metas[i], "window": windows[i], "shape": images[i].shape}
+                for i in range(count)]
+
+    def detect_with_encoded(self, queries: Sequence[dict],
+                            reference_vectors: Sequence[np.ndarray],
+                            random_detections: bool = False,
+                            rng: np.random.Generator | None = None) -> list[dict]:
+        """detect() on queries from encode_queries() and references from
+        encode_reference(): BATCH_SIZE queries, vectors [1 or BATCH_SIZE, C] per level.
+        Gives detect()'s results for the same (query, reference) pairs."""
+        _, detector = self._feature_models()
+        self._check_batch(queries, "queries")
+        vectors = self._check_vectors(reference_vectors)
+        shapes = {q["molded_image"].shape for q in queries}
+        if len(shapes) != 1:
+            raise ValueError("queries: all molded images must have one size, got "
+                             f"{sorted(shapes)}")
+        molded_images = np.stack([q["molded_image"] for q in queries])
+        levels = [np.stack([q["levels"][i] for q in queries]) for i in range(5)]
+        anchors = self._batch_anchors(molded_images[0].shape)
+        return self._detect_inputs(
+            [np.stack([q["image_meta"] for q in queries]), *levels, *vectors, anchors],
+            molded_images, np.stack([q["window"] for q in queries]),
+            [q["shape"] for q in queries], random_detections, rng, model=detector)
 
     def _detect_inputs(self, model_inputs: list, molded_images: np.ndarray,
                        windows: np.ndarray, original_shapes: list, random_detections: bool,

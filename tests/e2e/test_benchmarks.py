@@ -98,8 +98,8 @@ def test_quick_run_whole_evaluation_vs_old_loop(quick_report):
     evaluation = report["evaluation"]
     assert evaluation["images"] == 6 and evaluation["batch_sizes"] == [1, 2]
     assert evaluation["repeats"] == 1 and evaluation["categories_active"] == 24
-    paths = {"old_loop"} | {f"ours_{kind}_reference_B{b}" for kind in ("fresh", "shared")
-                            for b in (1, 2)}
+    paths = {"old_loop", "ours_fresh_reference_B2_detect_per_pair"} | {
+        f"ours_{kind}_reference_B{b}" for kind in ("fresh", "shared") for b in (1, 2)}
     per_pair = evaluation["seconds_per_pair"]
     assert set(per_pair) == paths and all(_positive(v) for v in per_pair.values())
     # Every path evaluates the same (image, category) pairs: 2-4 categories per image.
@@ -114,6 +114,12 @@ def test_quick_run_whole_evaluation_vs_old_loop(quick_report):
     assert report["eval_vs_old_loop"] == pytest.approx(per_pair["old_loop"] / per_pair[fresh])
     assert report["eval_vs_old_loop_shared_reference"] == pytest.approx(
         per_pair["old_loop"] / per_pair[shared])
+    assert evaluation["query_cache_speedup"] == pytest.approx(
+        per_pair["ours_fresh_reference_B2_detect_per_pair"]
+        / per_pair["ours_fresh_reference_B2"])
+    # Encoding each query once changes no detection: the same AP as detect() per pair.
+    assert evaluation["ap50"]["ours_fresh_reference_B2_detect_per_pair"] == \
+        evaluation["ap50"]["ours_fresh_reference_B2"]
     for name in paths:
         assert set(evaluation["ap50"][name]) == {"bbox", "segm"}
         assert all(v == -1 or 0 <= v <= 1 for v in evaluation["ap50"][name].values())

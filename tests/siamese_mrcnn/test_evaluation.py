@@ -375,3 +375,40 @@ def test_evaluate_split_one_shot_vs_background(dataset):
     assert summaries["one_shot"].interval("AP50")[0] == 0.0
     assert summaries["background"].interval("AP50")[0] == 1.0
     assert ds.get_active_classes().tolist() == [1, 2]
+
+
+# ---------------------------------------------------------------- a real model
+def test_query_encoding_is_reused_and_changes_no_detection(dataset, tmp_path):
+    """With a real (random, tiny) Siamese model: each query image runs through the
+    backbone once for all its categories, and the results equal one detect() per pair."""
+    from siamese_mrcnn.config import config_from_overrides, preset
+    from siamese_mrcnn.model import SiameseMaskRCNN
+
+    config = config_from_overrides(preset("small_eval"), dict(
+        BACKBONE="resnet_tiny", IMAGE_MIN_DIM=SIZE, IMAGE_MAX_DIM=SIZE, TARGET_MIN_DIM=32,
+        TARGET_MAX_DIM=32, FPN_FEATUREMAPS=16, FPN_CLASSIF_FC_LAYERS_SIZE=32,
+        MASK_HEAD_CONV_CHANNELS=16, MASK_POOL_SIZE=7, MASK_SHAPE=[14, 14],
+        POST_NMS_ROIS_INFERENCE=20, DETECTION_MAX_INSTANCES=5, DETECTION_MIN_CONFIDENCE=0.0,
+        IMAGES_PER_GPU=3))
+    model = SiameseMaskRCNN("inference", config, str(tmp_path))
+    encoded_images = []
+    encode_queries = model.encode_queries
+
+    def counting(images):
+        encoded_images.extend(images)
+        return encode_queries(images)
+
+    model.encode_queries = counting
+    results = {}
+    for cache in (True, False):
+        result = evaluate(model, dataset, cache_queries=cache, return_results=True)
+        assert result.num_pairs == NUM_PAIRS
+        results[cache] = result.results
+    # 6 images, 13 pairs: each image encoded once, whatever the batch boundaries.
+    assert len(encoded_images) == 6
+    cached, direct = results[True], results[False]
+    assert len(cached) == len(direct) > 0
+    for a, b in zip(cached, direct):
+        assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
+        assert a["score"] == pytest.approx(b["score"], abs=1e-5)
+        np.testing.assert_allclose(a["bbox"], b["bbox"], atol=1e-3)

@@ -168,6 +168,43 @@ def test_batch_of_two_equals_two_single_detections(k1, b2):
     assert_same_detections(shared[1], k1.detect([ref_a], [query_b])[0])
 
 
+def test_encoded_queries_give_the_same_detections(k1, b2):
+    ref_a, ref_b, query_a, query_b = random_images(14, (30, 40, 3), (50, 50, 3),
+                                                   (64, 64, 3), (48, 80, 3))
+    encoded = b2.encode_queries([query_a, query_b])
+    assert len(encoded) == 2
+    assert [level.shape for level in encoded[0]["levels"]] == [
+        (16, 16, 32), (8, 8, 32), (4, 4, 32), (2, 2, 32), (1, 1, 32)]
+    assert encoded[1]["shape"] == (48, 80, 3)
+    # Each query paired with each reference, as the evaluation does.
+    for ref in (ref_a, ref_b):
+        vectors = b2.encode_reference([ref, ref])
+        reused = b2.detect_with_encoded(encoded, vectors)
+        direct = b2.detect([ref, ref], [query_a, query_b])
+        assert len(direct[0]["scores"]) + len(direct[1]["scores"]) > 0
+        for a, b in zip(direct, reused):
+            assert_same_detections(a, b)
+    # One query encoded alone is the same entry; queries of a batch can repeat.
+    (alone,) = b2.encode_queries([query_b])
+    for a, b in zip(alone["levels"], encoded[1]["levels"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    twice = b2.detect_with_encoded([alone, alone], b2.encode_reference([ref_a]))
+    assert_same_detections(twice[1], b2.detect([ref_a, ref_a], [query_b, query_b])[1])
+    assert b2.encode_queries([]) == []
+
+
+def test_detect_with_encoded_rejects_bad_input(k1, b2):
+    image = random_images(15, (64, 64, 3))[0]
+    vectors = k1.encode_reference([image])
+    (query,) = k1.encode_queries([image])
+    with pytest.raises(ValueError, match="BATCH_SIZE"):
+        k1.detect_with_encoded([query, query], vectors)
+    with pytest.raises(ValueError, match="5 arrays"):
+        k1.detect_with_encoded([query], vectors[:4])
+    with pytest.raises(ValueError, match="images\\[0\\]"):
+        k1.encode_queries([np.zeros((64, 64), np.float32)[None]])
+
+
 def test_detect_returns_masks_in_the_original_size(k1):
     reference, query = random_images(7, (20, 60, 3), (40, 100, 3))
     (result,) = k1.detect([reference], [query])
@@ -356,6 +393,8 @@ def test_detect_and_reuse_need_inference_mode(trainer):
         trainer.detect([image], [image])
     with pytest.raises(ValueError, match="inference mode"):
         trainer.encode_reference([image])
+    with pytest.raises(ValueError, match="inference mode"):
+        trainer.encode_queries([image])
 
 
 # ---------------------------------------------------------------- training
