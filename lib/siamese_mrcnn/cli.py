@@ -149,11 +149,8 @@ def annotation_file(dataset_dir: str, subset: str, year: str) -> str:
     return path
 
 
-def _count_annotated_images(path: str) -> int:
+def _count_annotated_images(coco) -> int:
     """Images with at least one annotation: the ones load_coco adds."""
-    from siamese_mrcnn.coco import load_coco_api
-
-    coco = load_coco_api(path)
     return len(set().union(*coco.catToImgs.values())) if coco.catToImgs else 0
 
 
@@ -167,12 +164,13 @@ def load_split_datasets(dataset_dir: str, year: str, split: str, val_images: int
     background classes active. With a subset: one data set of that subset, all classes
     active.
     """
-    from siamese_mrcnn.coco import IndexedCocoDataset, get_class_split
+    from siamese_mrcnn.coco import IndexedCocoDataset, get_class_split, load_coco_api
 
-    def load(sub, subsubset=None, val_count=0):
+    def load(sub, subsubset=None, val_count=0, annotations=None):
         ds = IndexedCocoDataset()
         coco = ds.load_coco(dataset_dir, sub, year=year, return_coco=True,
-                            subsubset=subsubset, val_count=val_count)
+                            subsubset=subsubset, val_count=val_count,
+                            annotations=annotations)
         ds.prepare()
         return ds, coco
 
@@ -182,7 +180,9 @@ def load_split_datasets(dataset_dir: str, year: str, split: str, val_images: int
             ds, coco = load(subset)
             one_shot, background = get_class_split(split, ds.num_classes - 1)
             return [(ds, coco)], one_shot, background
-        n = _count_annotated_images(path)
+        # The train file is read once and shared by the training and validation sets.
+        annotations = load_coco_api(path)
+        n = _count_annotated_images(annotations)
         if n < 2:
             raise CLIError(f"{path}: expected at least 2 annotated images (training and "
                            f"validation), got {n}")
@@ -191,8 +191,8 @@ def load_split_datasets(dataset_dir: str, year: str, split: str, val_images: int
             logger.warning("--val-images %d >= %d training images: using the last %d",
                            val_images, n, fallback)
             val_images = fallback
-        train = load("train", "train", val_images)
-        val = load("train", "val", val_images)
+        train = load("train", "train", val_images, annotations)
+        val = load("train", "val", val_images, annotations)
         one_shot, background = get_class_split(split, train[0].num_classes - 1)
     except (FileNotFoundError, ValueError) as error:
         raise CLIError(str(error)) from error

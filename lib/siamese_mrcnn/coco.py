@@ -126,7 +126,8 @@ class IndexedCocoDataset(utils.Dataset):
                   class_ids: Optional[Sequence[int]] = None, class_map: Any = None,
                   return_coco: bool = False, auto_download: bool = False,
                   subsubset: Optional[str] = None,
-                  val_count: int = DEFAULT_VAL_COUNT) -> Optional[COCO]:
+                  val_count: int = DEFAULT_VAL_COUNT,
+                  annotations: Optional[COCO] = None) -> Optional[COCO]:
         """Loads a subset of a COCO-format data set (Matterport's signature).
 
         dataset_dir: root directory (annotations/ and {subset}{year}/).
@@ -139,6 +140,9 @@ class IndexedCocoDataset(utils.Dataset):
         auto_download: not supported (True raises ValueError).
         subsubset: None (all images), 'train' or 'val': the split of
             split_train_val() with val_count validation images.
+        annotations: this subset's annotation file already read (a COCO object, e.g.
+            returned by an earlier load_coco): it is used instead of reading the file
+            again (COCO's train file takes tens of seconds to parse).
         """
         if auto_download:
             raise ValueError("auto_download=True is not supported: nothing is downloaded. "
@@ -146,7 +150,7 @@ class IndexedCocoDataset(utils.Dataset):
                                  os.path.join(dataset_dir, "annotations"),
                                  os.path.join(dataset_dir, "{}{}".format(subset, year))))
         path, image_dir = coco_paths(dataset_dir, subset, year)
-        coco = read_coco_annotations(path)
+        coco = annotations if annotations is not None else read_coco_annotations(path)
 
         class_ids = sorted(class_ids) if class_ids else sorted(coco.getCatIds())
         image_ids = self._select_subsubset(images_with_classes(coco, class_ids),

@@ -542,3 +542,24 @@ def test_check_split_and_eval_types():
     for bad in ("", ",", "box", "bbox,mask"):
         with pytest.raises(cli.CLIError, match="--eval-type"):
             cli.parse_eval_types(bad)
+
+
+def test_split_datasets_read_the_train_file_once(work, monkeypatch):
+    import siamese_mrcnn.coco as coco_module
+
+    reads = []
+    original = coco_module.read_coco_annotations
+
+    def counting(path):
+        reads.append(path)
+        return original(path)
+
+    monkeypatch.setattr(coco_module, "read_coco_annotations", counting)
+    monkeypatch.setattr(coco_module, "load_coco_api", counting)
+    [(train, _), (val, _)], one_shot, background = cli.load_split_datasets(
+        str(work / "data"), "2017", "1", 8)
+    assert len(reads) == 1 and reads[0].endswith("instances_train2017.json")
+    assert len(val.image_ids) == 8 and len(train.image_ids) == 40 - 8
+    train_ids = {info["id"] for info in train.image_info}
+    assert train_ids.isdisjoint(info["id"] for info in val.image_info)
+    assert list(train.get_active_classes()) == list(background)
