@@ -228,10 +228,15 @@ class SiameseMaskRCNN(MaskRCNN):
         images = [check_image(im, name=f"images[{i}]") for i, im in enumerate(images)]
         molded_images, image_metas, windows = self.mold_inputs(images)
         count = len(molded_images)
-        padding = -count % self.config.GPU_COUNT  # whole replicas under ParallelModel
-        batch = (np.concatenate([molded_images, np.repeat(molded_images[-1:], padding, 0)])
-                 if padding else molded_images)
-        levels = [np.asarray(level) for level in encoder.predict_on_batch(batch)]
+        # Chunks of GPU_COUNT images (one per replica under ParallelModel, the last one
+        # padded): one input shape, so the encoder is traced once whatever the count.
+        step = self.config.GPU_COUNT
+        padded = np.concatenate([molded_images,
+                                 np.repeat(molded_images[-1:], -count % step, axis=0)])
+        levels = [[] for _ in range(5)]
+        for start in range(0, count, step):
+            for i, level in enumerate(encoder.predict_on_batch(padded[start:start + step])):
+                levels[i].extend(np.asarray(level))
         return [{"levels": [level[i] for level in levels], "molded_image": molded_images[i],
                  "image_meta": image_metas[i], "window": windows[i], "shape": images[i].shape}
                 for i in range(count)]

@@ -250,6 +250,14 @@ def check_inference(single: SiameseMaskRCNN, checkpoint: str, dataset,
     shared_single = single.detect([references[0], references[0]], queries)
     result["broadcast_vs_single_detect"] = compare_detections(shared_single, shared)
 
+    # Queries encoded once (the evaluation's path): two, and one padded to 2 replicas.
+    encoded = parallel.encode_queries(queries)
+    (alone,) = parallel.encode_queries(queries[1:])
+    result["encoded_query_levels_max_diff"] = max(
+        array_diff(a, b) for a, b in zip(alone["levels"], encoded[1]["levels"]))
+    result["encoded_vs_single_detect"] = compare_detections(
+        direct_single, parallel.detect_with_encoded(encoded, vectors))
+
     # run_graph (a sub-model past the per-image ProposalLayer).
     outputs = lambda m: [("rois", m.inner_model.get_layer("ROI").output)]  # noqa: E731
     rois_two = parallel.run_graph(queries, outputs(parallel), targets=references)["rois"]

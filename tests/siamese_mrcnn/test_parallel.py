@@ -96,6 +96,9 @@ def test_reference_reuse_on_two_replicas(results):
     assert_same_detections(inference["reuse_vs_single_detect"])
     assert_same_detections(inference["reuse_vs_detect"])
     assert_same_detections(inference["broadcast_vs_single_detect"])
+    # Encoded queries: one image alone is padded to the 2 replicas, the padding dropped.
+    assert inference["encoded_query_levels_max_diff"] < 1e-4
+    assert_same_detections(inference["encoded_vs_single_detect"])
 
 
 def test_run_graph_on_two_replicas(results):
