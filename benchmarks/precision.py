@@ -129,6 +129,15 @@ def latest_quickstart_checkpoint(root: Path = QUICKSTART_DIR) -> Path:
     return found[-1]
 
 
+def reference_crop(dataset: Any, image_id: int) -> np.ndarray:
+    """A reference from a data set image: its first instance's box (at least 4 px a
+    side)."""
+    image = dataset.load_image(image_id)
+    masks, _ = dataset.load_mask(image_id)
+    y1, x1, y2, x2 = utils.extract_bboxes(masks[:, :, :1])[0]
+    return image[y1:max(y2, y1 + 4), x1:max(x2, x1 + 4)]
+
+
 class Data:
     """The train and val subsets of a generated shapes data set (COCO layout)."""
 
@@ -151,13 +160,7 @@ class Data:
         images counted from the end)."""
         ids = list(self.val.image_ids)
         queries = [self.val.load_image(ids[i % len(ids)]) for i in range(count)]
-        references = []
-        for i in range(count):
-            image_id = ids[-1 - i % len(ids)]
-            image = self.val.load_image(image_id)
-            masks, _ = self.val.load_mask(image_id)
-            y1, x1, y2, x2 = utils.extract_bboxes(masks[:, :, :1])[0]
-            references.append(image[y1:max(y2, y1 + 4), x1:max(x2, x1 + 4)])
+        references = [reference_crop(self.val, ids[-1 - i % len(ids)]) for i in range(count)]
         return queries, references
 
 
@@ -466,18 +469,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def to_json(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return float(value) if np.isfinite(value) else str(float(value))
-    if isinstance(value, (np.integer, np.bool_)):
-        return value.item()
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from siamese_mrcnn.cli import parse_set
 
@@ -506,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = Data(data_dir, int(inference_config.IMAGE_MAX_DIM), args.images)
         report = verify(train_config, inference_config, data, tmp, weights, args.images,
                         args.steps, args.held_out, args.runs)
-    from speed import machine_info
+    from speed import machine_info, to_json
 
     report.update(config=args.config, machine=machine_info(), data=data_dir,
                   total_seconds=time.perf_counter() - start)

@@ -67,7 +67,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from mrcnn import utils  # noqa: E402
 from mrcnn.data import load_image_gt  # noqa: E402
 from samples.shapes.generate import generate_dataset  # noqa: E402
 from siamese_mrcnn.cli import parse_set  # noqa: E402
@@ -82,7 +81,8 @@ from siamese_mrcnn.reference import mold_references  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from precision import (check_dense, check_gradient, copy_weights,  # noqa: E402
-                       dense_outputs, dtype_policy, rpn_gradient, scaled_rpn_gradient)
+                       dense_outputs, dtype_policy, reference_crop, rpn_gradient,
+                       scaled_rpn_gradient)
 
 logger = logging.getLogger("benchmarks.speed")
 
@@ -226,14 +226,7 @@ class ShapesData:
         """``count`` reference crops: the first instance's box of successive images,
         taken from the end of the data set so they are not the first queries."""
         ids = self.dataset.image_ids[::-1]
-        crops = []
-        for i in range(count):
-            image_id = ids[i % len(ids)]
-            image = self.dataset.load_image(image_id)
-            masks, _ = self.dataset.load_mask(image_id)
-            y1, x1, y2, x2 = utils.extract_bboxes(masks[:, :, :1])[0]
-            crops.append(image[y1:max(y2, y1 + 4), x1:max(x2, x1 + 4)])
-        return crops
+        return [reference_crop(self.dataset, ids[i % len(ids)]) for i in range(count)]
 
 
 # ------------------------------------------------------------------ 1. inference
@@ -881,8 +874,8 @@ def to_json(value: Any) -> Any:
     if isinstance(value, (np.floating, float)):
         value = float(value)
         return value if np.isfinite(value) else str(value)
-    if isinstance(value, np.integer):
-        return int(value)
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
     return value
 
 
