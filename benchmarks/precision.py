@@ -2,6 +2,7 @@
 
     python benchmarks/precision.py [--weights PATH | --random-weights] [--data DIR]
                                    [--config quickstart|large] [--images N] [--steps K]
+                                   [--checks dense,evaluation,gradient,training]
                                    [--set KEY=VALUE ...] [--output PATH]
 
 By default it checks the quick start's model (run ``make demo`` first): its last
@@ -362,82 +363,116 @@ def timed(report: dict, key: str, fn: Callable[[], Any]) -> Any:
     return value
 
 
+CHECKS = ("dense", "evaluation", "gradient", "training")
+
+
 def verify(train_config: Config, inference_config: Config, data: Data, model_dir: str,
            weights: str | None, images: int = 100, steps: int = 10,
-           held_out: int = 4, runs: int = 3) -> dict:
-    """All four checks; returns the report (``within_tolerance`` overall)."""
+           held_out: int = 4, runs: int = 3, checks: Sequence[str] = CHECKS) -> dict:
+    """The chosen checks (default all four); returns the report (``within_tolerance``
+    over the checks that ran)."""
+    unknown = sorted(set(checks) - set(CHECKS))
+    if unknown or not checks:
+        raise ValueError(f"checks: expected some of {', '.join(CHECKS)}, got {list(checks)}")
     report: dict[str, Any] = {"weights": str(weights) if weights else "random",
                               "images": images, "steps": steps, "held_out_batches": held_out,
-                              "training_runs": runs}
+                              "training_runs": runs,
+                              "checks": [c for c in CHECKS if c in checks]}
+    if {"dense", "evaluation"} & set(checks):
+        verify_inference(report, inference_config, data, model_dir, weights, images)
+    if {"gradient", "training"} & set(checks):
+        verify_training(report, train_config, data, model_dir, weights, steps, held_out,
+                        runs)
+    report["within_tolerance"] = all(report[k]["within_tolerance"] for k in report["checks"])
+    return report
+
+
+def verify_inference(report: dict, config: Config, data: Data, model_dir: str,
+                     weights: str | None, images: int) -> None:
+    """Checks 1-2 (forward passes only) into `report`, as far as report["checks"] asks."""
     logger.info("1-2/4 inference: dense outputs and the evaluation, both precisions")
-    queries, references = data.pairs(inference_config.BATCH_SIZE)
-    fp32 = build("inference", inference_config, model_dir, weights)
+    queries, references = data.pairs(config.BATCH_SIZE)
+    fp32 = build("inference", config, model_dir, weights)
     with dtype_policy("mixed_float16"):
-        fp16 = build("inference", inference_config, model_dir, None, source=fp32)
-    report["dense"] = check_dense(dense_outputs(fp32, queries, references),
-                                  dense_outputs(fp16, queries, references))
-    eval32 = timed(report, "evaluation_float32", lambda: evaluate(fp32, data, images))
-    eval16 = timed(report, "evaluation_mixed_float16", lambda: evaluate(fp16, data, images))
-    report["evaluation"] = check_evaluation(eval32, eval16)
+        fp16 = build("inference", config, model_dir, None, source=fp32)
+    if "dense" in report["checks"]:
+        report["dense"] = check_dense(dense_outputs(fp32, queries, references),
+                                      dense_outputs(fp16, queries, references))
+    if "evaluation" in report["checks"]:
+        eval32 = timed(report, "evaluation_float32", lambda: evaluate(fp32, data, images))
+        eval16 = timed(report, "evaluation_mixed_float16",
+                       lambda: evaluate(fp16, data, images))
+        report["evaluation"] = check_evaluation(eval32, eval16)
     del fp32, fp16
     keras.backend.clear_session()
 
-    logger.info("3/4 the RPN-loss gradient, both precisions")
-    generator = SiameseDataGenerator(data.train, train_config, shuffle=True, seed=0, workers=0)
+
+def verify_training(report: dict, config: Config, data: Data, model_dir: str,
+                    weights: str | None, steps: int, held_out: int, runs: int) -> None:
+    """Checks 3-4 (float16 gradients: slow on CPUs without fast float16 kernels) into
+    `report`, as far as report["checks"] asks."""
+    generator = SiameseDataGenerator(data.train, config, shuffle=True, seed=0, workers=0)
     count = min(len(generator), steps + held_out)
     batches = [generator[i][0] for i in range(count)]
     train_batches, held_batches = batches[:count - held_out], batches[count - held_out:]
-    fp32 = build("training", train_config, model_dir, weights)
-    loss32, grads32 = rpn_gradient(fp32, batches[0], 1.0)
+    fp32 = build("training", config, model_dir, weights)
     with dtype_policy("mixed_float16"):
-        fp16 = build("training", train_config, model_dir, None, source=fp32)
-    loss16, grads16, scale = scaled_rpn_gradient(fp16, batches[0])
-    report["gradient"] = check_gradient(loss32, grads32, loss16, grads16, scale)
+        fp16 = build("training", config, model_dir, None, source=fp32)
+    if "gradient" in report["checks"]:
+        logger.info("3/4 the RPN-loss gradient, both precisions")
+        loss32, grads32 = rpn_gradient(fp32, batches[0], 1.0)
+        loss16, grads16, scale = scaled_rpn_gradient(fp16, batches[0])
+        report["gradient"] = check_gradient(loss32, grads32, loss16, grads16, scale)
+    if "training" in report["checks"]:
+        logger.info("4/4 %d training steps, %d runs per precision", len(train_batches), runs)
+        start_values = {k: keras.ops.convert_to_numpy(v)
+                        for k, v in weights_io.weight_map(fp32.keras_model).items()}
 
-    logger.info("4/4 %d training steps, %d runs per precision", len(train_batches), runs)
-    start_values = {k: keras.ops.convert_to_numpy(v)
-                    for k, v in weights_io.weight_map(fp32.keras_model).items()}
+        def fresh(model: SiameseMaskRCNN) -> SiameseMaskRCNN:
+            for key, variable in weights_io.weight_map(model.keras_model).items():
+                variable.assign(start_values[key])
+            return model
 
-    def fresh(model: SiameseMaskRCNN) -> SiameseMaskRCNN:
-        for key, variable in weights_io.weight_map(model.keras_model).items():
-            variable.assign(start_values[key])
-        return model
-
-    results: dict[str, list] = {"float32": [], "mixed_float16": []}
-    for _ in range(runs):
-        for name, model in (("float32", fp32), ("mixed_float16", fp16)):
-            results[name].append(timed(report, f"training_{name}", lambda: train_and_score(
-                fresh(model), train_batches, held_batches)))
-    report["training"] = check_training(results["float32"], results["mixed_float16"])
-    report["within_tolerance"] = all(report[k]["within_tolerance"]
-                                     for k in ("dense", "evaluation", "gradient", "training"))
+        results: dict[str, list] = {"float32": [], "mixed_float16": []}
+        for _ in range(runs):
+            for name, model in (("float32", fp32), ("mixed_float16", fp16)):
+                results[name].append(timed(
+                    report, f"training_{name}",
+                    lambda: train_and_score(fresh(model), train_batches, held_batches)))
+        report["training"] = check_training(results["float32"], results["mixed_float16"])
     keras.backend.clear_session()
-    return report
 
 
 def table(report: dict) -> str:
     """The report as a markdown table."""
     rows = [("check", "measured", "tolerance", "ok")]
-    dense, ev, grad, train = (report[k] for k in ("dense", "evaluation", "gradient",
-                                                  "training"))
+    empty: dict = {"differences": {}, "held_out": {}}
+    dense, ev, grad, train = (report.get(k, empty) for k in CHECKS)
     for key, value in dense["differences"].items():
         rows.append((f"dense {key}", f"{value:.2e}", f"<= {dense['tolerances'][key]:g}",
                      value <= dense["tolerances"][key]))
-    ap = ev["ap50"]
-    for kind in ("bbox", "segm"):
-        rows.append((f"AP50 {kind}: float32 / mixed_float16",
-                     f"{100 * ap['float32'][kind]:.1f} / {100 * ap['mixed_float16'][kind]:.1f}",
-                     f"|diff| <= {100 * TOLERANCES['ap50_abs']:.0f} point",
-                     ev["differences"][f"ap50_{kind}_abs"] <= TOLERANCES["ap50_abs"]))
-    rows.append(("confident detections found by both", f"{ev['differences']['confident_matched']:.3f}",
-                 ev["tolerances"]["confident_matched"],
-                 ev["differences"]["confident_matched"] >= TOLERANCES["confident_matched_min"]))
-    rows.append(("RPN gradient cosine", f"{grad['differences']['gradient_cosine']:.5f}",
-                 grad["tolerances"]["gradient_cosine"],
-                 grad["differences"]["gradient_cosine"] >= TOLERANCES["gradient_cosine_min"]))
-    ratio = grad["differences"]["gradient_norm_ratio"]
-    rows.append(("RPN gradient norm ratio", f"{ratio:.4f}", grad["tolerances"]["gradient_norm_ratio"],
-                 abs(ratio - 1) <= TOLERANCES["gradient_norm_ratio"]))
+    if "evaluation" in report:
+        ap = ev["ap50"]
+        for kind in ("bbox", "segm"):
+            rows.append((f"AP50 {kind}: float32 / mixed_float16",
+                         f"{100 * ap['float32'][kind]:.1f} / "
+                         f"{100 * ap['mixed_float16'][kind]:.1f}",
+                         f"|diff| <= {100 * TOLERANCES['ap50_abs']:.0f} point",
+                         ev["differences"][f"ap50_{kind}_abs"] <= TOLERANCES["ap50_abs"]))
+        rows.append(("confident detections found by both",
+                     f"{ev['differences']['confident_matched']:.3f}",
+                     ev["tolerances"]["confident_matched"],
+                     ev["differences"]["confident_matched"]
+                     >= TOLERANCES["confident_matched_min"]))
+    if "gradient" in report:
+        rows.append(("RPN gradient cosine", f"{grad['differences']['gradient_cosine']:.5f}",
+                     grad["tolerances"]["gradient_cosine"],
+                     grad["differences"]["gradient_cosine"]
+                     >= TOLERANCES["gradient_cosine_min"]))
+        ratio = grad["differences"]["gradient_norm_ratio"]
+        rows.append(("RPN gradient norm ratio", f"{ratio:.4f}",
+                     grad["tolerances"]["gradient_norm_ratio"],
+                     abs(ratio - 1) <= TOLERANCES["gradient_norm_ratio"]))
     for name, row in train["held_out"].items():
         rows.append((f"after {report['steps']} steps, held-out {name}: fp32 / fp16 "
                      f"(mean of {report['training_runs']} runs)",
@@ -465,8 +500,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="training runs per precision (at least 2 for a spread)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override (repeatable)")
+    parser.add_argument("--checks", default=",".join(CHECKS),
+                        help="comma-separated checks to run (default all: "
+                             f"{','.join(CHECKS)}); gradient and training run float16 "
+                             "gradients, which are slow on CPUs without fast float16 kernels")
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT))
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.checks = [c.strip() for c in args.checks.split(",") if c.strip()]
+    unknown = sorted(set(args.checks) - set(CHECKS))
+    if unknown or not args.checks:
+        parser.error(f"--checks: expected some of {','.join(CHECKS)}, got "
+                     f"{','.join(args.checks) or 'nothing'}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -496,7 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  else os.path.join(tmp, "shapes"))
         data = Data(data_dir, int(inference_config.IMAGE_MAX_DIM), args.images)
         report = verify(train_config, inference_config, data, tmp, weights, args.images,
-                        args.steps, args.held_out, args.runs)
+                        args.steps, args.held_out, args.runs, args.checks)
     from speed import machine_info, to_json
 
     report.update(config=args.config, machine=machine_info(), data=data_dir,

@@ -17,6 +17,7 @@ from pycocotools import mask as mask_utils
 
 from mrcnn import utils
 from samples.coco import coco
+from tests.helpers.processes import run_python
 from tests.helpers.legacy_h5 import load_layout, write_legacy_h5
 from tests.helpers.tiny_coco import CATEGORIES, write_tiny_coco
 
@@ -420,12 +421,11 @@ def test_cli_reports_bad_inputs_in_one_line(tiny, tmp_path, capsys, monkeypatch)
 
 # ------------------------------------------------------------------ CLI, end to end
 
-def _run_cli(args, cwd, timeout=600):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+def _run_cli(args, cwd):
+    env = dict(os.environ)
     env.pop(coco.COCO_WEIGHTS_ENV, None)
     env.pop(coco.IMAGENET_WEIGHTS_ENV, None)
-    return subprocess.run([sys.executable, SCRIPT] + args, cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return run_python([SCRIPT] + args, cwd=cwd, env=env)
 
 
 SMALL_RUN = ["--backbone", "resnet_tiny", "--image-size", "64"]

@@ -1,9 +1,7 @@
 """benchmarks/precision.py: its comparison helpers on hand-made numbers, and a short run
-(random weights, a few images and steps) in a subprocess that writes a consistent
-report."""
+(random weights, a few images, the forward-pass checks) in a subprocess that writes a
+consistent report."""
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +13,7 @@ SCRIPT = REPO / "benchmarks" / "precision.py"
 sys.path.insert(0, str(SCRIPT.parent))
 
 import precision  # noqa: E402
+from tests.helpers.processes import run_python  # noqa: E402
 
 
 def _det(image_id, category_id, bbox, score):
@@ -81,26 +80,38 @@ def test_check_dense_flags_a_large_difference():
 
 
 def test_missing_weights_file_is_a_clear_error(tmp_path):
-    done = subprocess.run([sys.executable, str(SCRIPT), "--weights",
-                           str(tmp_path / "nope.h5")], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+    done = run_python([SCRIPT, "--weights", tmp_path / "nope.h5"], cwd=REPO)
     assert done.returncode == 2
     assert "nope.h5: no such file" in done.stderr
 
 
+def test_checks_option_is_validated():
+    assert precision.parse_args([]).checks == list(precision.CHECKS)
+    assert precision.parse_args(["--checks", "evaluation, dense"]).checks == [
+        "evaluation", "dense"]
+    for bad in ("dense,speed", ","):
+        with pytest.raises(SystemExit):
+            precision.parse_args(["--checks", bad])
+    with pytest.raises(ValueError, match="expected some of dense"):
+        precision.verify(None, None, None, "unused", None, checks=["speed"])
+
+
 def test_short_run_writes_a_consistent_report(tmp_path):
+    # Forward passes only: the gradient and training checks run float16 gradients of the
+    # whole model, whose speed depends on the host CPU (about 100x float32 on some); they
+    # stay in the benchmark, and their arithmetic is tested above on hand-made numbers.
     output = tmp_path / "precision.json"
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--random-weights", "--data", str(tmp_path / "data"),
-         "--images", "3", "--steps", "2", "--held-out", "1", "--runs", "2",
-         "--set", "POST_NMS_ROIS_INFERENCE=50", "--output", str(output)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    done = run_python(
+        [SCRIPT, "--random-weights", "--data", tmp_path / "data", "--images", "3",
+         "--checks", "dense,evaluation", "--set", "POST_NMS_ROIS_INFERENCE=50",
+         "--output", output], cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(output.read_text())
     assert report["weights"] == "random"
-    checks = ("dense", "evaluation", "gradient", "training")
-    assert report["within_tolerance"] == all(report[k]["within_tolerance"] for k in checks)
+    assert report["checks"] == ["dense", "evaluation"]
+    assert "gradient" not in report and "training" not in report
+    assert report["within_tolerance"] == (report["dense"]["within_tolerance"]
+                                          and report["evaluation"]["within_tolerance"])
     dense = report["dense"]
     assert dense["within_tolerance"] == all(
         dense["differences"][k] <= dense["tolerances"][k] for k in dense["differences"])
@@ -108,13 +119,30 @@ def test_short_run_writes_a_consistent_report(tmp_path):
     assert evaluation["pairs"] > 0
     for precision_name in ("float32", "mixed_float16"):
         assert 0 <= evaluation["ap50"][precision_name]["bbox"] <= 1
-    gradient = report["gradient"]
-    assert gradient["weights_compared"] > 10
-    assert -1 <= gradient["differences"]["gradient_cosine"] <= 1 + 1e-9
-    assert gradient["loss_scale"] >= 1
-    training = report["training"]
-    for row in training["held_out"].values():
-        assert len(row["float32"]) == len(row["mixed_float16"]) == 2
-        assert row["allowed"] >= 0.01 * abs(row["mean_float32"]) - 1e-12
-    assert all(len(curve) == 2 for curve in training["train_loss_curve"]["float32"])
-    assert "| RPN gradient cosine |" in done.stdout
+    assert set(report["seconds"]) == {"evaluation_float32", "evaluation_mixed_float16"}
+    assert "| dense rpn_class_max_abs |" in done.stdout
+    assert "| AP50 bbox: float32 / mixed_float16 |" in done.stdout
+    assert "RPN gradient" not in done.stdout
+
+
+def test_table_of_a_full_report_has_every_check():
+    report = {
+        "steps": 2, "training_runs": 2,
+        "dense": {"differences": {"rpn_class_max_abs": 0.001},
+                  "tolerances": {"rpn_class_max_abs": 0.01}},
+        "evaluation": {"ap50": {"float32": {"bbox": 0.5, "segm": 0.4},
+                                "mixed_float16": {"bbox": 0.5, "segm": 0.41}},
+                       "differences": {"ap50_bbox_abs": 0.0, "ap50_segm_abs": 0.01,
+                                       "confident_matched": 0.99},
+                       "tolerances": {"confident_matched": ">= 0.95"}},
+        "gradient": {"differences": {"gradient_cosine": 0.9999, "gradient_norm_ratio": 1.2},
+                     "tolerances": {"gradient_cosine": ">= 0.99",
+                                    "gradient_norm_ratio": "within 5 %"}},
+        "training": {"held_out": {"loss": {"mean_float32": 1.0, "mean_mixed_float16": 1.1,
+                                           "allowed": 0.05, "difference": 0.1}}},
+    }
+    lines = precision.table(report).splitlines()
+    assert len(lines) == 2 + 1 + 3 + 2 + 1
+    assert lines[-1].startswith("| after 2 steps, held-out loss") and "**no**" in lines[-1]
+    assert [line for line in lines if "norm ratio" in line][0].endswith("| **no** |")
+    assert [line for line in lines if "AP50 segm" in line][0].endswith("| yes |")

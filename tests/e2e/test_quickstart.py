@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 
 from samples.shapes import quickstart
+from tests.helpers.processes import run_python
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = str(REPO / "samples" / "shapes" / "quickstart.py")
@@ -36,12 +37,8 @@ slow = pytest.mark.slow
 
 def run_quickstart(out: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
     """quickstart.py --profile quick --out OUT with this interpreter; (process, seconds)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
-               MPLBACKEND="Agg")
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, SCRIPT, "--profile", "quick", "--out", str(out),
-                           *args], cwd=str(REPO), env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = run_python([SCRIPT, "--profile", "quick", "--out", out, *args], cwd=REPO)
     return proc, time.perf_counter() - start
 
 
@@ -145,8 +142,9 @@ def test_second_run_reuses_data_and_checkpoint(runs):
     # Same checkpoint, same seeds: the evaluation is reproducible.
     for key in AP_KEYS:
         assert again[key] == pytest.approx(runs["results"][key], abs=1e-3), key
+    # The skipped stage (a checkpoint check) against real training; the runs' wall
+    # times are not compared: on a shared machine that would test the load, not the code.
     assert again["timings"]["train_s"] < runs["results"]["timings"]["train_s"]
-    assert runs["second_s"] < runs["first_s"], (runs["second_s"], runs["first_s"])
 
 
 def test_bad_arguments_fail_before_any_work(tmp_path):

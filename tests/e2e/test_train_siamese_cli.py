@@ -24,6 +24,7 @@ from scipy import stats as scipy_stats
 from samples.shapes.generate import generate_dataset
 from siamese_mrcnn import cli
 from siamese_mrcnn.coco import get_class_split
+from tests.helpers.processes import run_python
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = str(REPO / "samples" / "coco" / "train_siamese.py")
@@ -70,10 +71,7 @@ slow = pytest.mark.slow
 
 def run_cli(*args, cwd) -> subprocess.CompletedProcess:
     """train_siamese.py with this interpreter, in cwd; output captured as text."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
-               MPLBACKEND="Agg", COLUMNS="2000")
-    return subprocess.run([sys.executable, SCRIPT, *[str(a) for a in args]], cwd=str(cwd),
-                          env=env, capture_output=True, text=True, timeout=900)
+    return run_python([SCRIPT, *args], cwd=cwd, extra_env={"COLUMNS": "2000"})
 
 
 def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:

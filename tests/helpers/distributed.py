@@ -47,17 +47,17 @@ def use_logical_cpus(count: int) -> None:
         cpu, [tf.config.LogicalDeviceConfiguration()] * count)
 
 
-def run_check_script(script: str, work_dir: str, timeout: int = 900) -> dict:
+def run_check_script(script: str, work_dir: str) -> dict:
     """Runs `python script RESULT_JSON WORK_DIR` in a fresh interpreter; its JSON.
 
     lib/ and the repository root go on PYTHONPATH (for mrcnn / siamese_mrcnn and
     tests.helpers). Fails the calling test with the end of stderr when the script fails.
     """
     out = os.path.join(str(work_dir), "results.json")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [os.path.join(ROOT, "lib"), ROOT, os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, script, out, str(work_dir)], env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    pythonpath = os.pathsep.join(
+        [os.path.join(ROOT, "lib"), ROOT, os.environ.get("PYTHONPATH", "")])
+    # The 2-replica scripts are the slowest subprocesses of the suite (about 2 min).
+    proc = run_python([script, out, work_dir], extra_env={"PYTHONPATH": pythonpath})
     if proc.returncode != 0:
         pytest.fail(f"{script} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     with open(out) as f:

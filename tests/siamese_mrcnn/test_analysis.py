@@ -13,6 +13,7 @@ import pytest
 
 from siamese_mrcnn import analysis as an
 from siamese_mrcnn import evaluation as ev
+from tests.helpers.processes import run_python
 from tests.helpers.eval_coco import (INTERNAL, StandInSiamese, data, dataset,  # noqa: F401
                                      evaluate, make_config)
 
@@ -34,13 +35,12 @@ def test_evaluation_reexports_the_analysis_names():
 def test_either_module_can_be_imported_first():
     # A fresh interpreter: an eager re-export would be a circular import in one order.
     lib = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "lib")
-    env = dict(os.environ, PYTHONPATH=os.path.abspath(lib))
+    pythonpath = {"PYTHONPATH": os.path.abspath(lib)}
     for first in ("analysis", "evaluation"):
         code = ("import siamese_mrcnn.{}; from siamese_mrcnn.evaluation import "
                 "confusion_matrix; from siamese_mrcnn.analysis import confusion_matrix as c; "
                 "assert confusion_matrix is c".format(first))
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                env=env)
+        result = run_python(["-c", code], extra_env=pythonpath)
         assert result.returncode == 0, (first, result.stderr[-2000:])
 
 

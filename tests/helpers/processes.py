@@ -1,0 +1,70 @@
+"""The project's scripts run in a fresh interpreter, for the end-to-end tests.
+
+Every wait is bounded only to catch a hang, never to judge speed. HANG_TIMEOUT_S is
+more than ten times the slowest correct run measured on an idle 2-core machine (the
+speed smoke run, about 70 s) and several times that run on a loaded or slow host
+(README, "Tests"). pytest.ini's per-test limit (pytest-timeout) is above it, so that a
+hung script is killed here and reported with its output before pytest-timeout has to
+stop the whole run.
+
+The child gets its own process group: on a hang, it and anything it started (data
+loader workers, notebook kernels) are killed together, so nothing outlives the test.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HANG_TIMEOUT_S = 900
+# Quiet, CPU-only, headless: what every script run by the tests gets unless told otherwise.
+QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", "MPLBACKEND": "Agg"}
+
+
+def _tail(text: str | bytes | None, limit: int = 3000) -> str:
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    return (text or "")[-limit:]
+
+
+def run_python(args: Sequence[str | os.PathLike], cwd: str | os.PathLike = ROOT,
+               env: Mapping[str, str] | None = None, extra_env: Mapping[str, str] = (),
+               timeout: float = HANG_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """`python ARGS` with this interpreter; its CompletedProcess (text stdout/stderr).
+
+    env: the whole environment (default: this process's); QUIET_ENV and then
+    extra_env are laid over it. A run still going after `timeout` seconds is a hang:
+    its process group is killed and the calling test fails with the ends of its output.
+    """
+    full_env = dict(os.environ if env is None else env, **QUIET_ENV)
+    full_env.update(dict(extra_env))
+    command = [sys.executable, *[str(a) for a in args]]
+    proc = subprocess.Popen(command, cwd=str(cwd), env=full_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"hung: {' '.join(command[1:])} did not exit within {timeout:.0f} s "
+                    f"(a correct run takes a few minutes at most); killed.\n"
+                    f"stdout:\n{_tail(stdout)}\nstderr:\n{_tail(stderr)}")
+    except BaseException:
+        kill_group(proc)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL to the process group that `proc` leads (started with start_new_session)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
