@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Test processes; each test module runs whole in one of them (its fixtures are shared).
+TEST_WORKERS ?= 2
 
 .PHONY: test demo install clean-venv
 
@@ -16,7 +18,7 @@ $(STAMP): requirements.txt requirements-test.txt setup.py
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 demo: $(STAMP)
 	$(PY) samples/shapes/quickstart.py --out runs/quickstart

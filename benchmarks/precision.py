@@ -403,7 +403,6 @@ def verify_inference(report: dict, config: Config, data: Data, model_dir: str,
         eval16 = timed(report, "evaluation_mixed_float16",
                        lambda: evaluate(fp16, data, images))
         report["evaluation"] = check_evaluation(eval32, eval16)
-    del fp32, fp16
     keras.backend.clear_session()
 
 

@@ -19,6 +19,8 @@ import keras
 import numpy as np
 
 from mrcnn import utils
+from mrcnn.checkpoint_path import LastCheckpoint
+from mrcnn.h5_model import GraphModel
 from mrcnn.backbone import (compute_backbone_shapes, conv_block, identity_block,  # noqa: F401
                             resnet_graph)
 from mrcnn.data import (DataGenerator, check_image, compose_image_meta,  # noqa: F401
@@ -258,8 +260,8 @@ class MaskRCNN:
                     conv_channels=config.MASK_HEAD_CONV_CHANNELS)
             outputs.append(mrcnn_mask)
         outputs += [rpn_rois, rpn_class, rpn_bbox]
-        return keras.Model([input_image, input_image_meta, *extra_inputs, input_anchors],
-                           outputs, name="mask_rcnn")
+        return GraphModel([input_image, input_image_meta, *extra_inputs, input_anchors],
+                          outputs, name="mask_rcnn")
 
     @staticmethod
     def _rpn_outputs(rpn: keras.Model, feature_maps: Sequence) -> tuple:
@@ -280,8 +282,12 @@ class MaskRCNN:
         return getattr(self.keras_model, "inner_model", self.keras_model)
 
     # ------------------------------------------------------------ checkpoints
-    def find_last(self) -> str:
-        """Returns the path of the last checkpoint of the latest run of this config."""
+    def find_last(self) -> LastCheckpoint:
+        """Returns the path of the last checkpoint of the latest run of this config.
+
+        The value is a str; ``[1]`` and ``log_dir, path = ...`` also work as with
+        Matterport 2.1's ``(log_dir, checkpoint_path)`` (mrcnn.checkpoint_path).
+        """
         if not os.path.isdir(self.model_dir):
             raise FileNotFoundError(f"Model directory {self.model_dir!r} does not exist")
         key = self.config.NAME.lower()
@@ -295,7 +301,7 @@ class MaskRCNN:
             checkpoints = sorted(f for f in next(os.walk(run_dir))[2]
                                  if f.startswith(self.CHECKPOINT_PREFIX) and f.endswith(".h5"))
             if checkpoints:
-                return os.path.join(run_dir, checkpoints[-1])
+                return LastCheckpoint(os.path.join(run_dir, checkpoints[-1]))
         raise FileNotFoundError(f"Could not find weight files in {self.model_dir}/{key}*")
 
     def load_weights(self, filepath: str, by_name: bool = False,
@@ -352,13 +358,23 @@ class MaskRCNN:
 
     # --------------------------------------------------------------- training
     def get_trainable_layers(self) -> list:
-        """Returns the layers that have weights (nested models expanded)."""
+        """Returns the layers that have weights, as Matterport does: wrappers
+        (TimeDistributed) are unwrapped to the layer inside them (mrcnn_class_conv1,
+        mrcnn_mask, ...). Nested models (the ResNet, FPN and RPN sub-models, which
+        Matterport's flat graph did not have) are expanded into their layers."""
         layers = []
-        for layer in self.keras_model.layers:
+
+        def visit(layer) -> None:
             if isinstance(layer, keras.Model):
-                layers.extend(l for l in layer.layers if l.weights)
-            elif layer.weights:
+                for inner in layer.layers:
+                    visit(inner)
+                return
+            layer = self.find_trainable_layer(layer)
+            if layer.weights:
                 layers.append(layer)
+
+        for layer in self.inner_model.layers:
+            visit(layer)
         return layers
 
     def set_trainable(self, layer_regex: str, keras_model: keras.Model | None = None,

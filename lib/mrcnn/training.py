@@ -18,6 +18,8 @@ from typing import Iterable, Sequence
 import keras
 import tensorflow as tf
 
+from mrcnn.h5_model import LegacyH5Weights
+
 logger = logging.getLogger(__name__)
 
 # Matterport's training presets; the Siamese model adds its own (heads/rpn/2+...).
@@ -83,7 +85,7 @@ def clip_summed_gradients(grads: list, optimizer) -> list:
     return shares
 
 
-class LossModel(keras.Model):
+class LossModel(LegacyH5Weights, keras.Model):
     """A functional model whose last outputs are named scalar loss components.
 
     Construct it like a functional model plus ``loss_names`` (the names of the trailing

@@ -117,6 +117,9 @@ class Config(mrcnn_config.Config):
         self._validate_names()
 
     def _validate_siamese_model(self) -> None:
+        # NUM_CLASSES is checked by SiameseMaskRCNN (check_siamese_classes), not here:
+        # the paper's Mask R-CNN baseline builds a plain MaskRCNN from this Config with
+        # NUM_CLASSES = 81.
         if self.MODEL not in MODELS:
             raise ValueError("MODEL must be one of {}; got {!r}".format(
                 list(MODELS), self.MODEL))
@@ -124,10 +127,6 @@ class Config(mrcnn_config.Config):
             raise ValueError(
                 "BACKBONE must be a ResNet for Siamese Mask R-CNN (one of {}); "
                 "got {!r}".format(sorted(self.RESNET_ARCHITECTURES), self.BACKBONE))
-        if self.NUM_CLASSES != 2:
-            raise ValueError(
-                "NUM_CLASSES must be 2 for Siamese Mask R-CNN (background and "
-                "'same category as the reference'); got {!r}".format(self.NUM_CLASSES))
         _require_int(self, "FPN_FEATUREMAPS", minimum=1)
         if self.FPN_FEATUREMAPS % 2:
             raise ValueError(
@@ -323,3 +322,13 @@ def config_from_overrides(base: Union[Config, Type[Config]],
     config.compute_derived()
     config.validate()
     return config
+
+
+def check_siamese_classes(config: "Config") -> None:
+    """The Siamese heads classify 'background' vs 'same category as the reference':
+    ValueError unless NUM_CLASSES is 2."""
+    if config.NUM_CLASSES != 2:
+        raise ValueError(
+            "NUM_CLASSES must be 2 for Siamese Mask R-CNN (background and "
+            "'same category as the reference'); got {!r}. A config with other classes "
+            "builds a plain mrcnn.model.MaskRCNN.".format(config.NUM_CLASSES))

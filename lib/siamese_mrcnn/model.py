@@ -24,11 +24,13 @@ import keras
 import numpy as np
 
 from mrcnn.backbone import build_resnet_model
+from mrcnn.checkpoint_path import LastCheckpoint
 from mrcnn.fpn import build_fpn_model
 from mrcnn.model import MaskRCNN, log
 from mrcnn.training import LAYER_REGEX as MRCNN_LAYER_REGEX
 from mrcnn.data import check_image
 
+from siamese_mrcnn.config import check_siamese_classes
 from siamese_mrcnn.matching import match_with_vectors, pool_references
 from siamese_mrcnn.reference import (MergeReferences, SplitReferences, mold_references,
                                      randomize_detections, sort_by_score)
@@ -81,6 +83,7 @@ class SiameseMaskRCNN(MaskRCNN):
     CLASS_LOSS = "siamese_mrcnn_class_loss_graph"
 
     def __init__(self, mode: str, config, model_dir: str):
+        check_siamese_classes(config)
         self._reference_vectors = None
         self._reference_encoder = None
         self._vector_detector = None
@@ -397,8 +400,10 @@ class SiameseMaskRCNN(MaskRCNN):
             self.config.EXPERIMENT.lower()))
         self.checkpoint_path = os.path.join(self.log_dir, "siamese_mrcnn_{epoch:04d}.h5")
 
-    def find_last(self) -> str:
-        return self.get_latest_checkpoint()
+    def find_last(self) -> LastCheckpoint:
+        """The latest checkpoint of this run; a str that also reads as Matterport 2.1's
+        ``(log_dir, checkpoint_path)`` (``find_last()[1]``), as the paper's code used."""
+        return LastCheckpoint(self.get_latest_checkpoint())
 
     def get_latest_checkpoint(self) -> str:
         """The checkpoint of this run with the highest epoch number."""

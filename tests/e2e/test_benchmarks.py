@@ -11,8 +11,6 @@ tests/siamese_mrcnn/test_mixed_precision.py on small graphs.
 """
 import json
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 

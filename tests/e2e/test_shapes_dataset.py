@@ -1,7 +1,6 @@
 """The generated one-shot shapes data set: COCO validity, content, determinism, caching."""
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 from typing import Any, Sequence
 
@@ -29,6 +27,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from mrcnn import weights as weights_io  # noqa: E402
+from tests.helpers.processes import run_python  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -286,6 +286,26 @@ def _touch(path):
     open(path, "wb").close()
 
 
+def test_get_trainable_layers_unwraps_time_distributed(tiny_inference):
+    # inspect_weights: weighted layers, filtered by class name for the histograms.
+    layers = tiny_inference.get_trainable_layers()
+    for layer in layers:
+        assert not isinstance(layer, (keras.Model, keras.layers.Wrapper)), layer.name
+        assert layer.get_weights(), layer.name
+    assert len({id(layer) for layer in layers}) == len(layers)
+    kinds = ("Conv2D", "Dense", "Conv2DTranspose")
+    names = [layer.name for layer in layers if layer.__class__.__name__ in kinds]
+    # The heads are there, as the layers inside their TimeDistributed wrappers (which
+    # carry the checkpoint names; the inner layers are named <wrapper>_inner).
+    for name in ("conv1", "fpn_c5p5", "rpn_conv_shared", "mrcnn_class_conv1_inner",
+                 "mrcnn_bbox_fc_inner", "mrcnn_class_logits_inner", "mrcnn_mask_conv1_inner",
+                 "mrcnn_mask_deconv_inner", "mrcnn_mask_inner"):
+        assert name in names, name
+    assert "mrcnn_class_bn1_inner" in [layer.name for layer in layers]
+    wrapper = tiny_inference.keras_model.get_layer("mrcnn_class_conv1")
+    assert tiny_inference.find_trainable_layer(wrapper) is wrapper.layer
+
+
 def test_find_last(tiny_inference, tmp_path, monkeypatch):
     model = tiny_inference
     monkeypatch.setattr(model, "model_dir", str(tmp_path / "missing"))
@@ -304,6 +324,22 @@ def test_find_last(tiny_inference, tmp_path, monkeypatch):
     os.makedirs(tmp_path / "tiny20240103T0900")
     assert model.find_last().endswith(os.path.join("tiny20240102T0800",
                                                    "mask_rcnn_tiny_0002.h5"))
+    # Matterport 2.1's (log_dir, checkpoint_path) style works on the same value.
+    log_dir, checkpoint = model.find_last()
+    assert log_dir == str(tmp_path / "tiny20240102T0800")
+    assert model.find_last()[1] == checkpoint == model.find_last()
+
+
+def test_find_last_loads_in_both_matterport_styles(tiny_inference, tmp_path, monkeypatch):
+    model = tiny_inference
+    monkeypatch.setattr(model, "model_dir", str(tmp_path))
+    path = str(tmp_path / "tiny20240102T0800" / "mask_rcnn_tiny_0003.h5")
+    os.makedirs(os.path.dirname(path))
+    model.save_weights(path)
+    for weights in (model.find_last(), model.find_last()[1]):  # later Matterport, 2.1
+        report = model.load_weights(weights, by_name=True)
+        assert report.loaded and not report.missing_in_file
+        assert model.epoch == 3
 
 
 def test_set_log_dir_reads_run_and_epoch(tiny_inference):

@@ -4,8 +4,6 @@ tests/helpers/eval_coco.py with stand-in models whose detections are known."""
 import csv
 import json
 import os
-import subprocess
-import sys
 
 import matplotlib.image
 import numpy as np

@@ -97,7 +97,6 @@ def test_preset_overrides_and_unknown_preset():
     ("BACKBONE", "vgg16", "BACKBONE"),
     ("FPN_FEATUREMAPS", 255, "FPN_FEATUREMAPS must be even"),
     ("FPN_FEATUREMAPS", 0, "FPN_FEATUREMAPS"),
-    ("NUM_CLASSES", 81, "NUM_CLASSES must be 2"),
     ("REFERENCE_MOLDING", "yes", "REFERENCE_MOLDING"),
     ("EXPERIMENT", None, "EXPERIMENT"),
     ("IMAGE_MAX_DIM", 500, "IMAGE_MAX_DIM"),  # inherited check: divisible by 64
@@ -106,6 +105,25 @@ def test_invalid_configs_fail_at_construction_naming_the_field(field, value, mes
     bad = type("Bad", (Config,), {field: value})
     with pytest.raises(ValueError, match=message):
         bad()
+
+
+def test_coco_class_count_is_a_valid_config_for_a_plain_mask_rcnn(tmp_path):
+    # The paper's Mask R-CNN baseline notebook: siamese_mrcnn.config.Config with
+    # NUM_CLASSES = 81 builds a plain mrcnn MaskRCNN; only the Siamese model needs 2.
+    from mrcnn.model import MaskRCNN
+    from siamese_mrcnn.config import check_siamese_classes
+    from siamese_mrcnn.model import SiameseMaskRCNN
+
+    coco = type("Coco", (Config,), {"NUM_CLASSES": 81, "BACKBONE": "resnet_tiny",
+                                    "IMAGE_MIN_DIM": 64, "IMAGE_MAX_DIM": 64,
+                                    "IMAGES_PER_GPU": 1})()
+    assert coco.IMAGE_META_SIZE == 12 + 81
+    with pytest.raises(ValueError, match=r"NUM_CLASSES must be 2 .*got 81"):
+        check_siamese_classes(coco)
+    with pytest.raises(ValueError, match=r"NUM_CLASSES must be 2 .*plain mrcnn"):
+        SiameseMaskRCNN("inference", coco, str(tmp_path))
+    model = MaskRCNN("inference", coco, str(tmp_path))
+    assert model.keras_model.get_layer("mrcnn_class_logits").output.shape[-1] == 81
 
 
 def test_callable_backbone_is_rejected():

@@ -340,6 +340,9 @@ def test_log_dir_checkpoint_names_and_latest(trainer, tmp_path):
         open(os.path.join(trainer.log_dir, "other_0099.h5"), "w").close()
         assert trainer.get_latest_checkpoint().endswith("siamese_mrcnn_0010.h5")
         assert trainer.find_last() == trainer.get_latest_checkpoint()
+        # The paper's notebooks: model.find_last()[1] (Matterport 2.1's tuple).
+        assert trainer.find_last()[1] == trainer.get_latest_checkpoint()
+        assert trainer.find_last()[0] == trainer.log_dir
         trainer.load_latest_checkpoint(PAPER_SCHEDULE)
         assert trainer.epoch == 10
         # Stage of epoch 10 is 'all': the backbone is trainable.
