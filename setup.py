@@ -1,7 +1,25 @@
 """Siamese Mask R-CNN for TensorFlow 2 / Keras 3 (packages mrcnn and siamese_mrcnn from lib/)."""
+import os
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+HOOK_PTH = "imgaug_numpy2_hook.pth"
+
+
+class build_py_with_pth(build_py):
+    """Also puts lib/imgaug_numpy2_hook.pth at the top of the built package tree, so
+    that it lands in site-packages, where Python's site module runs it (a plain
+    ``import imgaug`` then works under numpy 2; see lib/imgaug_numpy2_hook.py).
+    Editable installs get it from the same command."""
+
+    def run(self):
+        super().run()
+        self.copy_file(str(here / "lib" / HOOK_PTH), os.path.join(self.build_lib, HOOK_PTH))
+
+    def get_outputs(self, *args, **kwargs):
+        return super().get_outputs(*args, **kwargs) + [os.path.join(self.build_lib, HOOK_PTH)]
 
 here = Path(__file__).parent
 requirements = [
@@ -17,6 +35,8 @@ setup(
     "Mask R-CNN on TensorFlow 2 / Keras 3",
     package_dir={"": "lib"},
     packages=find_packages("lib"),
+    py_modules=["imgaug_numpy2_hook"],
+    cmdclass={"build_py": build_py_with_pth},
     python_requires=">=3.10",
     install_requires=requirements,
     extras_require={

@@ -60,7 +60,7 @@ from mrcnn import utils  # noqa: E402
 from mrcnn import weights as weights_io  # noqa: E402
 from siamese_mrcnn.config import Config, config_from_overrides, preset  # noqa: E402
 from siamese_mrcnn.data import SiameseDataGenerator  # noqa: E402
-from siamese_mrcnn.evaluation import evaluate_dataset  # noqa: E402
+from siamese_mrcnn.evaluation import evaluate_protocol  # noqa: E402
 from siamese_mrcnn.model import SiameseMaskRCNN  # noqa: E402
 
 logger = logging.getLogger("benchmarks.precision")
@@ -197,8 +197,8 @@ def check_dense(fp32: list, fp16: list) -> dict:
 # ----------------------------------------------------------- 2. evaluation
 def evaluate(model: SiameseMaskRCNN, data: Data, images: int) -> Any:
     """The paper's protocol on the first ``images`` val images, seed 0."""
-    return evaluate_dataset(model, data.val, data.val_coco, eval_type=("bbox", "segm"),
-                            limit=images, seed=0, return_results=True, verbose=0)
+    return evaluate_protocol(model, data.val, data.val_coco, eval_type=("bbox", "segm"),
+                             limit=images, seed=0, keep_results=True, verbose=0)
 
 
 def _box_iou(a: Sequence[float], b: Sequence[float]) -> float:

@@ -14,7 +14,7 @@ What is measured (see benchmarks/README.md for the numbers):
    and the Python molding/unmolding are timed too, so the ratio can be broken down.
 2. ``batched_eval_speedup`` (= ``eval_vs_old_loop``): the evaluation as a whole, time
    per (query, category) pair of the old ``lib/utils.py`` evaluate_dataset loop over
-   that of ``siamese_mrcnn.evaluation.evaluate_dataset``, on the same generated images,
+   that of ``siamese_mrcnn.evaluation.evaluate_protocol``, on the same generated images,
    detections and COCOeval (bbox and segm) included. The old loop is re-created on our
    model (``evaluate_old_loop``): per image ``load_image_gt``, per category present the
    query loaded again, a reference from ``get_one_target`` and one
@@ -74,7 +74,7 @@ from siamese_mrcnn.coco import IndexedCocoDataset  # noqa: E402
 from siamese_mrcnn.config import Config, preset  # noqa: E402
 from siamese_mrcnn.data import (ReferenceNotFoundError, SiameseDataGenerator,  # noqa: E402
                                 active_classes_of, get_one_target)
-from siamese_mrcnn.evaluation import (detections_to_coco, evaluate_dataset,  # noqa: E402
+from siamese_mrcnn.evaluation import (detections_to_coco, evaluate_protocol,  # noqa: E402
                                       run_coco_eval)
 from siamese_mrcnn.model import SiameseMaskRCNN  # noqa: E402
 from siamese_mrcnn.reference import mold_references  # noqa: E402
@@ -452,12 +452,12 @@ def evaluate_old_loop(model: SiameseMaskRCNN, dataset: IndexedCocoDataset, coco:
 def evaluate_ours(model: SiameseMaskRCNN, dataset: IndexedCocoDataset, coco: Any,
                   image_ids: Sequence[int], shared_reference: bool, seed: int = 0,
                   cache_queries: bool = True) -> dict:
-    """``siamese_mrcnn.evaluation.evaluate_dataset`` on the same images (its BATCH_SIZE
+    """``siamese_mrcnn.evaluation.evaluate_protocol`` on the same images (its BATCH_SIZE
     is the model's); the same summary as evaluate_old_loop."""
-    result = evaluate_dataset(model, dataset, coco, eval_type=EVAL_TYPES,
-                              image_ids=list(image_ids), verbose=0, seed=seed,
-                              shared_reference=shared_reference, workers=0,
-                              cache_queries=cache_queries)
+    result = evaluate_protocol(model, dataset, coco, eval_type=EVAL_TYPES,
+                               image_ids=list(image_ids), verbose=0, seed=seed,
+                               shared_reference=shared_reference, workers=0,
+                               cache_queries=cache_queries)
     timing = result.timing
     return {"pairs": result.num_pairs,
             "ap50": {t: result.stat("AP50", t) for t in EVAL_TYPES},
@@ -468,7 +468,7 @@ def evaluate_ours(model: SiameseMaskRCNN, dataset: IndexedCocoDataset, coco: Any
 
 def breakdown(run: dict) -> dict:
     """Seconds per pair of one evaluation's steps; 'other' is the rest of its wall time
-    (e.g. our conversion to COCO results, which evaluate_dataset does not time apart)."""
+    (e.g. our conversion to COCO results, which evaluate_protocol does not time apart)."""
     pairs = max(run["pairs"], 1)
     parts = {k: v / pairs for k, v in run["timing"].items()}
     parts["other"] = max(0.0, run["wall"] / pairs - sum(parts.values()))
@@ -478,7 +478,7 @@ def breakdown(run: dict) -> dict:
 def bench_eval_vs_old_loop(models: dict[int, SiameseMaskRCNN], data: ShapesData,
                            num_images: int, repeats: int) -> dict:
     """Whole evaluations (detections and COCOeval) of the same images, per pair: the old
-    loop (BATCH_SIZE 1, predict per call) vs evaluate_dataset at each BATCH_SIZE of
+    loop (BATCH_SIZE 1, predict per call) vs evaluate_protocol at each BATCH_SIZE of
     ``models`` ({batch size: model with the same weights}), with fresh references (the
     paper's protocol) and with shared_reference=True. The ratios use the fastest
     BATCH_SIZE of each kind."""

@@ -442,13 +442,14 @@ class MaskRCNN:
         ]
         if custom_callbacks:
             callbacks += custom_callbacks
-        logger.info("Starting at epoch %d. LR=%s", self.epoch, learning_rate)
-        logger.info("Checkpoint Path: %s", self.checkpoint_path)
+        # Printed, as Matterport printed them: the user watches training in a notebook.
+        log("\nStarting at epoch {}. LR={}\n".format(self.epoch, learning_rate))
+        log("Checkpoint Path: {}".format(self.checkpoint_path))
         self.set_trainable(layer_regex)
         self.compile(learning_rate, self.config.LEARNING_MOMENTUM)
         if self.epoch >= epochs:
-            logger.info("Already trained to epoch %d (asked for %d): nothing to do",
-                        self.epoch, epochs)
+            log("Already trained to epoch {} (asked for {}): nothing to do".format(
+                self.epoch, epochs))
             return None
         history = self.keras_model.fit(
             train_generator, initial_epoch=self.epoch, epochs=epochs,

@@ -154,14 +154,16 @@ def set_trainable(keras_model: keras.Model, layer_regex: str, indent: int = 0,
     """Marks layers whose names fully match ``layer_regex`` trainable, others frozen.
 
     Walks nested models (Matterport's semantics); wrappers are matched by the wrapper's
-    name. Returns the names of the layers that are trainable.
+    name. Returns the names of the layers that are trainable. With verbose > 0 it prints
+    what Matterport printed: the nested models and each trainable layer.
     """
     if verbose > 0 and indent == 0:
-        logger.info("Selecting layers to train")
+        print("Selecting layers to train")
     trainable_names = []
     for layer in keras_model.layers:
         if isinstance(layer, keras.Model):
-            logger.debug("%sIn model: %s", " " * indent, layer.name)
+            if verbose > 0:
+                print("{}In model: {}".format(" " * indent, layer.name))
             # Setting a container's flag propagates to every child in Keras 3: set the
             # container first, then decide per child.
             layer.trainable = True
@@ -177,7 +179,8 @@ def set_trainable(keras_model: keras.Model, layer_regex: str, indent: int = 0,
         if trainable:
             trainable_names.append(layer.name)
             if verbose > 0:
-                logger.info("%s%-20s (%s)", " " * indent, layer.name, layer.__class__.__name__)
+                print("{}{:20}   ({})".format(" " * indent, layer.name,
+                                               layer.__class__.__name__))
     return trainable_names
 
 

@@ -1,6 +1,7 @@
 """One-shot evaluation of Siamese Mask R-CNN on COCO-format data (paper §5.2, SPEC §7).
 
-The protocol (``evaluate_dataset``): for every test image and every active
+The protocol (``evaluate_protocol``; the paper code's ``evaluate_dataset`` runs it
+and returns what the paper code returned): for every test image and every active
 category present in it (non-crowd), draw NUM_TARGETS references of the category
 (from other images), detect, label all detections with that category and
 collect them as COCO results (boxes [x, y, w, h] in original image pixels,
@@ -122,8 +123,9 @@ class customCOCOeval(COCOeval):  # noqa: N801 - the old public name
         stats = np.array([self._summary_value(ap, iou, area, self.params.maxDets[m], index)
                           for ap, iou, area, m in self._SUMMARY])
         if verbose > 0:
+            # Printed, as pycocotools and the paper's code print it: the notebooks show it.
             for line in self.summary_lines(stats):
-                logger.info(line)
+                print(line)
         self.stats = stats
         return stats
 
@@ -537,12 +539,12 @@ def _progress(total: int, verbose: int, description: str) -> tqdm:
 
 @dataclass
 class EvaluationResult:
-    """What evaluate_dataset computed.
+    """What evaluate_protocol computed.
 
     stats: eval type -> the 12 statistics [12] (STAT_NAMES), averaged over class_ids.
     per_class_ap50: eval type -> {internal class id: AP50 (-1: no ground truth)}.
     coco_evals: eval type -> the customCOCOeval (evaluated and accumulated).
-    results: the COCO results (only with return_results=True).
+    results: the COCO results (only with keep_results=True).
     """
     eval_types: tuple
     class_ids: list
@@ -632,15 +634,17 @@ def _model_config_check(model: Any) -> None:
                              "inference mode), got {}".format(name, type(model).__name__))
 
 
-def evaluate_dataset(model: Any, dataset: Any, dataset_object: COCO,
-                     eval_type: Union[str, Sequence[str]] = "bbox", dataset_type: str = "coco",
-                     limit: int = 0, image_ids: Optional[Sequence[int]] = None,
-                     class_index: Any = None, verbose: int = 1,
-                     random_detections: bool = False, return_results: bool = False, *,
-                     seed: SeedLike = None, shared_reference: bool = False,
-                     allow_same_image: bool = False, workers: Optional[int] = None,
-                     cache_queries: bool = True) -> EvaluationResult:
-    """Runs the one-shot COCO evaluation protocol (see the module doc).
+def evaluate_protocol(model: Any, dataset: Any, dataset_object: COCO,
+                      eval_type: Union[str, Sequence[str]] = "bbox", dataset_type: str = "coco",
+                      limit: int = 0, image_ids: Optional[Sequence[int]] = None,
+                      class_index: Any = None, verbose: int = 1,
+                      random_detections: bool = False, keep_results: bool = False, *,
+                      seed: SeedLike = None, shared_reference: bool = False,
+                      allow_same_image: bool = False, workers: Optional[int] = None,
+                      cache_queries: bool = True) -> EvaluationResult:
+    """Runs the one-shot COCO evaluation protocol (see the module doc); returns
+    everything it computed (EvaluationResult). ``evaluate_dataset`` is the paper code's
+    entry point to it, with the paper code's return value.
 
     model: a SiameseMaskRCNN in inference mode (or anything with its detect /
         encode_reference / detect_with_reference and a config).
@@ -651,9 +655,9 @@ def evaluate_dataset(model: Any, dataset: Any, dataset_object: COCO,
     image_ids: internal image ids to evaluate (default: all).
     class_index: positions (internal class id - 1) of the classes to average over;
         default the active classes.
-    verbose: 0 silent, 1 progress bar and summary (logged).
+    verbose: 0 silent; 1 a progress bar, and the COCO summary and timings printed.
     random_detections: the random-boxes baseline.
-    return_results: also keep the COCO results in the returned object.
+    keep_results: also keep the COCO results in the returned object.
     seed: int / SeedSequence / Generator for the reference draws (default: drawn
         from the numpy global state).
     shared_reference: one reference set per category, encoded once (see module doc).
@@ -707,22 +711,45 @@ def evaluate_dataset(model: Any, dataset: Any, dataset_object: COCO,
     timing = dict(detector.timing, detections=t_detections, total=total_time,
                   pairs_per_second=total / t_detections if t_detections > 0 else 0.0)
     if verbose > 0:
-        logger.info("Prediction time %.1f s (%.3f s/pair), total %.1f s", timing["detect"],
-                    timing["detect"] / max(total, 1), total_time)
+        # The paper code's lines (it timed per image, one pair per image and category).
+        print("Prediction time: {}. Average {}/image".format(
+            timing["detect"], timing["detect"] / max(len(image_ids), 1)))
+        print("Total time: ", total_time)
     return EvaluationResult(
         eval_types=types, class_ids=[int(c) for c in chosen],
         class_names=[_class_name(dataset, c) for c in chosen],
         coco_image_ids=coco_image_ids, stats=stats, per_class_ap50=per_class,
         coco_evals=coco_evals, num_pairs=total - len(detector.skipped),
         skipped_pairs=detector.skipped, timing=timing, seed=seed_label(root),
-        results=results if return_results else None)
+        results=results if keep_results else None)
+
+
+def evaluate_dataset(model: Any, dataset: Any, dataset_object: COCO,
+                     eval_type: Union[str, Sequence[str]] = "bbox", dataset_type: str = "coco",
+                     limit: int = 0, image_ids: Optional[Sequence[int]] = None,
+                     class_index: Any = None, verbose: int = 1,
+                     random_detections: bool = False, return_results: bool = False,
+                     **kwargs: Any) -> Optional[customCOCOeval]:
+    """The paper code's evaluation: evaluate_protocol with its return value.
+
+    Prints the COCO summary and timings at verbose=1. Returns the customCOCOeval of the
+    last eval type (``.stats[1]`` is AP50, ``.summarize()`` prints it again) when
+    return_results, else None, as the paper's code did. For everything the protocol
+    computed (stats per eval type, per-class AP50, skipped pairs, timings, the seed),
+    call evaluate_protocol. Extra keywords (seed, shared_reference, ...) are passed on.
+    """
+    result = evaluate_protocol(model, dataset, dataset_object, eval_type=eval_type,
+                               dataset_type=dataset_type, limit=limit, image_ids=image_ids,
+                               class_index=class_index, verbose=verbose,
+                               random_detections=random_detections, **kwargs)
+    return result.coco_evals[result.eval_types[-1]] if return_results else None
 
 
 def evaluate_coco(model: Any, dataset: Any, coco_object: COCO,
                   eval_type: Union[str, Sequence[str]] = "bbox", limit: int = 0,
                   image_ids: Optional[Sequence[int]] = None, class_index: Any = None,
                   verbose: int = 1, return_results: bool = False, **kwargs: Any
-                  ) -> EvaluationResult:
+                  ) -> Optional[customCOCOeval]:
     """The old name of evaluate_dataset (COCO data); extra keywords are passed on."""
     return evaluate_dataset(model, dataset, coco_object, eval_type=eval_type,
                             dataset_type="coco", limit=limit, image_ids=image_ids,
@@ -846,15 +873,15 @@ def run_evaluation(model: Any, dataset: Any, coco: COCO, runs: int = 5, seed: in
                    **kwargs: Any) -> Union[RunsSummary, tuple]:
     """`runs` evaluations with different reference draws (run r uses the r-th child of
     SeedSequence(seed)); returns their RunsSummary (and the EvaluationResults
-    when keep_evaluations). Other keywords go to evaluate_dataset."""
+    when keep_evaluations). Other keywords go to evaluate_protocol."""
     if isinstance(runs, bool) or not isinstance(runs, (int, np.integer)) or runs < 1:
         raise ValueError("runs: expected an integer >= 1, got {!r}".format(runs))
     seeds = np.random.SeedSequence(int(seed)).spawn(int(runs))
     evaluations = []
     for r, run_seed in enumerate(seeds):
         logger.info("Evaluation run %d/%d", r + 1, runs)
-        evaluations.append(evaluate_dataset(model, dataset, coco, eval_type=eval_type,
-                                            seed=run_seed, **kwargs))
+        evaluations.append(evaluate_protocol(model, dataset, coco, eval_type=eval_type,
+                                             seed=run_seed, **kwargs))
     summary = summarize_runs(evaluations, confidence)
     for t in summary.eval_types:
         mean, low, high = summary.interval("AP50", t)

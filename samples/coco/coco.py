@@ -372,9 +372,10 @@ def evaluate_coco(model: Any, dataset: utils.Dataset, coco: COCO, eval_type: str
     t_start = time.time()
     results, t_prediction = detect_coco_results(model, dataset, image_ids)
     coco_eval = run_cocoeval(coco, results, coco_image_ids, eval_type)
-    logger.info("Prediction time: %.1f s. Average %.3f s/image", t_prediction,
-                t_prediction / len(image_ids))
-    logger.info("Total time: %.1f s", time.time() - t_start)
+    # Printed, as Matterport printed them (after pycocotools' summary table).
+    print("Prediction time: {}. Average {}/image".format(
+        t_prediction, t_prediction / len(image_ids)))
+    print("Total time: ", time.time() - t_start)
     return coco_eval
 
 

@@ -223,12 +223,18 @@ class GroundTruthModel:
 
 
 @pytest.mark.parametrize("eval_type", ["bbox", "segm"])
-def test_evaluate_coco_ground_truth_scores_ap_one(tiny, eval_type):
+def test_evaluate_coco_ground_truth_scores_ap_one(tiny, eval_type, capsys):
     dataset, cocoapi = _load(tiny, "val", return_coco=True)
     evaluation = coco.evaluate_coco(GroundTruthModel(dataset), dataset, cocoapi, eval_type)
     assert evaluation.params.iouType == eval_type
     assert evaluation.stats[0] == pytest.approx(1.0)  # AP@[.5:.95]
     assert evaluation.stats[1] == pytest.approx(1.0)  # AP50
+    # What Matterport's evaluate_coco printed: the summary table, then the timings.
+    printed = capsys.readouterr().out
+    assert "Average Precision  (AP) @[ IoU=0.50      | area=   all | maxDets=100 ] = 1.000" \
+        in printed
+    assert printed.index("Average Recall") < printed.index("Prediction time: ") \
+        < printed.index("Total time: ")
 
 
 def test_evaluate_coco_batches_limit_and_worse_detections(tiny):

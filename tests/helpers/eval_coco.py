@@ -307,11 +307,11 @@ def dataset(data):
 
 
 def evaluate(model, dataset, **kwargs):
-    """evaluate_dataset on the fixture's data set: both eval types, seed 0, silent."""
+    """evaluate_protocol on the fixture's data set: both eval types, seed 0, silent."""
     from siamese_mrcnn import evaluation as ev
 
     ds, coco = dataset
     kwargs.setdefault("eval_type", "both")
     kwargs.setdefault("seed", 0)
     kwargs.setdefault("verbose", 0)
-    return ev.evaluate_dataset(model, ds, coco, **kwargs)
+    return ev.evaluate_protocol(model, ds, coco, **kwargs)

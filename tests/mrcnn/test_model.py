@@ -306,6 +306,18 @@ def test_get_trainable_layers_unwraps_time_distributed(tiny_inference):
     assert tiny_inference.find_trainable_layer(wrapper) is wrapper.layer
 
 
+def test_set_trainable_prints_the_layers_as_matterport(tiny_inference, capsys):
+    names = tiny_inference.set_trainable(modellib.LAYER_REGEX["heads"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "Selecting layers to train"
+    assert "In model: rpn_model" in [line.strip() for line in lines]
+    assert "mrcnn_class_conv1      (TimeDistributed)" in lines
+    assert "    rpn_conv_shared        (Conv2D)" in lines
+    assert len([line for line in lines if line.endswith(")")]) == len(names)
+    tiny_inference.set_trainable(".*", verbose=0)
+    assert capsys.readouterr().out == ""
+
+
 def test_find_last(tiny_inference, tmp_path, monkeypatch):
     model = tiny_inference
     monkeypatch.setattr(model, "model_dir", str(tmp_path / "missing"))

@@ -77,9 +77,35 @@ def test_class_restriction_averages_only_chosen_classes(dataset):
         coco_eval.summarize(class_index=[4], verbose=0)
 
 
+def test_evaluate_dataset_prints_and_returns_what_the_paper_code_did(dataset, capsys):
+    # The paper's evaluation notebook: verbose=1, the summary and timings on stdout, and
+    # return_results=True gives the customCOCOeval (stats[1] is AP50).
+    ds, coco = dataset
+    model = StandInSiamese(make_config(batch_size=2))
+    assert ev.evaluate_dataset(model, ds, coco, "bbox", seed=0, verbose=1) is None
+    printed = capsys.readouterr().out
+    assert printed.count(" Average Precision  (AP) @[ IoU=0.50      | area=   all | "
+                         "maxDets=100 ] = 1.000") == 1
+    assert printed.count("Average Recall") == 6
+    assert "Prediction time: " in printed and "/image" in printed
+    assert "Total time: " in printed
+    coco_eval = ev.evaluate_dataset(model, ds, coco, ["bbox", "segm"], seed=0, verbose=0,
+                                    return_results=True)
+    assert capsys.readouterr().out == ""  # verbose=0: silent
+    assert isinstance(coco_eval, ev.customCOCOeval)
+    assert coco_eval.params.iouType == "segm"  # the last eval type, as the paper code
+    full = ev.evaluate_protocol(model, ds, coco, ["bbox", "segm"], seed=0, verbose=0)
+    assert coco_eval.stats[1] == full.stat("AP50", "segm") == 1.0
+    coco_eval.summarize()
+    assert "Average Precision  (AP) @[ IoU=0.50 " in capsys.readouterr().out
+    again = ev.evaluate_coco(model, ds, coco, "bbox", verbose=0, return_results=True,
+                             seed=0)
+    assert again.params.iouType == "bbox" and again.stats[1] == 1.0
+
+
 def test_results_are_coco_format_in_original_coordinates(dataset, data):
     _, truth = data
-    result = evaluate(StandInSiamese(make_config(batch_size=3)), dataset, return_results=True)
+    result = evaluate(StandInSiamese(make_config(batch_size=3)), dataset, keep_results=True)
     results = result.results
     assert len(results) == sum(len(objects) for objects in truth.values())
     expected = sorted((image_id, category, x1, y1, x2 - x1, y2 - y1)
@@ -228,10 +254,14 @@ def test_segm_without_masks_raises(dataset):
 
 def test_evaluate_coco_and_utils_reexports(dataset):
     ds, coco = dataset
+    # The paper code's return value: the customCOCOeval (return_results), else None.
     result = siamese_utils.evaluate_coco(StandInSiamese(make_config()), ds, coco,
-                                         eval_type="segm", verbose=0, seed=0)
-    assert result.eval_types == ("segm",) and result.stat("AP50") == 1.0
-    assert isinstance(result.coco_eval, siamese_utils.customCOCOeval)
+                                         eval_type="segm", verbose=0, seed=0,
+                                         return_results=True)
+    assert isinstance(result, siamese_utils.customCOCOeval)
+    assert result.params.iouType == "segm" and result.stats[1] == 1.0
+    assert siamese_utils.evaluate_coco(StandInSiamese(make_config()), ds, coco,
+                                       eval_type="segm", verbose=0, seed=0) is None
     assert siamese_utils.evaluate_dataset is ev.evaluate_dataset
     from siamese_mrcnn import coco, data, visualize
     assert siamese_utils.IndexedCocoDataset is coco.IndexedCocoDataset
@@ -272,7 +302,7 @@ def test_randomize_detections_keeps_sizes_inside_the_window():
 def test_random_baseline_moves_boxes_and_keeps_sizes(dataset, data):
     _, truth = data
     model = StandInSiamese(make_config(batch_size=2))
-    result = evaluate(model, dataset, random_detections=True, return_results=True)
+    result = evaluate(model, dataset, random_detections=True, keep_results=True)
     # One generator per batch of 2 (7 batches, 14 slots with the padding).
     assert len(model.random_calls) == 14
     assert len({id(r) for r in model.random_calls}) == math.ceil(NUM_PAIRS / 2)
@@ -292,7 +322,7 @@ def test_random_baseline_moves_boxes_and_keeps_sizes(dataset, data):
             assert abs(w - ew) <= 1 and abs(h - eh) <= 1
     assert result.stat("AP50") < 0.5
     again = evaluate(StandInSiamese(make_config(batch_size=2)), dataset,
-                     random_detections=True, return_results=True)
+                     random_detections=True, keep_results=True)
     assert [r["bbox"] for r in again.results] == [r["bbox"] for r in result.results]
 
 
@@ -401,7 +431,7 @@ def test_query_encoding_is_reused_and_changes_no_detection(dataset, tmp_path):
     model.encode_queries = counting
     results = {}
     for cache in (True, False):
-        result = evaluate(model, dataset, cache_queries=cache, return_results=True)
+        result = evaluate(model, dataset, cache_queries=cache, keep_results=True)
         assert result.num_pairs == NUM_PAIRS
         results[cache] = result.results
     # 6 images, 13 pairs: each image encoded once, whatever the batch boundaries.
