@@ -13,6 +13,8 @@ $(STAMP): requirements.txt requirements-test.txt setup.py
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt -r requirements-test.txt
 	$(PY) -m pip install -q --no-deps -e .
+	# An editable install cannot carry the .pth that lets `import imgaug` run under numpy 2.
+	$(PY) -m imgaug_numpy2_hook
 	touch $(STAMP)
 
 install: $(STAMP)
