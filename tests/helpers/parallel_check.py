@@ -202,6 +202,9 @@ def check_checkpoints(trained: modellib.MaskRCNN, checkpoint: str, dataset,
     result["outputs_shapes"] = [[list(a.shape), list(b.shape)] for a, b in zip(one, two)]
     result["outputs_max_diff"] = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
                                   for a, b in zip(one, two)]
+    # Magnitude of each output: its float32 rounding (which depends on the kernels
+    # and the per-replica batch shape) scales with it.
+    result["outputs_max_abs"] = [float(np.max(np.abs(np.asarray(a)))) for a in one]
     result["detect_results"] = len(parallel.detect(images))
     return result
 

@@ -109,7 +109,12 @@ def test_checkpoints_move_between_one_and_two_replicas(results):
     # Inference splits the batch over the replicas: same outputs, same shapes.
     for one, two in ck["outputs_shapes"]:
         assert one == two and one[0] == 2
-    assert max(ck["outputs_max_diff"]) < 1e-5
+    # Equal up to float32 rounding of each output's magnitude: one device computes a
+    # batch of 2, each replica a batch of 1, and some CPU kernels (Eigen, e.g. with
+    # TF_ENABLE_ONEDNN_OPTS=0) round differently by batch shape (measured 2.7e-5 on
+    # mrcnn_bbox there, 0 with oneDNN). A wrong split of the batch differs by O(1).
+    for diff, scale in zip(ck["outputs_max_diff"], ck["outputs_max_abs"]):
+        assert diff <= 1e-5 * max(1.0, scale), (ck["outputs_max_diff"], ck["outputs_max_abs"])
     assert ck["detect_results"] == 2
 
 

@@ -410,7 +410,14 @@ def test_evaluate_split_one_shot_vs_background(dataset):
 # ---------------------------------------------------------------- a real model
 def test_query_encoding_is_reused_and_changes_no_detection(dataset, tmp_path):
     """With a real (random, tiny) Siamese model: each query image runs through the
-    backbone once for all its categories, and the results equal one detect() per pair."""
+    backbone once for all its categories, and the results equal one detect() per pair.
+
+    One pair per batch (IMAGES_PER_GPU=1): every pair crosses a batch boundary, so the
+    cache is reused across batches, and both paths compute on the same shapes, so the
+    detections are equal on any CPU kernels. With 3 pairs per batch, detect() runs the
+    backbone on 3 images and the cache on 1; Eigen kernels (TF_ENABLE_ONEDNN_OPTS=0)
+    round those differently in the last bits, which with random weights flipped one
+    near-tie detection in 65."""
     from siamese_mrcnn.config import config_from_overrides, preset
     from siamese_mrcnn.model import SiameseMaskRCNN
 
@@ -419,7 +426,7 @@ def test_query_encoding_is_reused_and_changes_no_detection(dataset, tmp_path):
         TARGET_MAX_DIM=32, FPN_FEATUREMAPS=16, FPN_CLASSIF_FC_LAYERS_SIZE=32,
         MASK_HEAD_CONV_CHANNELS=16, MASK_POOL_SIZE=7, MASK_SHAPE=[14, 14],
         POST_NMS_ROIS_INFERENCE=20, DETECTION_MAX_INSTANCES=5, DETECTION_MIN_CONFIDENCE=0.0,
-        IMAGES_PER_GPU=3))
+        IMAGES_PER_GPU=1))
     model = SiameseMaskRCNN("inference", config, str(tmp_path))
     encoded_images = []
     encode_queries = model.encode_queries
