@@ -4,6 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Test processes; each test module runs whole in one of them (its fixtures are shared).
+# A worker that pytest-timeout stops (a hung test) is not replaced: xdist would re-run the
+# hung test on the new worker, up to 8 times; this way it fails once, by name, and the
+# other worker finishes the rest.
 TEST_WORKERS ?= 2
 
 .PHONY: test demo install clean-venv
@@ -20,7 +23,7 @@ $(STAMP): requirements.txt requirements-test.txt setup.py
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --max-worker-restart=0
 
 demo: $(STAMP)
 	$(PY) samples/shapes/quickstart.py --out runs/quickstart
