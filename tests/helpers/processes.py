@@ -1,11 +1,11 @@
 """The project's scripts run in a fresh interpreter, for the end-to-end tests.
 
-Every wait is bounded only to catch a hang, never to judge speed. HANG_TIMEOUT_S is
-more than ten times the slowest correct run measured on an idle 2-core machine (the
-speed smoke run, about 70 s) and several times that run on a loaded or slow host
-(README, "Tests"). pytest.ini's per-test limit (pytest-timeout) is above it, so that a
-hung script is killed here and reported with its output before pytest-timeout has to
-stop the whole run.
+Every wait is bounded only to catch a hang, never to judge speed. HANG_TIMEOUT_S (25
+minutes) is 13 times the slowest correct script measured on an idle 2-core machine (the
+1-vs-2-replica check, 116 s) and 6 times the same script with a second test suite on the
+same cores (258 s; README, "Tests"). pytest.ini's per-test limit (pytest-timeout, 40
+minutes) is above it, so that a hung script is killed here and reported with its output
+before pytest-timeout has to stop the test's worker.
 
 The child gets its own process group: on a hang, it and anything it started (data
 loader workers, notebook kernels) are killed together, so nothing outlives the test.
@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-HANG_TIMEOUT_S = 900
+HANG_TIMEOUT_S = 1500
 # Quiet, CPU-only, headless: what every script run by the tests gets unless told otherwise.
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", "MPLBACKEND": "Agg"}
 
