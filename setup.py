@@ -12,7 +12,8 @@ class build_py_with_pth(build_py):
     """Also puts lib/imgaug_numpy2_hook.pth at the top of the built package tree, so
     that it lands in site-packages, where Python's site module runs it (a plain
     ``import imgaug`` then works under numpy 2; see lib/imgaug_numpy2_hook.py).
-    Editable installs get it from the same command."""
+    An editable install leaves it out (setuptools builds those without this tree):
+    there ``python -m imgaug_numpy2_hook`` writes it, as the Makefile does."""
 
     def run(self):
         super().run()

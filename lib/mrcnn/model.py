@@ -19,10 +19,9 @@ import keras
 import numpy as np
 
 from mrcnn import utils
-from mrcnn.checkpoint_path import LastCheckpoint
-from mrcnn.h5_model import GraphModel
 from mrcnn.backbone import (compute_backbone_shapes, conv_block, identity_block,  # noqa: F401
                             resnet_graph)
+from mrcnn.checkpoint_path import LastCheckpoint
 from mrcnn.data import (DataGenerator, check_image, compose_image_meta,  # noqa: F401
                         data_generator, load_image_gt, mold_image, parse_image_meta,
                         parse_image_meta_graph, unmold_image)
@@ -30,6 +29,7 @@ from mrcnn.detection import DetectionLayer, refine_detections_graph  # noqa: F40
 from mrcnn.fpn import fpn_graph
 from mrcnn.graph_layers import (ActiveClassIds, AnchorsLayer, DetectionBoxes, Identity,
                                 LossLayer, NormBoxes)
+from mrcnn.h5_model import GraphModel
 from mrcnn.heads import build_fpn_mask_graph, fpn_classifier_graph  # noqa: F401
 from mrcnn.layers import BatchNorm, TimeDistributed  # noqa: F401
 from mrcnn.losses import (batch_pack_graph, mrcnn_bbox_loss_graph,  # noqa: F401

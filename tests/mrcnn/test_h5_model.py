@@ -7,6 +7,7 @@ import pytest
 from mrcnn import model as modellib
 from mrcnn import weights as weights_io
 from mrcnn.h5_model import is_legacy_h5
+from tests.helpers.distributed import snapshot
 from tests.helpers.shapes_dataset import tiny_config
 
 
@@ -18,10 +19,6 @@ def models(tmp_path_factory):
     keras.utils.set_random_seed(4)
     inference = modellib.MaskRCNN("inference", tiny_config(), model_dir)
     return training, inference
-
-
-def _values(keras_model) -> dict:
-    return {k: np.array(v.value) for k, v in weights_io.weight_map(keras_model).items()}
 
 
 def test_legacy_names():
@@ -37,7 +34,7 @@ def test_training_keras_model_h5_loads_into_inference_by_name(models, tmp_path):
         assert "layer_names" in f.attrs and "mrcnn_class_conv1" in f
     report = inference.keras_model.load_weights(str(path), by_name=True)
     assert not report.missing_in_file and report.loaded
-    saved, loaded = _values(training.keras_model), _values(inference.keras_model)
+    saved, loaded = snapshot(training.keras_model), snapshot(inference.keras_model)
     shared = saved.keys() & loaded.keys()
     assert len(shared) == len(loaded)
     for key in shared:
@@ -47,12 +44,12 @@ def test_training_keras_model_h5_loads_into_inference_by_name(models, tmp_path):
 def test_same_graph_round_trip_without_by_name(models, tmp_path):
     _, inference = models
     path = tmp_path / "same.h5"
-    before = _values(inference.keras_model)
+    before = snapshot(inference.keras_model)
     inference.keras_model.save_weights(path)
     for variable in weights_io.weight_map(inference.keras_model).values():
         variable.assign(np.zeros(variable.shape, "float32"))
     inference.keras_model.load_weights(path)  # Keras 2's default: by_name=False
-    after = _values(inference.keras_model)
+    after = snapshot(inference.keras_model)
     for key, value in before.items():
         np.testing.assert_array_equal(after[key], value, err_msg=key)
     with pytest.raises(FileExistsError, match="overwrite=False"):
@@ -62,12 +59,12 @@ def test_same_graph_round_trip_without_by_name(models, tmp_path):
 def test_keras3_weights_files_keep_keras3_behaviour(models, tmp_path):
     _, inference = models
     path = tmp_path / "native.weights.h5"
-    before = _values(inference.keras_model)
+    before = snapshot(inference.keras_model)
     inference.keras_model.save_weights(str(path))
     with h5py.File(path, "r") as f:
         assert "layer_names" not in f.attrs  # Keras 3's own layout
     inference.keras_model.load_weights(str(path))
-    for key, value in _values(inference.keras_model).items():
+    for key, value in snapshot(inference.keras_model).items():
         np.testing.assert_array_equal(value, before[key], err_msg=key)
     with pytest.raises(ValueError, match="Keras 2 .h5 files only"):
         inference.keras_model.load_weights(str(path), by_name=True)

@@ -13,6 +13,7 @@ from mrcnn import weights as weights_io
 from mrcnn.graph_layers import LossLayer
 from mrcnn.layers import BatchNorm
 from mrcnn.training import LossModel
+from tests.helpers.distributed import copy_weights
 from siamese_mrcnn.config import config_from_overrides, preset
 from siamese_mrcnn.model import SiameseMaskRCNN
 
@@ -44,9 +45,7 @@ def _models(tmp_path):
     reference = SiameseMaskRCNN("inference", config, str(tmp_path))
     with mixed_precision():
         half = SiameseMaskRCNN("inference", config, str(tmp_path))
-    source = weights_io.weight_map(reference.keras_model)
-    for key, variable in weights_io.weight_map(half.keras_model).items():
-        variable.assign(source[key].value)
+    copy_weights(reference.keras_model, half.keras_model)
     return reference, half
 
 
@@ -131,9 +130,7 @@ def test_mixed_precision_training_follows_float32_on_a_small_graph():
     assert half.get_layer("conv1").compute_dtype == "float16"
     assert half.get_layer("conv1").kernel.dtype == "float32"
     assert half.get_layer("rpn_bbox_loss").compute_dtype == "float32"
-    source = weights_io.weight_map(full)
-    for key, variable in weights_io.weight_map(half).items():
-        variable.assign(source[key].value)
+    copy_weights(full, half)
     batch = _rpn_batch(np.random.default_rng(0))
     losses = {name: [float(model.train_on_batch(batch, return_dict=True)["loss"])
                      for _ in range(8)]
