@@ -150,7 +150,7 @@ class Data:
             logger.info("Generating a shapes data set of %d px under %s", size, root)
             generate_dataset(root, max(24, images), images, seed=0, size=size, workers=1)
         self.train = IndexedCocoDataset()
-        self.train.load_coco(root, "train", year="2017")
+        self.train.load_coco(root, "train", year="2017", subsubset=None)
         self.train.prepare()
         self.val = IndexedCocoDataset()
         self.val_coco = self.val.load_coco(root, "val", year="2017", return_coco=True)

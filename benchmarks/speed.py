@@ -214,7 +214,8 @@ class ShapesData:
     def __init__(self, root: str, num_images: int, size: int, seed: int = 0):
         paths = generate_dataset(root, num_images, 0, seed=seed, size=size, workers=1)
         self.dataset = IndexedCocoDataset()
-        self.coco = self.dataset.load_coco(str(paths.root), "train", return_coco=True)
+        self.coco = self.dataset.load_coco(str(paths.root), "train", return_coco=True,
+                                           subsubset=None)
         self.dataset.prepare()
 
     def queries(self, count: int) -> list[np.ndarray]:

@@ -320,7 +320,8 @@ def load_training_sample(dataset: Any, config: Any, image_id: int, anchors: np.n
                           gt_class_ids, gt_boxes, gt_masks, rpn_rois, targets)
 
 
-def stack_training_inputs(samples: Sequence[Any], config: Any) -> list[np.ndarray]:
+def stack_training_inputs(samples: Sequence[Any], config: Any,
+                          mask_dtype: Any = np.uint8) -> list[np.ndarray]:
     """The per-image inputs every training graph takes, stacked over samples.
 
     samples: objects with TrainingSample's image, image_meta, rpn_match, rpn_bbox,
@@ -328,15 +329,17 @@ def stack_training_inputs(samples: Sequence[Any], config: Any) -> list[np.ndarra
     Returns [images [B, H, W, 3] float32, image_meta [B, META] float32,
     rpn_match [B, anchors, 1] int32, rpn_bbox [B, RPN_TRAIN_ANCHORS_PER_IMAGE, 4]
     float32, gt_class_ids [B, MAX_GT_INSTANCES] int32, gt_boxes
-    [B, MAX_GT_INSTANCES, 4] int32, gt_masks [B, h, w, MAX_GT_INSTANCES] uint8];
-    the ground truth is zero padded to MAX_GT_INSTANCES.
+    [B, MAX_GT_INSTANCES, 4] int32, gt_masks [B, h, w, MAX_GT_INSTANCES] mask_dtype];
+    the ground truth is zero padded to MAX_GT_INSTANCES. The graph's mask input is
+    uint8 (boolean inputs break tf.distribute's first cross-replica reduce);
+    Matterport's Python generator yields bool (mask_dtype=bool), which fit casts.
     """
     batch_size = len(samples)
     max_gt = config.MAX_GT_INSTANCES
     mask_hw = samples[0].gt_masks.shape[:2]
     gt_class_ids = np.zeros((batch_size, max_gt), dtype=np.int32)
     gt_boxes = np.zeros((batch_size, max_gt, 4), dtype=np.int32)
-    gt_masks = np.zeros((batch_size,) + mask_hw + (max_gt,), dtype=np.uint8)
+    gt_masks = np.zeros((batch_size,) + mask_hw + (max_gt,), dtype=mask_dtype)
     for b, sample in enumerate(samples):
         n = sample.gt_class_ids.shape[0]
         gt_class_ids[b, :n] = sample.gt_class_ids
@@ -352,8 +355,8 @@ def stack_training_inputs(samples: Sequence[Any], config: Any) -> list[np.ndarra
     ]
 
 
-def assemble_batch(samples: Sequence[TrainingSample],
-                   config: Any) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+def assemble_batch(samples: Sequence[TrainingSample], config: Any, mask_dtype: Any = np.uint8
+                   ) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
     """Stacks samples into Matterport's model inputs and (optional) outputs.
 
     inputs: the arrays of stack_training_inputs() (images, image_meta, rpn_match,
@@ -364,7 +367,7 @@ def assemble_batch(samples: Sequence[TrainingSample],
     Both are tuples (Keras 3 rejects lists in a batch structure).
     """
     first = samples[0]
-    inputs = stack_training_inputs(samples, config)
+    inputs = stack_training_inputs(samples, config, mask_dtype=mask_dtype)
     outputs = []
     if first.rpn_rois is not None:
         inputs.append(np.stack([s.rpn_rois for s in samples]))
@@ -461,7 +464,7 @@ def data_generator(dataset: Any, config: Any, shuffle: bool = True, augment: boo
     Kept for API compatibility (inspection notebooks, custom loops); train with
     DataGenerator. Shuffles with np.random at the start of every epoch.
     Keras 3 fit accepts its `(inputs, ())` items. See assemble_batch() for the
-    arrays.
+    arrays; gt_masks are bool, as Matterport's (DataGenerator's are uint8).
     """
     loader = _SampleLoader(dataset, config, augmentation=augmentation, augment=augment,
                            random_rois=random_rois, detection_targets=detection_targets,
@@ -478,7 +481,7 @@ def data_generator(dataset: Any, config: Any, shuffle: bool = True, augment: boo
 
     while True:
         samples = load_batch(loader, next_image_id, batch_size, max_consecutive_failures(config))
-        yield assemble_batch(samples, config)
+        yield assemble_batch(samples, config, mask_dtype=bool)
 
 
 class DataGenerator(keras.utils.PyDataset):

@@ -5,6 +5,7 @@ serialized safely and hides its logic from readers, so each gets a tiny named cl
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import keras
@@ -101,20 +102,26 @@ class LossLayer(keras.layers.Layer):
     ``leading_args``. Output: a scalar.
     """
 
-    def __init__(self, loss_fn: str, leading_args: list | None = None, **kwargs):
+    def __init__(self, loss_fn: str, leading_args: list | None = None,
+                 function: Callable | None = None, **kwargs):
         # Losses are computed in float32 under a mixed-precision policy.
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.loss_fn = loss_fn
         self.leading_args = list(leading_args or [])
+        # A user's replacement for the named function (not serialized); it is called
+        # with the tensors only, so bind any leading arguments into it.
+        self.function = function
 
     def _function(self) -> Callable:
+        if self.function is not None:
+            return self.function
         from mrcnn import losses
 
-        return getattr(losses, self.loss_fn)
+        return functools.partial(getattr(losses, self.loss_fn), *self.leading_args)
 
     def call(self, inputs):
-        return tf.reshape(self._function()(*self.leading_args, *inputs), [])
+        return tf.reshape(self._function()(*inputs), [])
 
     def compute_output_shape(self, input_shape):
         return ()

@@ -16,6 +16,10 @@ from mrcnn.roi_align import PyramidROIAlign
 logger = logging.getLogger(__name__)
 
 
+# Matterport's mask head width (config.MASK_HEAD_CONV_CHANNELS can make it smaller).
+DEFAULT_MASK_CONV_CHANNELS = 256
+
+
 def _per_roi(layer_class, name: str, *args, **kwargs) -> TimeDistributed:
     """`layer_class(*args, **kwargs)` applied to every ROI, under the checkpoint name."""
     return TimeDistributed(layer_class(*args, name=name + "_inner", **kwargs), name=name)
@@ -79,7 +83,7 @@ def fpn_classifier_graph(rois, feature_maps, image_meta, pool_size: int, num_cla
 
 def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size: int, num_classes: int,
                          train_bn: bool = True, mask_channels: Optional[int] = None,
-                         conv_channels: int = 256):
+                         conv_channels: int = DEFAULT_MASK_CONV_CHANNELS):
     """Builds the mask head.
 
     rois: [batch, num_rois, (y1, x1, y2, x2)] boxes in normalized coordinates

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import logging
 import os
 import re
 from collections import OrderedDict
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import keras
 import numpy as np
@@ -30,7 +31,8 @@ from mrcnn.fpn import fpn_graph
 from mrcnn.graph_layers import (ActiveClassIds, AnchorsLayer, DetectionBoxes, Identity,
                                 LossLayer, NormBoxes)
 from mrcnn.h5_model import GraphModel
-from mrcnn.heads import build_fpn_mask_graph, fpn_classifier_graph  # noqa: F401
+from mrcnn.heads import (DEFAULT_MASK_CONV_CHANNELS, build_fpn_mask_graph,  # noqa: F401
+                         fpn_classifier_graph)
 from mrcnn.layers import BatchNorm, TimeDistributed  # noqa: F401
 from mrcnn.losses import (batch_pack_graph, mrcnn_bbox_loss_graph,  # noqa: F401
                           mrcnn_class_loss_graph, mrcnn_mask_loss_graph, rpn_bbox_loss_graph,
@@ -44,9 +46,36 @@ from mrcnn.targets import (DetectionTargetLayer, build_detection_targets,  # noq
                            overlaps_graph)
 from mrcnn.training import (LAYER_REGEX, LOSS_NAMES, AtomicCheckpoint, LossModel,
                             set_trainable)
+from mrcnn import losses as losses_module
 from mrcnn import weights as weights_io
 
 logger = logging.getLogger(__name__)
+
+
+def graph_function(name: str) -> Callable:
+    """The head or loss function `name`, as this module holds it when a graph is built.
+
+    User code replaces Matterport's graph functions by assigning them here
+    (``modellib.mrcnn_class_loss_graph = f``, ``modellib.fpn_classifier_graph = f``;
+    the paper's Mask R-CNN baseline notebook does); the graph built afterwards uses
+    them. Names this module does not hold come from mrcnn.losses.
+    """
+    function = globals().get(name)
+    return function if callable(function) else getattr(losses_module, name)
+
+
+def loss_layer(loss_fn: str, name: str, config: Any = None) -> LossLayer:
+    """A LossLayer computing `loss_fn` (see graph_function), named `name`.
+
+    config: passed first, as Matterport passes it to rpn_bbox_loss_graph; the
+    library's own function needs only its IMAGES_PER_GPU, which serializes.
+    """
+    function = graph_function(loss_fn)
+    leading_args = [] if config is None else [config.IMAGES_PER_GPU]
+    if function is getattr(losses_module, loss_fn, None):
+        return LossLayer(loss_fn, leading_args=leading_args, name=name)
+    replacement = function if config is None else functools.partial(function, config)
+    return LossLayer(loss_fn, leading_args=leading_args, function=replacement, name=name)
 
 
 def log(text: str, array: np.ndarray | None = None) -> None:
@@ -188,9 +217,19 @@ class MaskRCNN:
                                  nms_threshold=config.RPN_NMS_THRESHOLD,
                                  name="ROI", config=config)([rpn_class, rpn_bbox, anchors])
         with_masks = self.with_masks(config)
+        classifier_head = graph_function("fpn_classifier_graph")
+        mask_head = graph_function("build_fpn_mask_graph")
+        # Matterport's arguments, plus the project's only where they differ from the
+        # defaults, so that a replacement with Matterport's signature still fits.
         head_kwargs = dict(train_bn=config.TRAIN_BN,
-                           fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE,
-                           class_agnostic_bbox=self.CLASS_AGNOSTIC_BBOX)
+                           fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE)
+        if self.CLASS_AGNOSTIC_BBOX:
+            head_kwargs["class_agnostic_bbox"] = True
+        mask_kwargs = dict(train_bn=config.TRAIN_BN)
+        if self.MASK_CHANNELS is not None:
+            mask_kwargs["mask_channels"] = self.MASK_CHANNELS
+        if config.MASK_HEAD_CONV_CHANNELS != DEFAULT_MASK_CONV_CHANNELS:
+            mask_kwargs["conv_channels"] = config.MASK_HEAD_CONV_CHANNELS
 
         if mode == "training":
             inputs = [input_image, input_image_meta, *extra_inputs, input_rpn_match,
@@ -209,7 +248,7 @@ class MaskRCNN:
                 config, name="proposal_targets")(
                     [target_rois, input_gt_class_ids, gt_boxes, input_gt_masks])
 
-            mrcnn_class_logits, mrcnn_class, mrcnn_bbox = fpn_classifier_graph(
+            mrcnn_class_logits, mrcnn_class, mrcnn_bbox = classifier_head(
                 rois, mrcnn_feature_maps, input_image_meta, config.POOL_SIZE,
                 config.NUM_CLASSES, **head_kwargs)
             output_rois = Identity(name="output_rois")(rois)
@@ -219,24 +258,22 @@ class MaskRCNN:
                 class_loss_inputs.append(ActiveClassIds(name="active_class_ids")(
                     input_image_meta))
             losses = [
-                LossLayer("rpn_class_loss_graph", name="rpn_class_loss")(
+                loss_layer("rpn_class_loss_graph", "rpn_class_loss")(
                     [input_rpn_match, rpn_class_logits]),
-                LossLayer("rpn_bbox_loss_graph", leading_args=[config.IMAGES_PER_GPU],
-                          name="rpn_bbox_loss")([input_rpn_bbox, input_rpn_match, rpn_bbox]),
-                LossLayer(self.CLASS_LOSS, name="mrcnn_class_loss")(class_loss_inputs),
-                LossLayer("mrcnn_bbox_loss_graph", name="mrcnn_bbox_loss")(
+                loss_layer("rpn_bbox_loss_graph", "rpn_bbox_loss", config)(
+                    [input_rpn_bbox, input_rpn_match, rpn_bbox]),
+                loss_layer(self.CLASS_LOSS, "mrcnn_class_loss")(class_loss_inputs),
+                loss_layer("mrcnn_bbox_loss_graph", "mrcnn_bbox_loss")(
                     [target_bbox, target_class_ids, mrcnn_bbox]),
             ]
             outputs = [rpn_class_logits, rpn_class, rpn_bbox, mrcnn_class_logits, mrcnn_class,
                        mrcnn_bbox]
             loss_names = list(LOSS_NAMES[:4])
             if with_masks:
-                mrcnn_mask = build_fpn_mask_graph(
+                mrcnn_mask = mask_head(
                     rois, mrcnn_feature_maps, input_image_meta, config.MASK_POOL_SIZE,
-                    config.NUM_CLASSES, train_bn=config.TRAIN_BN,
-                    mask_channels=self.MASK_CHANNELS,
-                    conv_channels=config.MASK_HEAD_CONV_CHANNELS)
-                losses.append(LossLayer("mrcnn_mask_loss_graph", name="mrcnn_mask_loss")(
+                    config.NUM_CLASSES, **mask_kwargs)
+                losses.append(loss_layer("mrcnn_mask_loss_graph", "mrcnn_mask_loss")(
                     [target_mask, target_class_ids, mrcnn_mask]))
                 outputs.append(mrcnn_mask)
                 loss_names.append(LOSS_NAMES[4])
@@ -245,7 +282,7 @@ class MaskRCNN:
                              loss_names=loss_names, loss_weights=config.LOSS_WEIGHTS,
                              weight_decay=config.WEIGHT_DECAY)
 
-        mrcnn_class_logits, mrcnn_class, mrcnn_bbox = fpn_classifier_graph(
+        mrcnn_class_logits, mrcnn_class, mrcnn_bbox = classifier_head(
             rpn_rois, mrcnn_feature_maps, input_image_meta, config.POOL_SIZE,
             config.NUM_CLASSES, **head_kwargs)
         # [batch, DETECTION_MAX_INSTANCES, (y1, x1, y2, x2, class_id, score)] normalized
@@ -254,10 +291,9 @@ class MaskRCNN:
         outputs = [detections, mrcnn_class, mrcnn_bbox]
         if with_masks:
             detection_boxes = DetectionBoxes(name="detection_boxes")(detections)
-            mrcnn_mask = build_fpn_mask_graph(
+            mrcnn_mask = mask_head(
                 detection_boxes, mrcnn_feature_maps, input_image_meta, config.MASK_POOL_SIZE,
-                config.NUM_CLASSES, train_bn=config.TRAIN_BN, mask_channels=self.MASK_CHANNELS,
-                    conv_channels=config.MASK_HEAD_CONV_CHANNELS)
+                config.NUM_CLASSES, **mask_kwargs)
             outputs.append(mrcnn_mask)
         outputs += [rpn_rois, rpn_class, rpn_bbox]
         return GraphModel([input_image, input_image_meta, *extra_inputs, input_anchors],

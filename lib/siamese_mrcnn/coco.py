@@ -15,7 +15,9 @@ Differences from the old ``IndexedCocoDataset``:
   method stored them where nothing read them; the notebooks set
   ``ACTIVE_CLASSES`` directly, which still works: it is the same value).
 - Sub-splitting train2017 into train / validation sorts the image ids first;
-  the old code sliced the ids in ``set`` order.
+  the old code sliced the ids in ``set`` order. As in the old code,
+  ``load_coco(dir, "train")`` loads the training part only (``subsubset="train"``);
+  a train set too small for that split is an error instead of an empty data set.
 """
 from __future__ import annotations
 
@@ -125,7 +127,7 @@ class IndexedCocoDataset(utils.Dataset):
     def load_coco(self, dataset_dir: str, subset: str, year: str = "2017",
                   class_ids: Optional[Sequence[int]] = None, class_map: Any = None,
                   return_coco: bool = False, auto_download: bool = False,
-                  subsubset: Optional[str] = None,
+                  subsubset: Optional[str] = "train",
                   val_count: int = DEFAULT_VAL_COUNT,
                   annotations: Optional[COCO] = None) -> Optional[COCO]:
         """Loads a subset of a COCO-format data set (Matterport's signature).
@@ -138,8 +140,10 @@ class IndexedCocoDataset(utils.Dataset):
         class_map: not implemented (as in Matterport).
         return_coco: return the pycocotools COCO object.
         auto_download: not supported (True raises ValueError).
-        subsubset: None (all images), 'train' or 'val': the split of
-            split_train_val() with val_count validation images.
+        subsubset: for subset 'train' only (as in the paper code): 'train' (the
+            default: all but the last val_count images), 'val' (those val_count
+            images, the validation set) or None (all images). See split_train_val().
+            Other subsets always load all their images.
         annotations: this subset's annotation file already read (a COCO object, e.g.
             returned by an earlier load_coco): it is used instead of reading the file
             again (COCO's train file takes tens of seconds to parse).
@@ -153,8 +157,9 @@ class IndexedCocoDataset(utils.Dataset):
         coco = annotations if annotations is not None else read_coco_annotations(path)
 
         class_ids = sorted(class_ids) if class_ids else sorted(coco.getCatIds())
-        image_ids = self._select_subsubset(images_with_classes(coco, class_ids),
-                                           subsubset, val_count)
+        image_ids = images_with_classes(coco, class_ids)
+        if subset == "train":
+            image_ids = self._select_subsubset(image_ids, subsubset, val_count)
         add_coco_images(self, coco, class_ids, image_ids, image_dir, source=SOURCE)
         logger.info("Loaded %d images and %d classes from %s", len(image_ids),
                     len(class_ids), path)
@@ -167,6 +172,12 @@ class IndexedCocoDataset(utils.Dataset):
         if subsubset not in ("train", "val"):
             raise ValueError("subsubset: expected None, 'train' or 'val', got {!r}".format(
                 subsubset))
+        if not isinstance(val_count, bool) and isinstance(val_count, (int, np.integer)) \
+                and 0 <= val_count and val_count >= len(image_ids):
+            raise ValueError(
+                "subsubset={!r}: the train subset has {} images, not more than val_count="
+                "{} (the validation part): pass subsubset=None to load all of them, or a "
+                "smaller val_count".format(subsubset, len(image_ids), val_count))
         train_ids, val_ids = split_train_val(image_ids, val_count)
         return train_ids if subsubset == "train" else val_ids
 
@@ -221,6 +232,33 @@ class IndexedCocoDataset(utils.Dataset):
         if self._active_classes is None:
             return np.arange(1, len(self.class_info))
         return self._active_classes.copy()
+
+    @property
+    def active_classes(self) -> list:
+        """The class ids set with set_active_classes (the paper code's attribute);
+        [] when none were set (then every class is active, see get_active_classes)."""
+        return [] if self._active_classes is None else self._active_classes.tolist()
+
+    @active_classes.setter
+    def active_classes(self, value: Iterable[int]) -> None:
+        value = list(value)
+        if value:
+            self.set_active_classes(value)
+        else:
+            self._active_classes = None
+
+    def get_class_ids(self, active_classes: Optional[Iterable[int]], dataset_dir: str,
+                      subset: str, year: str) -> list:
+        """The given ids that are category ids of a subset's annotation file, sorted.
+
+        active_classes: COCO category ids; None uses self.active_classes (the paper
+            code always used those and ignored this argument).
+        Useful as load_coco's class_ids. Reads annotations/instances_{subset}{year}.json.
+        """
+        wanted = self.active_classes if active_classes is None else active_classes
+        categories = set(read_coco_annotations(annotation_path(dataset_dir, subset,
+                                                               str(year))).getCatIds())
+        return sorted(int(c) for c in set(int(c) for c in wanted) if c in categories)
 
     # The old notebooks assign dataset.ACTIVE_CLASSES directly.
     @property

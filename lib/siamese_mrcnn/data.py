@@ -33,10 +33,9 @@ import keras
 import numpy as np
 
 from mrcnn import utils
-from mrcnn.data import (generate_anchors_for_config, load_image_gt,
-                        max_consecutive_failures, mold_image, pydataset_workers,
-                        stack_training_inputs)
-from mrcnn.targets import build_rpn_targets
+from mrcnn.data import (assemble_batch, generate_anchors_for_config, load_image_gt,
+                        max_consecutive_failures, mold_image, pydataset_workers)
+from mrcnn.targets import build_detection_targets, build_rpn_targets, generate_random_rois
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +158,8 @@ class SiameseSample(NamedTuple):
     gt_boxes: np.ndarray      # [n, (y1, x1, y2, x2)] int32
     gt_masks: np.ndarray      # [h, w, n] bool (mini masks when USE_MINI_MASK)
     category: int             # internal class id the sample is about
+    rpn_rois: Optional[np.ndarray] = None      # [random_rois, (y1, x1, y2, x2)] pixels
+    detection_targets: Optional[tuple] = None  # (rois, class_ids, bbox, mask)
 
 
 def active_classes_of(dataset: Any) -> np.ndarray:
@@ -210,10 +211,14 @@ def _seeded_global_random(seed: int) -> Iterator[None]:
 
 def load_siamese_sample(dataset: Any, config: Any, image_id: int, anchors: np.ndarray,
                         active_classes: Sequence[int], rng: Any, augmentation: Any = None,
-                        allow_same_image: bool = False,
-                        target_size_limit: int = 0) -> SiameseSample:
+                        allow_same_image: bool = False, target_size_limit: int = 0,
+                        random_rois: int = 0,
+                        detection_targets: bool = False) -> SiameseSample:
     """Builds one training sample for query `image_id` (see the module doc).
 
+    random_rois: > 0 draws that many random ROIs around the chosen category's boxes
+        (Matterport's generate_random_rois), for training the heads without the RPN;
+        detection_targets then adds their class / box / mask targets.
     Raises _NoActiveCategory when the loaded query has no active instance.
     """
     image, image_meta, gt_class_ids, gt_boxes, gt_masks = load_image_gt(
@@ -231,6 +236,11 @@ def load_siamese_sample(dataset: Any, config: Any, image_id: int, anchors: np.nd
     boxes = gt_boxes[keep]           # [n, 4]
     masks = gt_masks[:, :, keep]     # [h, w, n]
     rpn_match, rpn_bbox = build_rpn_targets(image.shape, anchors, class_ids, boxes, config)
+    rpn_rois = roi_targets = None
+    if random_rois:
+        rpn_rois = generate_random_rois(image.shape, random_rois, class_ids, boxes)
+        if detection_targets:
+            roi_targets = build_detection_targets(rpn_rois, class_ids, boxes, masks, config)
 
     # More instances than fit in the batch arrays: keep a random subset.
     if boxes.shape[0] > config.MAX_GT_INSTANCES:
@@ -248,7 +258,20 @@ def load_siamese_sample(dataset: Any, config: Any, image_id: int, anchors: np.nd
     # Both Siamese classes (background, match) are always active.
     meta = np.concatenate([image_meta[:_META_PREFIX], np.ones(config.NUM_CLASSES)])
     return SiameseSample(mold_image(image.astype(np.float32), config), meta, targets,
-                         rpn_match, rpn_bbox, class_ids, boxes, masks, category)
+                         rpn_match, rpn_bbox, class_ids, boxes, masks, category,
+                         rpn_rois, roi_targets)
+
+
+def siamese_batch(samples: Sequence[SiameseSample], config: Any, mask_dtype: Any = np.uint8
+                  ) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    """(inputs, outputs) of a batch: Mask R-CNN's (mrcnn.data.assemble_batch) with the
+    references [B, k, T, T, 3] float32 after the image meta.
+
+    outputs is empty unless the samples carry detection targets.
+    """
+    inputs, outputs = assemble_batch(samples, config, mask_dtype=mask_dtype)
+    references = np.stack([s.targets for s in samples]).astype(np.float32)
+    return inputs[:2] + (references,) + inputs[2:], outputs
 
 
 def assemble_siamese_batch(samples: Sequence[SiameseSample], config: Any) -> list:
@@ -260,11 +283,10 @@ def assemble_siamese_batch(samples: Sequence[SiameseSample], config: Any) -> lis
     targets [B, k, T, T, 3] float32, rpn_match [B, anchors, 1] int32,
     rpn_bbox [B, RPN_TRAIN_ANCHORS_PER_IMAGE, 4] float32,
     gt_class_ids [B, MAX_GT_INSTANCES] int32, gt_boxes [B, MAX_GT_INSTANCES, 4]
-    int32, gt_masks [B, h, w, MAX_GT_INSTANCES] uint8 (zero padded).
+    int32, gt_masks [B, h, w, MAX_GT_INSTANCES] uint8 (zero padded); then, with
+    random ROIs, rpn_rois [B, R, 4] and, with detection targets, rois [B, ROIS, 4].
     """
-    inputs = stack_training_inputs(samples, config)
-    inputs.insert(2, np.stack([s.targets for s in samples]).astype(np.float32))
-    return inputs
+    return list(siamese_batch(samples, config)[0])
 
 
 ############################################################
@@ -272,7 +294,11 @@ def assemble_siamese_batch(samples: Sequence[SiameseSample], config: Any) -> lis
 ############################################################
 
 class SiameseDataGenerator(keras.utils.PyDataset):
-    """Keras PyDataset of Siamese training batches; each item is ``(inputs,)``.
+    """Keras PyDataset of Siamese training batches; each item is ``(inputs,)``, or
+    ``(inputs, outputs)`` with detection_targets (see siamese_batch()).
+
+    It is also the old generator: ``next(g)`` returns the next batch as two lists
+    ``(inputs, outputs)`` with bool gt_masks, endlessly, epoch after epoch.
 
     dataset: an IndexedCocoDataset (prepared); its active classes choose the
         categories of the samples.
@@ -283,6 +309,8 @@ class SiameseDataGenerator(keras.utils.PyDataset):
         images, ceil(images / batch_size)).
     workers / use_multiprocessing: default config.WORKERS (0 = load in the
         calling thread) and config.USE_MULTIPROCESSING.
+    random_rois / detection_targets: see load_siamese_sample() (Matterport's
+        options for training the heads on random ROIs, config.USE_RPN_ROIS False).
 
     Batch idx of an epoch takes the images at positions idx * batch_size, ...
     of the epoch's sequence of passes over the eligible images (each pass
@@ -295,9 +323,17 @@ class SiameseDataGenerator(keras.utils.PyDataset):
                  allow_same_image: bool = False, target_size_limit: int = 0,
                  seed: Optional[int] = None, steps_per_epoch: Optional[int] = None,
                  workers: Optional[int] = None, use_multiprocessing: Optional[bool] = None,
-                 max_queue_size: int = 10):
+                 max_queue_size: int = 10, random_rois: int = 0,
+                 detection_targets: bool = False):
         super().__init__(max_queue_size=max_queue_size,
                          **pydataset_workers(config, workers, use_multiprocessing))
+        if isinstance(random_rois, bool) or int(random_rois) != random_rois \
+                or random_rois < 0:
+            raise ValueError("random_rois: expected an integer >= 0, got {!r}".format(
+                random_rois))
+        self.random_rois = int(random_rois)
+        self.detection_targets = bool(detection_targets)
+        self._next_index = 0
         self.dataset = dataset
         self.config = config
         self.shuffle = shuffle
@@ -339,9 +375,24 @@ class SiameseDataGenerator(keras.utils.PyDataset):
         if not 0 <= idx < len(self):
             raise IndexError("batch index: expected 0 <= idx < {}, got {}".format(
                 len(self), idx))
+        # Keras 3 rejects lists in a batch structure: tuples.
+        inputs, outputs = self._batch(idx, np.uint8)
+        return (inputs, outputs) if outputs else (inputs,)
+
+    def __next__(self) -> tuple[list, list]:
+        """The old generator's protocol: the next batch as ``(inputs, outputs)`` lists
+        (outputs empty unless detection_targets), gt_masks bool; after the last
+        batch of an epoch, on_epoch_end() and the next epoch."""
+        if self._next_index >= len(self):
+            self.on_epoch_end()
+            self._next_index = 0
+        inputs, outputs = self._batch(self._next_index, bool)
+        self._next_index += 1
+        return list(inputs), list(outputs)
+
+    def _batch(self, idx: int, mask_dtype: Any) -> tuple[tuple, tuple]:
         samples = self._load_samples(self.epoch, idx * self.batch_size)
-        # Keras 3 rejects lists in a batch structure: a tuple of inputs.
-        return (tuple(assemble_siamese_batch(samples, self.config)),)
+        return siamese_batch(samples, self.config, mask_dtype=mask_dtype)
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
@@ -386,20 +437,43 @@ class SiameseDataGenerator(keras.utils.PyDataset):
                                        self.active_classes, rng,
                                        augmentation=self.augmentation,
                                        allow_same_image=self.allow_same_image,
-                                       target_size_limit=self.target_size_limit)
+                                       target_size_limit=self.target_size_limit,
+                                       random_rois=self.random_rois,
+                                       detection_targets=self.detection_targets)
 
     def _describe(self, image_id: int) -> str:
         info = self.dataset.image_info[image_id]
         return "source id {}, {}".format(info.get("id"), info.get("path"))
 
 
-def siamese_data_generator(dataset: Any, config: Any, shuffle: bool = True,
-                           augmentation: Any = None, batch_size: Optional[int] = None,
-                           **kwargs: Any) -> SiameseDataGenerator:
-    """The old function's name: returns a SiameseDataGenerator (a PyDataset).
+# The old function's default augmentation, built when used (imgaug imports slowly).
+DEFAULT_AUGMENTATION = "Fliplr(0.5)"
 
-    Pass it to fit(); each item is ``(inputs,)``, see assemble_siamese_batch().
-    Extra keyword arguments go to SiameseDataGenerator.
+
+def siamese_data_generator(dataset: Any, config: Any, shuffle: bool = True,
+                           augmentation: Any = DEFAULT_AUGMENTATION, random_rois: int = 0,
+                           batch_size: int = 1, detection_targets: bool = False,
+                           diverse: float = 0, **kwargs: Any) -> SiameseDataGenerator:
+    """The paper code's generator, with its signature and defaults.
+
+    Returns a SiameseDataGenerator: ``next(g)`` gives ``(inputs, outputs)`` lists as the
+    old generator did, and fit() takes it as a PyDataset.
+    augmentation: imgaug augmenter; the default is the old one, a horizontal flip of
+        half the images (imgaug.augmenters.Fliplr(0.5)); None for none.
+    random_rois / detection_targets: Matterport's options (see load_siamese_sample).
+    batch_size: images per batch (default 1, as the old function; the model's train()
+        uses config.BATCH_SIZE).
+    diverse: accepted and ignored, as the old function ignored it.
+    Extra keyword arguments (seed, allow_same_image, steps_per_epoch, workers, ...)
+    go to SiameseDataGenerator.
     """
+    if augmentation is DEFAULT_AUGMENTATION:
+        from imgaug import augmenters as iaa
+
+        augmentation = iaa.Fliplr(0.5)
+    if diverse:
+        logger.warning("siamese_data_generator: diverse=%s is ignored (the paper code "
+                       "accepted and ignored it too)", diverse)
     return SiameseDataGenerator(dataset, config, shuffle=shuffle, augmentation=augmentation,
-                                batch_size=batch_size, **kwargs)
+                                batch_size=batch_size, random_rois=random_rois,
+                                detection_targets=detection_targets, **kwargs)

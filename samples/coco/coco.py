@@ -65,8 +65,9 @@ IMAGENET_WEIGHTS_ENV = "MRCNN_IMAGENET_WEIGHTS"
 
 # Directory to save logs and model checkpoints, if not provided through --logs.
 DEFAULT_LOGS_DIR = os.path.join(ROOT_DIR, "logs")
-# Matterport defaults to 2014; this project works with the 2017 layout (train2017/val2017).
-DEFAULT_DATASET_YEAR = "2017"
+# Matterport's default: COCO 2014 (train2014, val2014 and the minival splits); pass
+# year="2017" / --year 2017 for the 2017 layout.
+DEFAULT_DATASET_YEAR = "2014"
 
 # MS COCO: background + 80 categories, the class count of mask_rcnn_coco.h5.
 COCO_NUM_CLASSES = 1 + 80
@@ -161,6 +162,11 @@ class CocoDataset(utils.Dataset):
                   f"annotations/instances_{subset}{year}.json and the images in "
                   f"{image_subset}{year}/; nothing is downloaded")
         if not os.path.isfile(annotation_path):
+            other = {"2014": "2017", "2017": "2014"}.get(year)
+            # 2017 has no minival / valminusminival: its counterpart is val.
+            other_subset = "val" if other == "2017" and image_subset == "val" else subset
+            if other and os.path.isfile(coco_paths(dataset_dir, other_subset, other)[0]):
+                layout += f"; the {other} layout is there: pass year={other} (--year {other})"
             raise FileNotFoundError(f"COCO annotation file not found: {annotation_path} "
                                     f"({layout})")
         if not os.path.isdir(image_dir):
@@ -463,11 +469,17 @@ def head_exclusions(model_arg: str, weights_path: str, num_classes: int) -> list
 
 
 def validation_subset(dataset_dir: str, year: str) -> str:
-    """Matterport validates on 'minival' for 2014 and 'val' for 2017; data sets without
-    the minival split use 'val'."""
-    if str(year) == "2014" and _has_minival(dataset_dir, year):
-        return "minival"
-    return "val"
+    """Matterport validates on 'minival' for 2014 and 'val' for 2017.
+
+    A 2014 data set without the minival split but with val2014 uses 'val'; with neither,
+    'minival' (so that the error names the file Matterport's layout expects).
+    """
+    if str(year) != "2014":
+        return "val"
+    if not _has_minival(dataset_dir, year) and os.path.isfile(
+            coco_paths(dataset_dir, "val", year)[0]):
+        return "val"
+    return "minival"
 
 
 def _has_minival(dataset_dir: str, year: str) -> bool:

@@ -154,6 +154,23 @@ def test_minival_subsets_read_images_from_val2014(tmp_path):
     assert train.num_images == 4 and val.num_images == 2
 
 
+def test_default_year_is_2014_as_in_matterport(tmp_path, tiny):
+    """load_coco and --year default to 2014; a 2017 set asked for as 2014 gets a hint."""
+    assert coco.DEFAULT_DATASET_YEAR == "2014"
+    tiny14 = write_tiny_coco(str(tmp_path / "c14"), year="2014", num_train=2, num_val=1)
+    dataset = coco.CocoDataset()
+    dataset.load_coco(tiny14.root, "train")  # no year: 2014
+    assert dataset.image_info and all(
+        os.path.dirname(i["path"]) == os.path.join(tiny14.root, "train2014")
+        for i in dataset.image_info)
+    with pytest.raises(FileNotFoundError) as error:
+        coco.CocoDataset().load_coco(tiny.root, "train")
+    assert "instances_train2014.json" in str(error.value)
+    assert "the 2017 layout is there: pass year=2017 (--year 2017)" in str(error.value)
+    # Empty folder, 2014: the error names minival (Matterport's 2014 validation split).
+    assert coco.validation_subset(str(tmp_path / "nowhere"), "2014") == "minival"
+
+
 def test_training_data_for_a_train_val_data_set(tiny):
     train, val = coco.load_training_data(tiny.root, tiny.year)
     assert (train.num_images, val.num_images) == (6, 3)
@@ -410,11 +427,16 @@ def test_cli_reports_bad_inputs_in_one_line(tiny, tmp_path, capsys, monkeypatch)
     base = ["--model", "none", "--logs", str(tmp_path / "logs")]
     cases = [
         (["train", "--dataset", str(tmp_path / "nowhere")] + base, "not found"),
-        (["evaluate", "--dataset", str(tmp_path)] + base, "instances_val2017.json"),
-        (["train", "--dataset", tiny.root, "--download", "True"] + base,
+        (["evaluate", "--dataset", str(tmp_path)] + base, "instances_minival2014.json"),
+        (["evaluate", "--dataset", str(tmp_path), "--year", "2017"] + base,
+         "instances_val2017.json"),
+        (["evaluate", "--dataset", tiny.root] + base, "pass year=2017 (--year 2017)"),
+        (["train", "--dataset", tiny.root, "--year", tiny.year, "--download", "True"]
+         + base,
          "nothing is downloaded"),
-        (["train", "--dataset", tiny.root, "--image-size", "100"] + base, "IMAGE_MAX_DIM"),
-        (["evaluate", "--dataset", tiny.root, "--model", "last",
+        (["train", "--dataset", tiny.root, "--year", tiny.year, "--image-size", "100"]
+         + base, "IMAGE_MAX_DIM"),
+        (["evaluate", "--dataset", tiny.root, "--year", tiny.year, "--model", "last",
           "--logs", str(tmp_path / "no_logs")], "no checkpoint"),
     ]
     for argv, needle in cases:
@@ -439,8 +461,8 @@ SMALL_RUN = ["--backbone", "resnet_tiny", "--image-size", "64"]
 def trained(tiny, tmp_path_factory):
     """One `coco.py train` run: 1 epoch of 2 steps of the heads from random weights."""
     logs = str(tmp_path_factory.mktemp("coco_logs"))
-    result = _run_cli(["train", "--dataset", tiny.root, "--model", "none", "--logs", logs,
-                       *SMALL_RUN, "--steps-per-epoch", "2", "--validation-steps", "1",
+    result = _run_cli(["train", "--dataset", tiny.root, "--year", tiny.year, "--model",
+                       "none", "--logs", logs, *SMALL_RUN, "--steps-per-epoch", "2", "--validation-steps", "1",
                        "--epochs-heads", "1", "--epochs-4plus", "0", "--epochs-all", "0"],
                       cwd=logs)
     return SimpleNamespace(logs=logs, result=result)
@@ -459,8 +481,8 @@ def test_cli_train_writes_a_checkpoint(trained):
 @pytest.mark.slow
 def test_cli_evaluate_last_prints_stats(tiny, trained):
     assert trained.result.returncode == 0, trained.result.stderr[-3000:]
-    result = _run_cli(["evaluate", "--dataset", tiny.root, "--model", "last", "--logs",
-                       trained.logs, *SMALL_RUN, "--limit", "2", "--eval-type", "both"],
+    result = _run_cli(["evaluate", "--dataset", tiny.root, "--year", tiny.year, "--model",
+                       "last", "--logs", trained.logs, *SMALL_RUN, "--limit", "2", "--eval-type", "both"],
                       cwd=trained.logs)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "mask_rcnn_coco_0001.h5" in result.stderr  # found by --model last
@@ -472,8 +494,8 @@ def test_cli_evaluate_last_prints_stats(tiny, trained):
 def test_cli_missing_coco_weights_exit_2_without_traceback(tiny, tmp_path):
     if os.path.exists(os.path.join(coco.SCRIPT_DIR, coco.COCO_WEIGHTS_FILE)):
         pytest.skip("a mask_rcnn_coco.h5 lies next to coco.py")
-    result = _run_cli(["train", "--dataset", tiny.root, "--model", "coco", "--logs",
-                       str(tmp_path / "logs")], cwd=str(tmp_path))
+    result = _run_cli(["train", "--dataset", tiny.root, "--year", tiny.year, "--model",
+                       "coco", "--logs", str(tmp_path / "logs")], cwd=str(tmp_path))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()

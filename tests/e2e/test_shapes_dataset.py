@@ -243,7 +243,7 @@ def test_readable_by_matterport_coco_loader(dataset):
 def test_readable_by_indexed_coco_dataset(dataset):
     siamese_utils = pytest.importorskip("siamese_mrcnn.utils")
     data = siamese_utils.IndexedCocoDataset()
-    data.load_coco(str(dataset.root), "train", year="2017")
+    data.load_coco(str(dataset.root), "train", year="2017", subsubset=None)
     data.prepare()
     assert data.num_images == 12 and data.num_classes == 25
     data.set_active_classes(shapes.train_classes(24, 1))

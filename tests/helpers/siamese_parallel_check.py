@@ -99,7 +99,7 @@ def load_dataset(work_dir: str) -> IndexedCocoDataset:
     root = os.path.join(work_dir, "coco")
     write_siamese_coco(root)
     dataset = IndexedCocoDataset()
-    dataset.load_coco(root, "train")
+    dataset.load_coco(root, "train", subsubset=None)
     dataset.prepare()
     return dataset
 

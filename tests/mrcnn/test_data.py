@@ -422,6 +422,11 @@ def test_legacy_data_generator_yields_matterport_batches(config):
     assert outputs == ()
     assert len(inputs) == 7 and inputs[0].shape == (2, 64, 64, 3)
     assert data.parse_image_meta(inputs[1])["image_id"].tolist() == [0, 2]
+    # Matterport's generator yields bool masks (the PyDataset feeds the graph uint8).
+    assert inputs[6].dtype == bool and inputs[6].any()
+    uint8_masks = data.DataGenerator(dataset, config, shuffle=False)[0][0][6]
+    assert uint8_masks.dtype == np.uint8
+    np.testing.assert_array_equal(inputs[6], uint8_masks.astype(bool))
     inputs, _ = next(generator)
     assert data.parse_image_meta(inputs[1])["image_id"].tolist() == [0, 2]
 

@@ -18,7 +18,7 @@ def coco_root(tmp_path):
 @pytest.fixture
 def dataset(coco_root):
     ds = IndexedCocoDataset()
-    ds.load_coco(coco_root, "train", year="2017")
+    ds.load_coco(coco_root, "train", year="2017", subsubset=None)
     ds.prepare()
     return ds
 
@@ -103,7 +103,7 @@ def test_active_classes(dataset, tmp_path):
 
 def test_class_ids_subset(coco_root):
     ds = IndexedCocoDataset()
-    ds.load_coco(coco_root, "train", class_ids=[5, 9])
+    ds.load_coco(coco_root, "train", class_ids=[5, 9], subsubset=None)
     ds.prepare()
     assert sorted(info["id"] for info in ds.image_info) == [108, 122, 129]
     masks, class_ids = ds.load_mask(_index_of(ds, 108))
@@ -121,6 +121,35 @@ def test_subsubset_split_and_return_coco(coco_root):
     assert sorted(coco.getImgIds()) == [101, 108, 115, 122, 129, 136]
     with pytest.raises(ValueError, match="subsubset"):
         IndexedCocoDataset().load_coco(coco_root, "train", subsubset="test")
+
+
+def test_train_subset_defaults_to_the_training_part_as_the_paper_code(coco_root):
+    """load_coco(dir, "train") = subsubset="train": all but the last val_count images;
+    other subsets load everything; a set too small for the split is an error."""
+    train = IndexedCocoDataset()
+    train.load_coco(coco_root, "train", val_count=2)
+    assert [i["id"] for i in train.image_info] == [101, 108, 115, 122]
+    with pytest.raises(ValueError, match=r"6 images.*val_count=3000.*subsubset=None"):
+        IndexedCocoDataset().load_coco(coco_root, "train")
+
+
+def test_active_classes_attribute_and_get_class_ids(dataset, coco_root):
+    assert dataset.active_classes == []  # nothing set: every class is active
+    np.testing.assert_array_equal(dataset.get_active_classes(), [1, 2, 3, 4, 5])
+    dataset.set_active_classes([3, 1])
+    assert dataset.active_classes == [1, 3]
+    np.testing.assert_array_equal(dataset.ACTIVE_CLASSES, [1, 3])
+    dataset.active_classes = [2]
+    np.testing.assert_array_equal(dataset.get_active_classes(), [2])
+    dataset.active_classes = []
+    np.testing.assert_array_equal(dataset.get_active_classes(), [1, 2, 3, 4, 5])
+    # COCO category ids of the file: unknown ids are dropped, the result sorted.
+    known = sorted(INTERNAL)
+    assert dataset.get_class_ids([known[-1], 1000, known[0]], coco_root, "train",
+                                 "2017") == [known[0], known[-1]]
+    dataset.set_active_classes([1, 2])  # None: the ids set (as the paper code read them)
+    assert dataset.get_class_ids(None, coco_root, "train", "2017") == [
+        c for c in (1, 2) if c in INTERNAL]
 
 
 def test_image_reference(dataset):

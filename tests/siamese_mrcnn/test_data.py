@@ -35,7 +35,7 @@ def _config(**fields):
 def coco(tmp_path):
     arrays = write_siamese_coco(str(tmp_path))
     dataset = IndexedCocoDataset()
-    dataset.load_coco(str(tmp_path), "train")
+    dataset.load_coco(str(tmp_path), "train", subsubset=None)
     dataset.prepare()
     return dataset, arrays, tmp_path
 
@@ -182,8 +182,7 @@ def _unmold(array, config):
 def test_batch_order_shapes_and_dtypes(coco):
     dataset, _, _ = coco
     config = DataConfig()
-    generator = siamese_data_generator(dataset, config, seed=1)
-    assert isinstance(generator, SiameseDataGenerator)
+    generator = SiameseDataGenerator(dataset, config, seed=1)
     item = generator[0]
     assert isinstance(item, tuple) and len(item) == 1
     images, meta, targets, rpn_match, rpn_bbox, class_ids, boxes, masks = item[0]
@@ -371,3 +370,59 @@ def test_consecutive_failures_raise(coco):
         generator[0]
     with pytest.raises(IndexError):
         generator[len(generator)]
+
+
+############################################################
+#  The paper code's siamese_data_generator
+############################################################
+
+def test_old_generator_signature_defaults_and_next(coco, caplog):
+    """Original defaults: batch_size 1, Fliplr(0.5); next(g) -> (inputs, outputs) lists
+    with bool masks, endlessly across epochs; fit gets the same object's uint8 items."""
+    dataset, _, _ = coco
+    config = DataConfig()
+    generator = siamese_data_generator(dataset, config, seed=3)
+    assert isinstance(generator, SiameseDataGenerator)
+    assert generator.batch_size == 1
+    assert type(generator.augmentation).__name__ == "Fliplr"
+    assert generator.augmentation.p.p.value == 0.5
+    count = len(generator)
+    batches = [next(generator) for _ in range(count + 2)]  # into the second epoch
+    assert generator.epoch == 1
+    for inputs, outputs in batches:
+        assert isinstance(inputs, list) and outputs == []
+        assert len(inputs) == 8 and inputs[0].shape == (1, 64, 64, 3)
+        assert inputs[7].dtype == bool and inputs[7].any()
+    # The PyDataset item of the same (epoch, batch) holds the same arrays, masks uint8.
+    item = generator[1][0]
+    np.testing.assert_array_equal(item[7].astype(bool), batches[count + 1][0][7])
+    np.testing.assert_array_equal(item[0], batches[count + 1][0][0])
+    assert siamese_data_generator(dataset, config, augmentation=None).augmentation is None
+    with caplog.at_level(logging.WARNING, logger="siamese_mrcnn.data"):
+        siamese_data_generator(dataset, config, diverse=0.5)
+    assert "diverse=0.5 is ignored" in caplog.text
+
+
+def test_random_rois_and_detection_targets(coco):
+    """random_rois adds rpn_rois to the inputs; detection_targets adds rois to the inputs
+    and the class / box / mask targets as outputs (Matterport's shapes)."""
+    dataset, _, _ = coco
+    config = _config(USE_RPN_ROIS=False, TRAIN_ROIS_PER_IMAGE=8, ROI_POSITIVE_RATIO=0.25)
+    generator = siamese_data_generator(dataset, config, augmentation=None, random_rois=20,
+                                       batch_size=2, detection_targets=True, seed=2)
+    inputs, outputs = next(generator)
+    assert len(inputs) == 10
+    rpn_rois, rois = inputs[8], inputs[9]
+    assert rpn_rois.shape == (2, 20, 4) and rois.shape == (2, 8, 4)
+    class_ids, bbox, masks = outputs
+    assert class_ids.shape == (2, 8, 1)
+    assert bbox.shape == (2, 8, config.NUM_CLASSES, 4)
+    assert masks.shape == (2, 8) + tuple(config.MASK_SHAPE) + (config.NUM_CLASSES,)
+    assert set(np.unique(class_ids)) <= {0, 1} and (class_ids == 1).any()
+    # Random ROIs lie inside the 64 px image.
+    assert rpn_rois.min() >= 0 and rpn_rois.max() <= 64
+    # As a PyDataset item: (inputs, outputs) tuples.
+    item = generator[0]
+    assert len(item) == 2 and len(item[0]) == 10 and len(item[1]) == 3
+    with pytest.raises(ValueError, match="random_rois"):
+        SiameseDataGenerator(dataset, config, random_rois=-1)

@@ -406,7 +406,7 @@ def coco(tmp_path_factory):
     root = tmp_path_factory.mktemp("siamese_coco")
     write_siamese_coco(str(root))
     dataset = IndexedCocoDataset()
-    dataset.load_coco(str(root), "train")
+    dataset.load_coco(str(root), "train", subsubset=None)
     dataset.prepare()
     return dataset
 
@@ -554,7 +554,7 @@ def test_model_learns_to_find_the_reference_category(tmp_path):
     for subset, count in (("train", 40), ("val", 12)):
         _draw_two_category_coco(str(tmp_path / "data"), subset, count, rng)
         dataset = IndexedCocoDataset()
-        dataset.load_coco(str(tmp_path / "data"), subset)
+        dataset.load_coco(str(tmp_path / "data"), subset, subsubset=None)
         dataset.prepare()
         datasets.append(dataset)
     train, val = datasets
