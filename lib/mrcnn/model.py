@@ -31,6 +31,8 @@ from mrcnn.fpn import fpn_graph
 from mrcnn.graph_layers import (ActiveClassIds, AnchorsLayer, DetectionBoxes, Identity,
                                 LossLayer, NormBoxes)
 from mrcnn.h5_model import GraphModel
+from mrcnn.inspection import (LayerStage, compute_stages, find_stage, known_stage_names,
+                              stage_inputs)
 from mrcnn.heads import (DEFAULT_MASK_CONV_CHANNELS, build_fpn_mask_graph,  # noqa: F401
                          fpn_classifier_graph)
 from mrcnn.layers import BatchNorm, TimeDistributed  # noqa: F401
@@ -668,8 +670,16 @@ class MaskRCNN:
 
     # ------------------------------------------------------------- debugging
     def ancestor(self, tensor, name: str, checked: list | None = None):
-        """Not supported on Keras 3 symbolic tensors; kept for API parity."""
-        raise NotImplementedError("ancestor() relied on TF1 graph internals; use run_graph()")
+        """Finds an intermediate value by its Matterport (TF1) graph name, for run_graph.
+
+        Known: the proposal layer's "ROI/pre_nms_anchors:0", "ROI/refined_anchors:0",
+        "ROI/refined_anchors_clipped:0" and "ROI/rpn_non_max_suppression:0" (also its
+        .../NonMaxSuppressionV2:0 and V3:0 names), what inspect_model reads. Returns a
+        LayerStage that run_graph computes, or None for other names, as Matterport
+        returned None for a name it did not find. `tensor` and `checked` are accepted
+        for the old signature; Keras 3 layers have no inner graph to walk.
+        """
+        return find_stage(self.inner_model, name)
 
     def find_trainable_layer(self, layer):
         """Returns the wrapped layer for TimeDistributed wrappers, else the layer."""
@@ -715,9 +725,21 @@ class MaskRCNN:
         proposals) can be run, as in Matterport.
         """
         outputs = OrderedDict(outputs)
+        missing = [k for k, v in outputs.items() if v is None]
+        if missing:
+            raise ValueError(
+                f"run_graph: outputs {missing} are None: model.ancestor() returns None for "
+                f"names it does not know; it knows {known_stage_names()}")
+        stages = {k: v for k, v in outputs.items() if isinstance(v, LayerStage)}
+        tensors = {k: v for k, v in outputs.items() if k not in stages}
+        # A stage is computed from its layer's inputs: fetch those as well.
+        stage_layers = sorted({s.layer for s in stages.values()})
+        stage_tensors = {name: stage_inputs(self.inner_model, name) for name in stage_layers}
+        fetch = list(tensors.values()) + [t for name in stage_layers
+                                          for t in stage_tensors[name]]
         inputs, model_in = self._run_graph_feed(images, image_metas, **extra)
         try:
-            sub_model = self._sub_model(inputs, list(outputs.values()))
+            sub_model = self._sub_model(inputs, fetch)
         except ValueError as error:
             raise ValueError(
                 f"run_graph in {self.mode} mode feeds only {[t.name for t in inputs]}; "
@@ -725,7 +747,16 @@ class MaskRCNN:
         values = sub_model.predict_on_batch(model_in)
         if not isinstance(values, (list, tuple)):
             values = [values]
-        result = OrderedDict((k, np.asarray(v)) for k, v in zip(outputs.keys(), values))
+        values = [np.asarray(v) for v in values]
+        fetched = dict(zip(tensors.keys(), values))
+        position = len(tensors)
+        stage_values = {}
+        for name in stage_layers:
+            count = len(stage_tensors[name])
+            stage_values[name] = values[position:position + count]
+            position += count
+        fetched.update(compute_stages(self.inner_model, stages, stage_values))
+        result = OrderedDict((k, np.asarray(fetched[k])) for k in outputs)
         for k, v in result.items():
             log(k, v)
         return result

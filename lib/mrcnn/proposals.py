@@ -162,6 +162,15 @@ class ProposalLayer(keras.layers.Layer):
             raise ValueError(f"proposal_count must be >= 1, got {proposal_count}")
 
     def call(self, inputs):
+        scores, deltas, pre_nms_anchors = self._top_anchors(inputs)
+        _, boxes = self._refine(pre_nms_anchors, deltas)
+        # No small-box filter: it hurts small objects (Matterport, after Xinlei Chen).
+        proposals = utils.batch_slice([boxes, scores], self._nms, self.images_per_gpu)
+        return proposals  # [batch, proposal_count, 4]
+
+    def _top_anchors(self, inputs) -> tuple:
+        """(scores [batch, L], deltas [batch, L, 4], anchors [batch, L, 4]) of the
+        L = min(PRE_NMS_LIMIT, num_anchors) best anchors by foreground score."""
         if len(inputs) != 3:
             raise ValueError(
                 f"ProposalLayer expects [rpn_probs, rpn_bbox, anchors], got {len(inputs)} inputs")
@@ -181,20 +190,57 @@ class ProposalLayer(keras.layers.Layer):
         pre_nms_anchors = utils.batch_slice([anchors, ix], lambda a, x: tf.gather(a, x),
                                             self.images_per_gpu,
                                             names=["pre_nms_anchors"])  # [batch, pre_nms_limit, 4]
+        return scores, deltas, pre_nms_anchors
 
+    def _refine(self, pre_nms_anchors, deltas) -> tuple:
+        """(refined, clipped) anchors, each [batch, pre_nms_limit, 4]."""
         boxes = utils.batch_slice([pre_nms_anchors, deltas],
                                   lambda x, y: apply_box_deltas_graph(x, y),
                                   self.images_per_gpu,
                                   names=["refined_anchors"])  # [batch, pre_nms_limit, 4]
         # Normalized coordinates: the image is the unit square.
         window = np.array([0, 0, 1, 1], dtype=np.float32)
-        boxes = utils.batch_slice(boxes, lambda x: clip_boxes_graph(x, window),
-                                  self.images_per_gpu,
-                                  names=["refined_anchors_clipped"])  # [batch, pre_nms_limit, 4]
+        clipped = utils.batch_slice(boxes, lambda x: clip_boxes_graph(x, window),
+                                    self.images_per_gpu,
+                                    names=["refined_anchors_clipped"])  # [batch, pre_nms_limit, 4]
+        return boxes, clipped
 
-        # No small-box filter: it hurts small objects (Matterport, after Xinlei Chen).
-        proposals = utils.batch_slice([boxes, scores], self._nms, self.images_per_gpu)
-        return proposals  # [batch, proposal_count, 4]
+    def stages(self, inputs: Sequence[np.ndarray]) -> dict:
+        """The intermediate values of call() on concrete inputs, by the names that
+        Matterport's inspect_model reads through model.ancestor():
+
+        pre_nms_anchors, refined_anchors, refined_anchors_clipped: [batch, L, 4];
+        post_nms_anchor_ix: indices into refined_anchors_clipped kept by NMS, [N] for
+        one image (as Matterport's graph node), else [batch, proposal_count] padded with
+        -1; proposals: the layer's output [batch, proposal_count, 4].
+        Runs eagerly, one image at a time (any batch size).
+        """
+        inputs = [tf.convert_to_tensor(np.asarray(x, np.float32)) for x in inputs]
+        values: dict = {k: [] for k in ("pre_nms_anchors", "refined_anchors",
+                                        "refined_anchors_clipped", "post_nms_anchor_ix",
+                                        "proposals")}
+        per_image = ProposalLayer.from_config({**self.get_config(), "images_per_gpu": 1})
+        for b in range(int(inputs[0].shape[0])):
+            one = [x[b:b + 1] for x in inputs]
+            scores, deltas, pre_nms_anchors = per_image._top_anchors(one)
+            refined, clipped = per_image._refine(pre_nms_anchors, deltas)
+            indices = tf.image.non_max_suppression(clipped[0], scores[0],
+                                                   self.proposal_count, self.nms_threshold)
+            values["pre_nms_anchors"].append(pre_nms_anchors.numpy()[0])
+            values["refined_anchors"].append(refined.numpy()[0])
+            values["refined_anchors_clipped"].append(clipped.numpy()[0])
+            values["post_nms_anchor_ix"].append(indices.numpy())
+            values["proposals"].append(per_image._nms(clipped[0], scores[0]).numpy())
+        result = {k: np.stack(v) for k, v in values.items() if k != "post_nms_anchor_ix"}
+        kept = values["post_nms_anchor_ix"]
+        if len(kept) == 1:
+            result["post_nms_anchor_ix"] = kept[0]
+        else:
+            padded = np.full((len(kept), self.proposal_count), -1, dtype=np.int32)
+            for b, ix in enumerate(kept):
+                padded[b, :len(ix)] = ix
+            result["post_nms_anchor_ix"] = padded
+        return result
 
     def _nms(self, boxes: tf.Tensor, scores: tf.Tensor) -> tf.Tensor:
         """NMS on one image, zero padded. boxes [N, 4], scores [N] -> [proposal_count, 4]."""

@@ -477,6 +477,47 @@ def test_run_graph_returns_named_arrays(tiny_inference, image_64):
     np.testing.assert_allclose(detections[0, :n, 5], result["scores"])
 
 
+def test_ancestor_gives_the_proposal_stages_inspect_model_reads(tiny_inference, image_64):
+    """Matterport's inspect_model: model.ancestor(pillar, "ROI/...:0") into run_graph.
+    The stages are checked against numpy: top-k anchors, box deltas, clipping, NMS."""
+    model = tiny_inference.keras_model
+    config = tiny_inference.config
+    pillar = model.get_layer("ROI").output
+    nms_node = tiny_inference.ancestor(pillar, "ROI/rpn_non_max_suppression:0")
+    assert nms_node is not None
+    assert tiny_inference.ancestor(
+        pillar, "ROI/rpn_non_max_suppression/NonMaxSuppressionV2:0") == nms_node
+    assert tiny_inference.ancestor(pillar, "ROI/no_such_node:0") is None
+    assert tiny_inference.ancestor(pillar, "nowhere/pre_nms_anchors:0") is None
+    rpn = tiny_inference.run_graph([image_64], [
+        ("rpn_class", model.get_layer("rpn_class").output),
+        ("rpn_bbox", model.get_layer("rpn_bbox").output),
+        ("pre_nms_anchors", tiny_inference.ancestor(pillar, "ROI/pre_nms_anchors:0")),
+        ("refined_anchors", tiny_inference.ancestor(pillar, "ROI/refined_anchors:0")),
+        ("refined_anchors_clipped",
+         tiny_inference.ancestor(pillar, "ROI/refined_anchors_clipped:0")),
+        ("post_nms_anchor_ix", nms_node),
+        ("proposals", pillar),
+    ])
+    anchors = tiny_inference.get_anchors(config.IMAGE_SHAPE)
+    limit = min(config.PRE_NMS_LIMIT, anchors.shape[0])
+    order = np.argsort(-rpn["rpn_class"][0, :, 1], kind="stable")[:limit]
+    np.testing.assert_allclose(rpn["pre_nms_anchors"][0], anchors[order], atol=1e-6)
+    deltas = rpn["rpn_bbox"][0, order] * config.RPN_BBOX_STD_DEV
+    refined = modellib.utils.apply_box_deltas(anchors[order].astype(np.float64), deltas)
+    np.testing.assert_allclose(rpn["refined_anchors"][0], refined, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rpn["refined_anchors_clipped"][0], np.clip(refined, 0, 1),
+                               rtol=1e-5, atol=1e-6)
+    ix = rpn["post_nms_anchor_ix"]
+    assert ix.ndim == 1 and 0 < len(ix) <= config.POST_NMS_ROIS_INFERENCE
+    # The notebook draws refined_anchors_clipped[0, ix]: those are the proposals.
+    np.testing.assert_allclose(rpn["refined_anchors_clipped"][0, ix],
+                               rpn["proposals"][0, :len(ix)], atol=1e-6)
+    assert not rpn["proposals"][0, len(ix):].any()
+    with pytest.raises(ValueError, match="ancestor.*ROI/refined_anchors:0"):
+        tiny_inference.run_graph([image_64], [("x", None)])
+
+
 def test_run_graph_in_training_mode(tiny_training, image_64):
     """Matterport's run_graph also inspects the training graph on molded inputs, for
     tensors that need only the image and its meta."""
