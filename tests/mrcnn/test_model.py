@@ -159,6 +159,8 @@ def test_resnet101_coco_graph_matches_mask_rcnn_coco_layout(coco_model, coco_lay
     n_params = sum(math.prod(s) for ws in file_layout.values() for _, s in ws)
     assert n_params == coco_layout["meta"]["total_params"] == \
         coco_model.keras_model.count_params()
+    # inspect_model reads the last stage-4 activation of ResNet-101 by name.
+    assert "res4w_out" in _layer_names(coco_model.keras_model)
 
 
 def test_resnet50_graph_is_resnet101_without_extra_stage4_blocks(model_dir, coco_layout):
