@@ -66,13 +66,14 @@ def graph_function(name: str) -> Callable:
     return function if callable(function) else getattr(losses_module, name)
 
 
-def loss_layer(loss_fn: str, name: str, config: Any = None) -> LossLayer:
-    """A LossLayer computing `loss_fn` (see graph_function), named `name`.
+def loss_layer(loss_fn: str, name: str, function: Callable, config: Any = None
+               ) -> LossLayer:
+    """A LossLayer computing `function` (the library's `loss_fn` or a replacement),
+    named `name`.
 
     config: passed first, as Matterport passes it to rpn_bbox_loss_graph; the
     library's own function needs only its IMAGES_PER_GPU, which serializes.
     """
-    function = graph_function(loss_fn)
     leading_args = [] if config is None else [config.IMAGES_PER_GPU]
     if function is getattr(losses_module, loss_fn, None):
         return LossLayer(loss_fn, leading_args=leading_args, name=name)
@@ -162,6 +163,11 @@ class MaskRCNN:
         C2, C3, C4, C5 = self.build_backbone(input_image, config)
         return list(fpn_graph(C2, C3, C4, C5, config.TOP_DOWN_PYRAMID_SIZE))
 
+    def graph_function(self, name: str) -> Callable:
+        """The head or loss function `name` this model's graph uses (see the module's
+        graph_function: replacements assigned into mrcnn.model take effect)."""
+        return graph_function(name)
+
     @staticmethod
     def check_image_size(config) -> None:
         """Image sides must be divisible by 64 (six stride-2 stages)."""
@@ -219,8 +225,12 @@ class MaskRCNN:
                                  nms_threshold=config.RPN_NMS_THRESHOLD,
                                  name="ROI", config=config)([rpn_class, rpn_bbox, anchors])
         with_masks = self.with_masks(config)
-        classifier_head = graph_function("fpn_classifier_graph")
-        mask_head = graph_function("build_fpn_mask_graph")
+        classifier_head = self.graph_function("fpn_classifier_graph")
+        mask_head = self.graph_function("build_fpn_mask_graph")
+
+        def loss(loss_fn: str, name: str, config: Any = None) -> LossLayer:
+            return loss_layer(loss_fn, name, self.graph_function(loss_fn), config)
+
         # Matterport's arguments, plus the project's only where they differ from the
         # defaults, so that a replacement with Matterport's signature still fits.
         head_kwargs = dict(train_bn=config.TRAIN_BN,
@@ -260,12 +270,12 @@ class MaskRCNN:
                 class_loss_inputs.append(ActiveClassIds(name="active_class_ids")(
                     input_image_meta))
             losses = [
-                loss_layer("rpn_class_loss_graph", "rpn_class_loss")(
+                loss("rpn_class_loss_graph", "rpn_class_loss")(
                     [input_rpn_match, rpn_class_logits]),
-                loss_layer("rpn_bbox_loss_graph", "rpn_bbox_loss", config)(
+                loss("rpn_bbox_loss_graph", "rpn_bbox_loss", config)(
                     [input_rpn_bbox, input_rpn_match, rpn_bbox]),
-                loss_layer(self.CLASS_LOSS, "mrcnn_class_loss")(class_loss_inputs),
-                loss_layer("mrcnn_bbox_loss_graph", "mrcnn_bbox_loss")(
+                loss(self.CLASS_LOSS, "mrcnn_class_loss")(class_loss_inputs),
+                loss("mrcnn_bbox_loss_graph", "mrcnn_bbox_loss")(
                     [target_bbox, target_class_ids, mrcnn_bbox]),
             ]
             outputs = [rpn_class_logits, rpn_class, rpn_bbox, mrcnn_class_logits, mrcnn_class,
@@ -275,7 +285,7 @@ class MaskRCNN:
                 mrcnn_mask = mask_head(
                     rois, mrcnn_feature_maps, input_image_meta, config.MASK_POOL_SIZE,
                     config.NUM_CLASSES, **mask_kwargs)
-                losses.append(loss_layer("mrcnn_mask_loss_graph", "mrcnn_mask_loss")(
+                losses.append(loss("mrcnn_mask_loss_graph", "mrcnn_mask_loss")(
                     [target_mask, target_class_ids, mrcnn_mask]))
                 outputs.append(mrcnn_mask)
                 loss_names.append(LOSS_NAMES[4])

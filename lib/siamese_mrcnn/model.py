@@ -23,6 +23,7 @@ from typing import Mapping, Sequence
 import keras
 import numpy as np
 
+from mrcnn import heads
 from mrcnn.backbone import build_resnet_model
 from mrcnn.checkpoint_path import LastCheckpoint
 from mrcnn.fpn import build_fpn_model
@@ -36,6 +37,9 @@ from siamese_mrcnn.reference import (MergeReferences, SplitReferences, mold_refe
                                      randomize_detections, sort_by_score)
 
 logger = logging.getLogger(__name__)
+
+# Functions the Siamese graph takes from the library whatever mrcnn.model holds.
+SIAMESE_OWN_FUNCTIONS = ("fpn_classifier_graph", "build_fpn_mask_graph")
 
 # The paper code's training presets: Matterport's plus "rpn" and "2+".
 LAYER_REGEX = dict(MRCNN_LAYER_REGEX)
@@ -124,6 +128,14 @@ class SiameseMaskRCNN(MaskRCNN):
         # 5 x [batch, H/s, W/s, 3C/2]
         return match_with_vectors(query_levels, vectors,
                                   feature_maps=3 * config.FPN_FEATUREMAPS // 2)
+
+    def graph_function(self, name: str):
+        """The paper code built its own heads and class loss and took only the RPN,
+        box and mask losses from mrcnn.model: replacements assigned there reach those,
+        not the Siamese heads."""
+        if name in SIAMESE_OWN_FUNCTIONS:
+            return getattr(heads, name)
+        return super().graph_function(name)
 
     def layer_regex(self, layers: str) -> str:
         return LAYER_REGEX.get(layers, layers)

@@ -176,5 +176,6 @@ def test_matterport_generator_feeds_fit_with_bool_masks(run):
     assert inputs[6].dtype == bool and outputs == ()
     if model.keras_model.optimizer is None:
         model.compile(config.LEARNING_RATE, config.LEARNING_MOMENTUM)
-    history = model.keras_model.fit(generator, steps_per_epoch=1, epochs=1, verbose=0)
+    history = model.keras_model.fit(generator, steps_per_epoch=1, epochs=1, verbose=0,
+                                    shuffle=False)
     assert np.isfinite(history.history["loss"][0])

@@ -250,3 +250,11 @@ def test_mask_rcnn_baseline_notebook_with_its_own_head_and_losses(coco_data, tmp
     assert history.history["mrcnn_class_loss"][0] >= 100.0
     assert rpn_configs and rpn_configs[0] is config  # Matterport passes the config
     assert library_class_loss is not mrcnn_class_loss_graph
+
+    # As in the paper code, a Siamese model built in the same session keeps its own
+    # heads and class loss and takes the RPN / box / mask losses from mrcnn.model.
+    siamese = siamese_model.SiameseMaskRCNN("training", SmallTrainConfig(), str(tmp_path))
+    assert len(head_calls) == 1
+    rpn_bbox_loss = siamese.keras_model.get_layer("rpn_bbox_loss").function
+    assert rpn_bbox_loss.func is rpn_bbox_loss_graph and rpn_bbox_loss.args == (siamese.config,)
+    assert siamese.keras_model.get_layer("mrcnn_class_loss").function is None
