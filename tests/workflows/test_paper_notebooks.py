@@ -69,22 +69,27 @@ def coco_data(tmp_path_factory):
                            num_val=3).root
 
 
+def train_and_val(coco_data):
+    """The notebooks' cell: train2017 split into training and validation parts (a small
+    val_count: the data set's size), all classes active."""
+    train_classes = np.array(range(1, 1 + len(CATEGORIES)))
+    datasets = []
+    for subsubset in ("train", "val"):
+        dataset = siamese_utils.IndexedCocoDataset()
+        dataset.load_coco(coco_data, subset="train", subsubset=subsubset, year="2017",
+                          val_count=2)
+        dataset.prepare()
+        dataset.build_indices()
+        dataset.ACTIVE_CLASSES = train_classes
+        datasets.append(dataset)
+    return datasets
+
+
 @pytest.fixture(scope="module")
 def trained(coco_data, tmp_path_factory):
-    """train.ipynb: returns (model_dir, schedule)."""
+    """train.ipynb: returns (model_dir, schedule, training set)."""
     model_dir = str(tmp_path_factory.mktemp("logs"))
-    train_classes = np.array(range(1, 1 + len(CATEGORIES)))
-    coco_train = siamese_utils.IndexedCocoDataset()
-    coco_train.load_coco(coco_data, subset="train", subsubset="train", year="2017",
-                         val_count=2)
-    coco_train.prepare()
-    coco_train.build_indices()
-    coco_train.ACTIVE_CLASSES = train_classes
-    coco_val = siamese_utils.IndexedCocoDataset()
-    coco_val.load_coco(coco_data, subset="train", subsubset="val", year="2017", val_count=2)
-    coco_val.prepare()
-    coco_val.build_indices()
-    coco_val.ACTIVE_CLASSES = train_classes
+    coco_train, coco_val = train_and_val(coco_data)
     assert (coco_train.num_images, coco_val.num_images) == (4, 2)
 
     config = SmallTrainConfig()
@@ -202,17 +207,7 @@ def test_mask_rcnn_baseline_notebook_with_its_own_head_and_losses(coco_data, tmp
         NAME = "parallel_mrcnn_coco"
         EXPERIMENT = "full"
     config = TrainConfig()
-    classes = np.array(range(1, 1 + len(CATEGORIES)))
-    coco_train = siamese_utils.IndexedCocoDataset()
-    coco_train.load_coco(coco_data, subset="train", subsubset="train", year="2017",
-                         val_count=2)
-    coco_train.prepare()
-    coco_train.build_indices()
-    coco_train.ACTIVE_CLASSES = classes
-    coco_val = siamese_utils.IndexedCocoDataset()
-    coco_val.load_coco(coco_data, subset="train", subsubset="val", year="2017", val_count=2)
-    coco_val.prepare()
-    coco_val.build_indices()
+    coco_train, coco_val = train_and_val(coco_data)
 
     library_head = modellib.fpn_classifier_graph
     library_class_loss = modellib.mrcnn_class_loss_graph
