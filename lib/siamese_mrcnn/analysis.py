@@ -7,8 +7,9 @@ evaluation's (image, category) pairs by how many instances of the category the
 image holds. The ``write_*`` functions save these and a ``RunsSummary`` as JSON,
 CSV and PNG (``save_json`` / ``save_csv`` are the plain file writers).
 
-The pairs, reference draws and COCO scoring are the protocol's
-(``siamese_mrcnn.evaluation``); this module only recombines them.
+The pairs and reference draws (``siamese_mrcnn.pairs``: the confusion matrix is one
+more consumer of its PairRunner) and the COCO scoring (``siamese_mrcnn.coco_eval``)
+are the protocol's; this module only recombines them.
 """
 from __future__ import annotations
 
@@ -26,12 +27,13 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from siamese_mrcnn.data import active_classes_of
-from siamese_mrcnn.evaluation import (EvaluationResult, RunsSummary, SeedLike, _check_indexed,
-                                      _class_name, _eval_types, _model_config_check,
-                                      _PairDetector, _per_class, _progress, _requested_images,
-                                      _seed_sequence, _source_id, customCOCOeval,
-                                      detections_to_coco, evaluation_pairs, run_coco_eval,
-                                      seed_label)
+from siamese_mrcnn.coco_eval import (customCOCOeval, detections_to_coco, parse_eval_types,
+                                     run_coco_eval)
+from siamese_mrcnn.pairs import (PairRunner, SeedLike, check_indexed, evaluation_pairs,
+                                 progress_bar, requested_images, seed_label, seed_sequence)
+from siamese_mrcnn.protocol import (EvaluationResult, check_model_config, class_name_of,
+                                    per_class_ap50, source_category_id)
+from siamese_mrcnn.runs import RunsSummary
 
 #: Instance-count buckets of ap50_by_instance_count: [1], [2], ..., [6, 10], [11, inf).
 DEFAULT_INSTANCE_BINS = (1, 2, 3, 4, 5, 6, 11)
@@ -80,43 +82,43 @@ def confusion_matrix(model: Any, dataset: Any, coco: COCO,
     class_ids: internal class ids (default: the active classes). Costs
     len(class_ids) detections per image.
     """
-    _model_config_check(model)
-    types = _eval_types(eval_type)
-    _check_indexed(dataset)
+    check_model_config(model)
+    types = parse_eval_types(eval_type)
+    check_indexed(dataset)
     chosen = np.unique(np.asarray(class_ids if class_ids is not None
                                   else active_classes_of(dataset), dtype=int))
     bad = chosen[(chosen < 1) | (chosen >= dataset.num_classes)]
     if bad.size or chosen.size == 0:
         raise ValueError("class_ids: expected internal class ids in 1..{}, got {}".format(
             dataset.num_classes - 1, chosen.tolist()))
-    requested = _requested_images(dataset, image_ids, limit)
+    requested = requested_images(dataset, image_ids, limit)
     present = dict(evaluation_pairs(dataset, requested, chosen))
     queries = [(image_id, chosen.tolist()) for image_id in present]
-    root = _seed_sequence(seed)
+    root = seed_sequence(seed)
     workers = getattr(model.config, "WORKERS", 0) if workers is None else workers
-    detector = _PairDetector(model, dataset, root, False, shared_reference, allow_same_image,
+    detector = PairRunner(model, dataset, root, False, shared_reference, allow_same_image,
                              workers or 0)
     rows = {int(c): [] for c in chosen}
-    with _progress(len(queries) * len(chosen), verbose, "Confusion") as progress:
+    with progress_bar(len(queries) * len(chosen), verbose, "Confusion") as progress:
         for image_id, reference, detection in detector.run(queries, progress):
             coco_image_id = dataset.image_info[image_id]["id"]
             for scored in present[image_id]:
                 rows[reference].extend(detections_to_coco(detection, coco_image_id,
-                                                          _source_id(dataset, scored)))
+                                                          source_category_id(dataset, scored)))
     coco_image_ids = [int(dataset.image_info[i]["id"]) for i in present]
-    coco_category_ids = [_source_id(dataset, c) for c in chosen]
+    coco_category_ids = [source_category_id(dataset, c) for c in chosen]
     matrices = {}
     for t in types:
         matrix = np.full((len(chosen), len(chosen)), np.nan)
         for i, reference in enumerate(chosen):
             coco_eval = run_coco_eval(coco, rows[int(reference)], coco_image_ids,
                                       coco_category_ids, t)
-            per_class = _per_class(coco_eval, dataset, chosen, iou_threshold)
+            per_class = per_class_ap50(coco_eval, dataset, chosen, iou_threshold)
             matrix[i] = [per_class[int(c)] if per_class[int(c)] > -1 else np.nan
                          for c in chosen]
         matrices[t] = matrix
     return ConfusionResult([int(c) for c in chosen],
-                           [_class_name(dataset, c) for c in chosen], matrices,
+                           [class_name_of(dataset, c) for c in chosen], matrices,
                            iou_threshold, seed_label(root))
 
 

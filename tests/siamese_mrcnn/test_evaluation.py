@@ -9,6 +9,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from siamese_mrcnn import evaluation as ev
+from siamese_mrcnn import pairs
 from siamese_mrcnn import utils as siamese_utils
 from siamese_mrcnn.data import ReferenceNotFoundError
 from siamese_mrcnn.reference import randomize_detections
@@ -125,13 +126,13 @@ def test_results_are_coco_format_in_original_coordinates(dataset, data):
 
 def test_pairs_draw_references_of_their_category_from_other_images(dataset, monkeypatch):
     calls = []
-    original = ev.get_one_target
+    original = pairs.get_one_target
 
     def spy(category, dataset_, config, **kwargs):
         calls.append((kwargs["exclude_image_id"], int(category), kwargs["allow_same_image"]))
         return original(category, dataset_, config, **kwargs)
 
-    monkeypatch.setattr(ev, "get_one_target", spy)
+    monkeypatch.setattr(pairs, "get_one_target", spy)
     ds, _ = dataset
     model = StandInSiamese(make_config(batch_size=2))
     evaluate(model, dataset)
@@ -209,14 +210,14 @@ def test_shared_reference_encodes_once_per_category(dataset):
 
 
 def test_unavailable_reference_skips_the_pair(dataset, monkeypatch):
-    original = ev.get_one_target
+    original = pairs.get_one_target
 
     def failing(category, *args, **kwargs):
         if category == BLUE:
             raise ReferenceNotFoundError("no blue reference")
         return original(category, *args, **kwargs)
 
-    monkeypatch.setattr(ev, "get_one_target", failing)
+    monkeypatch.setattr(pairs, "get_one_target", failing)
     result = evaluate(StandInSiamese(make_config(batch_size=2)), dataset)
     assert sorted(c for _, c in result.skipped_pairs) == [BLUE, BLUE, BLUE]
     assert result.num_pairs == NUM_PAIRS - 3
