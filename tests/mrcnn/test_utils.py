@@ -437,13 +437,15 @@ def test_compute_ap_hand_case():
     np.testing.assert_allclose(recalls, [0, 0.5, 0.5, 1, 1])
 
 
-def test_compute_ap_range(caplog):
-    with caplog.at_level("INFO", logger="mrcnn.utils"):
-        ap = utils.compute_ap_range(*two_instance_case(),
-                                    iou_thresholds=np.array([0.5, 0.75]))
+def test_compute_ap_range(capsys):
+    ap = utils.compute_ap_range(*two_instance_case(), iou_thresholds=np.array([0.5, 0.75]))
     assert ap == pytest.approx(5 / 6)
-    assert "AP @0.50-0.75" in caplog.text
+    # Printed as Matterport printed it (verbose=1 by default). The matches are exact, so
+    # both thresholds give 1/2 * 1 + 1/2 * 2/3 (TP, FP, TP by score).
+    assert capsys.readouterr().out.splitlines() == [
+        "AP @0.50:\t 0.833", "AP @0.75:\t 0.833", "AP @0.50-0.75:\t 0.833"]
     assert utils.compute_ap_range(*two_instance_case(), verbose=0) == pytest.approx(5 / 6)
+    assert capsys.readouterr().out == ""
 
 
 def test_compute_recall():
