@@ -11,16 +11,15 @@ the machine) and prints the table.
     python benchmarks/accuracy.py --profile default  # the quick start's budget (~15 min)
 """
 import argparse
-import datetime
 import json
 import os
-import platform
 import shutil
 import sys
 
+from common import REPO, machine_info  # sets up sys.path
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path[:0] = [os.path.join(ROOT, "lib"), ROOT]
+ROOT = str(REPO)
 
 
 def main(argv=None) -> int:
@@ -41,12 +40,7 @@ def main(argv=None) -> int:
         return code
     with open(os.path.join(args.out, "results.json"), encoding="utf-8") as f:
         results = json.load(f)
-    import tensorflow as tf
-
-    results["machine"] = {"date": datetime.date.today().isoformat(),
-                          "platform": platform.platform(), "cpus": os.cpu_count(),
-                          "python": platform.python_version(), "tensorflow": tf.__version__,
-                          "gpus": len(tf.config.list_physical_devices("GPU"))}
+    results["machine"] = machine_info()
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)

@@ -43,13 +43,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
-REPO = Path(__file__).resolve().parents[1]
-for _path in (str(REPO / "lib"), str(REPO)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+from common import REPO, machine_info, to_json  # noqa: E402 - sets up sys.path
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -541,8 +535,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = Data(data_dir, int(inference_config.IMAGE_MAX_DIM), args.images)
         report = verify(train_config, inference_config, data, tmp, weights, args.images,
                         args.steps, args.held_out, args.runs, args.checks)
-    from speed import machine_info, to_json
-
     report.update(config=args.config, machine=machine_info(), data=data_dir,
                   total_seconds=time.perf_counter() - start)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

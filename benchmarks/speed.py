@@ -41,11 +41,9 @@ Timings exclude a warm-up call (graph tracing) and are the median over --repeats
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import os
-import platform
 import re
 import resource
 import statistics
@@ -55,13 +53,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
-REPO = Path(__file__).resolve().parents[1]
-for _path in (str(REPO / "lib"), str(REPO)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+from common import REPO, machine_info, to_json  # noqa: E402 - sets up sys.path
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -79,7 +71,6 @@ from siamese_mrcnn.evaluation import (detections_to_coco, evaluate_protocol,  # 
 from siamese_mrcnn.model import SiameseMaskRCNN  # noqa: E402
 from siamese_mrcnn.reference import mold_references  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from precision import (check_dense, check_gradient, copy_weights,  # noqa: E402
                        dense_outputs, dtype_policy, reference_crop, rpn_gradient,
                        scaled_rpn_gradient)
@@ -171,28 +162,6 @@ def reset_gpu_peak() -> None:
     if tf.config.list_physical_devices("GPU"):
         tf.config.experimental.reset_memory_stats("GPU:0")
 
-
-def machine_info() -> dict:
-    """Where and when the numbers were measured."""
-    gpus = tf.config.list_physical_devices("GPU")
-    names = []
-    for gpu in gpus:
-        details = tf.config.experimental.get_device_details(gpu)
-        names.append(details.get("device_name", gpu.name))
-    return {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
-        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "gpus": names,
-    }
 
 
 def release(*models: Any) -> None:
@@ -870,21 +839,6 @@ def markdown_table(report: dict) -> str:
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return "\n".join(lines)
 
-
-def to_json(value: Any) -> Any:
-    """JSON-safe copy (numpy scalars/arrays, inf)."""
-    if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (np.floating, float)):
-        value = float(value)
-        return value if np.isfinite(value) else str(value)
-    if isinstance(value, (np.integer, np.bool_)):
-        return value.item()
-    return value
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

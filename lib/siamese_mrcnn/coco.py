@@ -26,10 +26,9 @@ import os
 from typing import Any, Iterable, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from mrcnn import utils
+from mrcnn.coco import CocoDataset
 from mrcnn.coco_io import (add_coco_images, coco_paths, images_with_classes,
                            read_coco_annotations)
 
@@ -107,8 +106,10 @@ load_coco_api = read_coco_annotations
 #  Dataset
 ############################################################
 
-class IndexedCocoDataset(utils.Dataset):
-    """A COCO-format Dataset with image<->category indices and active classes.
+class IndexedCocoDataset(CocoDataset):
+    """Matterport's CocoDataset with image<->category indices and active classes.
+
+    Masks, crowds, image references and annToRLE / annToMask are CocoDataset's.
 
     After ``prepare()`` (which builds the indices):
     image_category_index[i]: sorted internal class ids with a non-crowd
@@ -149,10 +150,7 @@ class IndexedCocoDataset(utils.Dataset):
             again (COCO's train file takes tens of seconds to parse).
         """
         if auto_download:
-            raise ValueError("auto_download=True is not supported: nothing is downloaded. "
-                             "Put the annotations in {} and the images in {}".format(
-                                 os.path.join(dataset_dir, "annotations"),
-                                 os.path.join(dataset_dir, "{}{}".format(subset, year))))
+            self.auto_download(dataset_dir, subset, year)  # refuses, saying what to get
         path, image_dir = coco_paths(dataset_dir, subset, year)
         coco = annotations if annotations is not None else read_coco_annotations(path)
 
@@ -268,57 +266,3 @@ class IndexedCocoDataset(utils.Dataset):
     @ACTIVE_CLASSES.setter
     def ACTIVE_CLASSES(self, value: Iterable[int]) -> None:  # noqa: N802
         self.set_active_classes(value)
-
-    # ---- masks ---------------------------------------------------------
-    def load_mask(self, image_id: int) -> Tuple[np.ndarray, np.ndarray]:
-        """Instance masks of an image (Matterport's COCO semantics).
-
-        Returns masks [height, width, instances] bool and class_ids
-        [instances] int32; crowd annotations get negative class ids; masks
-        that round to no pixel are skipped.
-        """
-        info = self.image_info[image_id]
-        if info["source"] != SOURCE:
-            return super().load_mask(image_id)
-        height, width = info["height"], info["width"]
-        masks, class_ids = [], []
-        for annotation in info["annotations"]:
-            class_id = self.map_source_class_id("{}.{}".format(SOURCE, annotation["category_id"]))
-            if not class_id:
-                continue
-            mask = self.annToMask(annotation, height, width)
-            # Objects smaller than a pixel vanish when rasterised.
-            if mask.max() < 1:
-                continue
-            if annotation.get("iscrowd", 0):
-                class_id *= -1
-                # A crowd RLE can come with a different size: cover the image.
-                if mask.shape != (height, width):
-                    mask = np.ones([height, width], dtype=bool)
-            masks.append(mask)
-            class_ids.append(class_id)
-        if not class_ids:
-            return np.zeros([height, width, 0], dtype=bool), np.zeros([0], dtype=np.int32)
-        return np.stack(masks, axis=2).astype(bool), np.array(class_ids, dtype=np.int32)
-
-    def image_reference(self, image_id: int) -> str:
-        """Link to the image on the COCO website (for COCO images)."""
-        info = self.image_info[image_id]
-        if info["source"] == SOURCE:
-            return "http://cocodataset.org/#explore?id={}".format(info["id"])
-        return super().image_reference(image_id)
-
-    # The two functions below follow pycocotools (Matterport's copies).
-    def annToRLE(self, ann: dict, height: int, width: int) -> dict:  # noqa: N802
-        """Polygons, uncompressed RLE or RLE -> RLE."""
-        segmentation = ann["segmentation"]
-        if isinstance(segmentation, list):
-            # A polygon object can have several parts: merge them.
-            return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-        if isinstance(segmentation["counts"], list):
-            return mask_utils.frPyObjects(segmentation, height, width)
-        return segmentation
-
-    def annToMask(self, ann: dict, height: int, width: int) -> np.ndarray:  # noqa: N802
-        """Annotation -> binary mask [height, width] uint8."""
-        return mask_utils.decode(self.annToRLE(ann, height, width))

@@ -6,7 +6,6 @@ detections as COCO results, one COCOeval run per evaluation type.
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import logging
 from typing import Optional, Sequence, Union
@@ -15,6 +14,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
+from mrcnn.coco import load_results
 
 logger = logging.getLogger(__name__)
 
@@ -158,17 +159,9 @@ def detections_to_coco(detection: dict, coco_image_id: int, coco_category_id: in
     return results
 
 
-def load_coco_results(coco: COCO, results: list) -> COCO:
-    """coco.loadRes(results) without its prints; also for no results (loadRes fails)."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        if results:
-            return coco.loadRes(copy.deepcopy(results))
-        empty = COCO()
-        empty.dataset = {"images": list(coco.dataset["images"]),
-                         "categories": copy.deepcopy(coco.dataset["categories"]),
-                         "annotations": []}
-        empty.createIndex()
-    return empty
+# The shared reader of results (pycocotools' prints silenced, empty results allowed, the
+# caller's dicts left intact).
+load_coco_results = load_results
 
 
 def run_coco_eval(coco: COCO, results: list, coco_image_ids: Sequence[int],

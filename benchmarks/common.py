@@ -1,0 +1,67 @@
+"""What the benchmark scripts share: the repository on sys.path, machine details for
+each report, and JSON-safe values.
+
+Each script runs standalone (``python benchmarks/speed.py``): Python puts
+``benchmarks/`` first on sys.path, so ``import common`` finds this file, and
+importing it makes ``lib/`` and the repository root importable.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+REPO = Path(__file__).resolve().parents[1]
+for _path in (str(REPO / "lib"), str(REPO)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+
+def machine_info() -> dict:
+    """Where and when the numbers were measured."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    names = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(gpu)
+        names.append(details.get("device_name", gpu.name))
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "gpus": names,
+    }
+
+
+def to_json(value: Any) -> Any:
+    """JSON-safe copy (numpy scalars/arrays, inf)."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if np.isfinite(value) else str(value)
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    return value
