@@ -13,14 +13,7 @@ import numpy as np
 
 from mrcnn.layers import BatchNorm, is_frozen
 
-try:
-    from mrcnn.config import RESNET_ARCHITECTURES
-except ImportError:  # config.py not written yet: same content, kept in one place there
-    RESNET_ARCHITECTURES = {
-        "resnet50": (3, 4, 6, 3),
-        "resnet101": (3, 4, 23, 3),
-        "resnet_tiny": (1, 1, 1, 1),
-    }
+from mrcnn.config import RESNET_ARCHITECTURES
 
 logger = logging.getLogger(__name__)
 

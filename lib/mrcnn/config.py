@@ -36,6 +36,8 @@ LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss",
               "mrcnn_bbox_loss", "mrcnn_mask_loss")
 
 IMAGE_RESIZE_MODES = ("none", "square", "pad64", "crop")
+# Fields compute_derived() sets from the others: not settable by overrides.
+COMPUTED_FIELDS = ("BATCH_SIZE", "IMAGE_SHAPE", "IMAGE_META_SIZE")
 
 # The FPN halves the feature maps 6 times (P2..P6), so the input side must be
 # divisible by 2**6.
@@ -218,6 +220,11 @@ class Config(object):
     # ------------------------------------------------------------------
     # Computed fields
     # ------------------------------------------------------------------
+    @classmethod
+    def computed_fields(cls) -> tuple:
+        """Names of the fields compute_derived() sets (overrides may not set them)."""
+        return COMPUTED_FIELDS
+
     def compute_derived(self) -> None:
         """Compute BATCH_SIZE, IMAGE_SHAPE and IMAGE_META_SIZE.
 

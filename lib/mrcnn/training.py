@@ -18,6 +18,7 @@ from typing import Iterable, Sequence
 import keras
 import tensorflow as tf
 
+from mrcnn.config import LOSS_NAMES
 from mrcnn.h5_model import LegacyH5Weights
 
 logger = logging.getLogger(__name__)
@@ -34,8 +35,6 @@ LAYER_REGEX = {
     "all": ".*",
 }
 
-LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss",
-              "mrcnn_mask_loss")
 
 
 def weight_decay_loss(variables: Iterable[tf.Variable], weight_decay: float) -> tf.Tensor:

@@ -17,10 +17,11 @@ import json
 import logging
 import os
 import re
-import sys
 from typing import Any, Sequence
 
 import numpy as np
+
+from mrcnn.cli_support import CLIError, add_set_option, parse_set, run_command  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -40,20 +41,7 @@ EVAL_TYPES = ("bbox", "segm")
 _CHECKPOINT_NAME = re.compile(r"^siamese_mrcnn_\d{4}\.h5$")
 
 
-class CLIError(Exception):
-    """A user error: printed as one line, exit code 2."""
-
-
 # --------------------------------------------------------------------- config
-def parse_set(items: Sequence[str] | None) -> dict:
-    """["KEY=VALUE", ...] -> {"KEY": "VALUE"} (values typed later, like the default)."""
-    overrides = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise CLIError(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = value
-    return overrides
 
 
 @functools.lru_cache(maxsize=None)
@@ -114,7 +102,7 @@ def run_names(spec: str, split: str) -> dict:
 def build_config(spec: str = "small", overrides: dict | None = None, evaluation: bool = False,
                  **fields: Any):
     """A validated Siamese config: a preset or file, then `fields`, then --set overrides."""
-    from siamese_mrcnn.config import config_from_overrides
+    from mrcnn.overrides import config_from_overrides
 
     merged = {k: v for k, v in fields.items() if v is not None}
     merged.update(overrides or {})
@@ -539,11 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="small | large | PATH.py (a file with a `config` instance or "
                              "one siamese_mrcnn.config.Config subclass); default small "
                              "(evaluate and detect use its _eval variant)")
-    common.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", default=[],
-                        help="override config fields, typed like their default, lists and "
-                             "tuples as Python literals (e.g. IMAGES_PER_GPU=2 "
-                             "BACKBONE=resnet_tiny RPN_ANCHOR_SCALES=(16,32,64,128,256)); "
-                             "may be repeated")
+    add_set_option(common)
     common.add_argument("--logs", default="logs",
                         help="checkpoint directory root (default ./logs); a run's "
                              "checkpoints are logs/siamese_{MODEL}_{NAME}_{EXPERIMENT}/"
@@ -642,15 +626,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        args.func(args)
-    except CLIError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:  # disk full, permissions: not a bug of ours
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted: the last finished epoch's checkpoint is kept", file=sys.stderr)
-        return 130
-    return 0
+    return run_command(lambda: args.func(args), prefix="error",
+                       interrupted="interrupted: the last finished epoch's checkpoint is kept")

@@ -29,7 +29,6 @@ Usage: import the module (see the notebooks), or run from the command line:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import sys
@@ -49,7 +48,10 @@ from mrcnn.coco import (COCO_NUM_CLASSES, DEFAULT_DATASET_YEAR, EVAL_TYPES,  # n
                         build_coco_results, detect_coco_results, evaluate_coco,
                         evaluation_image_ids, load_results, load_training_data, make_config,
                         run_cocoeval, validation_subset)
+from mrcnn.cli_support import (CliError, add_set_option, parse_set,  # noqa: E402,F401
+                               run_command, user_input)
 from mrcnn.config import Config  # noqa: E402
+from mrcnn.overrides import config_from_overrides  # noqa: E402
 from mrcnn.weights import read_layout  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -71,19 +73,6 @@ MODEL_KEYWORDS = ("coco", "last", "imagenet", "none")
 ############################################################
 #  Command line: weights and data
 ############################################################
-
-class CliError(Exception):
-    """A problem with the command line's inputs: reported in one line, exit code 2."""
-
-
-@contextlib.contextmanager
-def user_input(what: str):
-    """Reports missing or invalid inputs (data, config values) as CliError."""
-    try:
-        yield
-    except (FileNotFoundError, ValueError) as error:
-        raise CliError(f"{what}: {error}") from error
-
 
 def _first_file(candidates: Iterable[str]) -> str | None:
     for path in candidates:
@@ -239,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "in the annotation file)")
     small.add_argument("--eval-type", choices=["bbox", "segm", "both"], default="bbox",
                        help="COCO evaluation type (default=bbox)")
+    add_set_option(small)
     return parser
 
 
@@ -255,6 +245,12 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["IMAGE_MAX_DIM"] = args.image_size
         overrides["IMAGE_MIN_DIM"] = min(CocoConfig.IMAGE_MIN_DIM, args.image_size)
     return overrides
+
+
+def build_config(args: argparse.Namespace, training: bool, num_classes: int) -> Config:
+    """The COCO config with the run-size options, then --set KEY=VALUE applied."""
+    config = make_config(training, num_classes, **config_overrides(args))
+    return config_from_overrides(config, parse_set(getattr(args, "set", None)))
 
 
 def training_stages(config: Config, epochs_heads: int, epochs_4plus: int,
@@ -294,7 +290,7 @@ def train(args: argparse.Namespace) -> None:
                                                         args.download)
     num_classes = choose_num_classes(args.num_classes, dataset_train, training=True)
     with user_input("configuration"):
-        config = make_config(True, num_classes, **config_overrides(args))
+        config = build_config(args, True, num_classes)
     config.display()
     model = modellib.MaskRCNN(mode="training", config=config, model_dir=args.logs)
     load_model_weights(model, args.model)
@@ -322,7 +318,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, COCOeval]:
     dataset_val.prepare()
     num_classes = choose_num_classes(args.num_classes, dataset_val, training=False)
     with user_input("configuration"):
-        config = make_config(False, num_classes, **config_overrides(args))
+        config = build_config(args, False, num_classes)
     config.display()
     model = modellib.MaskRCNN(mode="inference", config=config, model_dir=args.logs)
     load_model_weights(model, args.model)
@@ -354,7 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("command", "model", "dataset", "year", "logs", "download"):
         logger.info("%s: %s", name.capitalize(), getattr(args, name))
-    try:
+
+    def command() -> None:
         if not os.path.isdir(args.dataset):
             raise CliError(f"Data set directory not found: {args.dataset}")
         # Fail on missing weights before the data and the model are loaded.
@@ -364,12 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             train(args)
         else:
             evaluate(args)
-    except CliError as error:
-        message = " ".join(str(error).split())
-        sys.stderr.write(f"{parser.prog}: error: {message}\n")
-        return 2
-    return 0
 
+    return run_command(command, prefix=f"{parser.prog}: error")
 
 if __name__ == "__main__":
     sys.exit(main())

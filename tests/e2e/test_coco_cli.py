@@ -329,6 +329,17 @@ def test_small_run_options_make_the_config():
         coco.make_config(True, 4, IMAGE_MAX_DIM=100, IMAGE_MIN_DIM=100)
 
 
+def test_set_overrides_apply_after_the_run_size_options():
+    args = coco.build_parser().parse_args(
+        ["train", "--dataset", "D", "--model", "none", "--backbone", "resnet_tiny",
+         "--image-size", "64", "--set", "IMAGES_PER_GPU=1", "DETECTION_MIN_CONFIDENCE=0.5",
+         "--set", "BACKBONE=resnet50"])
+    config = coco.build_config(args, True, 4)
+    assert (config.IMAGES_PER_GPU, config.BATCH_SIZE) == (1, 1)
+    assert config.DETECTION_MIN_CONFIDENCE == 0.5 and config.BACKBONE == "resnet50"
+    assert config.IMAGE_MAX_DIM == 64 and config.NUM_CLASSES == 4
+
+
 def test_training_stages_follow_matterport():
     config = coco.make_config(True)
     stages = coco.training_stages(config, 40, 120, 160)
@@ -438,6 +449,12 @@ def test_cli_reports_bad_inputs_in_one_line(tiny, tmp_path, capsys, monkeypatch)
          + base, "IMAGE_MAX_DIM"),
         (["evaluate", "--dataset", tiny.root, "--year", tiny.year, "--model", "last",
           "--logs", str(tmp_path / "no_logs")], "no checkpoint"),
+        (["train", "--dataset", tiny.root, "--year", tiny.year, "--set", "IMAGES_PER_GPUS=1"]
+         + base, "did you mean IMAGES_PER_GPU"),
+        (["train", "--dataset", tiny.root, "--year", tiny.year, "--set", "BATCH_SIZE=4"]
+         + base, "BATCH_SIZE is computed"),
+        (["train", "--dataset", tiny.root, "--year", tiny.year, "--set", "IMAGES_PER_GPU"]
+         + base, "--set expects KEY=VALUE"),
     ]
     for argv, needle in cases:
         code, lines = _main_error(argv, capsys)

@@ -1,0 +1,74 @@
+"""What both command lines share: the user-error class, --set parsing and the exit codes.
+
+``samples/coco/coco.py`` (Mask R-CNN) and ``train_siamese.py`` (``siamese_mrcnn.cli``)
+report a bad input as one line on stderr and exit 2; an I/O error (disk full,
+permissions) exits 1; Ctrl-C exits 130. Nothing here prints a traceback.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Callable, Iterator, Sequence
+
+
+class CliError(Exception):
+    """A problem with the command line's inputs: reported in one line, exit code 2."""
+
+
+#: The name siamese_mrcnn.cli has used (both spell the same class).
+CLIError = CliError
+
+
+@contextlib.contextmanager
+def user_input(what: str) -> Iterator[None]:
+    """Reports missing or invalid inputs (data, config values) as CliError."""
+    try:
+        yield
+    except (FileNotFoundError, ValueError) as error:
+        raise CliError(f"{what}: {error}") from error
+
+
+def parse_set(items: Sequence[str] | None) -> dict:
+    """["KEY=VALUE", ...] -> {"KEY": "VALUE"}: --set options, typed later like the field's
+    default (mrcnn.overrides.config_from_overrides)."""
+    overrides = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CliError(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = value
+    return overrides
+
+
+def add_set_option(parser) -> None:
+    """Adds ``--set KEY=VALUE`` (repeatable) to an argparse parser."""
+    parser.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", default=[],
+                        help="override config fields, typed like their default, lists and "
+                             "tuples as Python literals (e.g. IMAGES_PER_GPU=2 "
+                             "BACKBONE=resnet50 RPN_ANCHOR_SCALES=(16,32,64,128,256))")
+
+
+def run_command(command: Callable[[], object], prefix: str = "error",
+                interrupted: str = "interrupted") -> int:
+    """Runs ``command()`` and maps its outcome to an exit code.
+
+    0: done; 2: CliError (one line: "``prefix``: message"); 1: OSError (disk full,
+    permissions: not a bug of ours); 130: Ctrl-C, with the ``interrupted`` line.
+    """
+    try:
+        command()
+    except CliError as error:
+        message = " ".join(str(error).split())
+        print(f"{prefix}: {message}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"{prefix}: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return 130
+    return 0
+
+
+__all__ = ["CliError", "CLIError", "user_input", "parse_set", "add_set_option",
+           "run_command"]

@@ -1,0 +1,95 @@
+"""The helpers both command lines share: CliError, --set parsing, exit codes, and the
+typed overrides (mrcnn.overrides) they apply."""
+import argparse
+import errno
+
+import numpy as np
+import pytest
+
+from mrcnn.cli_support import (CLIError, CliError, add_set_option, parse_set, run_command,
+                               user_input)
+from mrcnn.config import COMPUTED_FIELDS, Config
+from mrcnn.overrides import config_from_overrides, parse_value
+
+
+class TinyConfig(Config):
+    NAME = "tiny"
+    BACKBONE = "resnet_tiny"
+    IMAGE_MIN_DIM = IMAGE_MAX_DIM = 64
+
+
+def test_both_spellings_are_one_class():
+    assert CLIError is CliError
+
+
+def test_parse_set_splits_at_the_first_equals_sign():
+    assert parse_set(["A=1", " B = x=y", "C="]) == {"A": "1", "B": " x=y", "C": ""}
+    assert parse_set(None) == {}
+    for bad in ("A", "=1"):
+        with pytest.raises(CliError, match="--set expects KEY=VALUE"):
+            parse_set([bad])
+
+
+def test_set_option_accepts_several_values_and_repeats():
+    parser = argparse.ArgumentParser()
+    add_set_option(parser)
+    args = parser.parse_args(["--set", "A=1", "B=2", "--set", "C=3"])
+    assert args.set == ["A=1", "B=2", "C=3"]
+    assert parser.parse_args([]).set == []
+
+
+def test_user_input_turns_missing_and_invalid_inputs_into_cli_errors():
+    with pytest.raises(CliError, match="^data set: nope$"):
+        with user_input("data set"):
+            raise FileNotFoundError("nope")
+    with pytest.raises(CliError, match="^configuration: bad$"):
+        with user_input("configuration"):
+            raise ValueError("bad")
+    with pytest.raises(KeyError):  # a bug stays a bug
+        with user_input("data set"):
+            raise KeyError("x")
+
+
+@pytest.mark.parametrize("error, code, line", [
+    (None, 0, None),
+    (CliError("bad\n  input"), 2, "tool: error: bad input"),
+    (OSError(errno.ENOSPC, "No space left on device"), 1, "tool: error: [Errno 28]"),
+    (KeyboardInterrupt(), 130, "stopped"),
+])
+def test_run_command_maps_outcomes_to_exit_codes(error, code, line, capsys):
+    def command():
+        if error is not None:
+            raise error
+
+    assert run_command(command, prefix="tool: error", interrupted="stopped") == code
+    err = capsys.readouterr().err
+    if line is None:
+        assert err == ""
+    else:
+        assert len(err.splitlines()) == 1 and err.startswith(line)
+
+
+def test_overrides_are_typed_like_the_default():
+    assert parse_value("X", "true", False) is True
+    assert parse_value("X", "3", 1) == 3 and parse_value("X", "1.5", 1) == 1.5
+    assert parse_value("X", "(1, 2)", (0,)) == (1, 2)
+    array = parse_value("X", "[0.1, 0.2]", np.array([1.0, 1.0], np.float32))
+    assert array.dtype == np.float32 and array.tolist() == pytest.approx([0.1, 0.2])
+    assert parse_value("X", "None", 3) is None and parse_value("X", "None", "a") == "None"
+    with pytest.raises(ValueError, match="X: expected a value of type bool"):
+        parse_value("X", "maybe", True)
+
+
+def test_config_from_overrides_copies_recomputes_and_validates():
+    base = TinyConfig()
+    config = config_from_overrides(base, {"IMAGES_PER_GPU": "3", "GPU_COUNT": 2})
+    assert (config.IMAGES_PER_GPU, config.BATCH_SIZE) == (3, 6)
+    assert (base.IMAGES_PER_GPU, base.BATCH_SIZE) == (2, 2)  # the base is not changed
+    assert config_from_overrides(TinyConfig).NAME == "tiny"
+    assert set(COMPUTED_FIELDS) <= set(Config.computed_fields())
+    with pytest.raises(ValueError, match="IMAGE_SHAPE is computed"):
+        config_from_overrides(base, {"IMAGE_SHAPE": "[64, 64, 3]"})
+    with pytest.raises(ValueError, match="did you mean IMAGE_MAX_DIM"):
+        config_from_overrides(base, {"IMAGE_MAX_DMI": "64"})
+    with pytest.raises(ValueError, match="IMAGE_MAX_DIM"):
+        config_from_overrides(base, {"IMAGE_MAX_DIM": "100", "IMAGE_MIN_DIM": "100"})
