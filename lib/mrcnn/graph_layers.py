@@ -6,6 +6,7 @@ serialized safely and hides its logic from readers, so each gets a tiny named cl
 from __future__ import annotations
 
 import functools
+import importlib
 from typing import Callable
 
 import keras
@@ -96,8 +97,8 @@ class Identity(keras.layers.Layer):
 class LossLayer(keras.layers.Layer):
     """Computes one loss component from graph tensors; the layer name is the loss name.
 
-    ``loss_fn`` names a function of ``mrcnn.losses`` (kept as a string so the layer
-    serializes). Plain (JSON-able) arguments that precede the tensors in the loss
+    ``loss_fn`` names a function of ``mrcnn.losses``, or of another module as
+    "package.module.function" (kept as a string so the layer serializes). Plain (JSON-able) arguments that precede the tensors in the loss
     function's signature, such as rpn_bbox_loss_graph's images-per-GPU, go in
     ``leading_args``. Output: a scalar.
     """
@@ -116,9 +117,13 @@ class LossLayer(keras.layers.Layer):
     def _function(self) -> Callable:
         if self.function is not None:
             return self.function
-        from mrcnn import losses
-
-        return functools.partial(getattr(losses, self.loss_fn), *self.leading_args)
+        if "." in self.loss_fn:  # another package's loss: "package.module.function"
+            module_name, _, name = self.loss_fn.rpartition(".")
+            module = importlib.import_module(module_name)
+        else:
+            from mrcnn import losses as module
+            name = self.loss_fn
+        return functools.partial(getattr(module, name), *self.leading_args)
 
     def call(self, inputs):
         return tf.reshape(self._function()(*inputs), [])

@@ -1,4 +1,4 @@
-"""Loss graphs of Mask R-CNN (Matterport 2.1 numerics) and the Siamese class loss.
+"""Loss graphs of Mask R-CNN (Matterport 2.1 numerics).
 
 Every loss is a scalar. Where Matterport used K.switch(size > 0, mean, 0) an empty
 selection (no positive ROI / anchor) gives 0, not NaN.
@@ -27,7 +27,7 @@ def smooth_l1_loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
     return (less_than_one * 0.5 * diff ** 2) + (1 - less_than_one) * (diff - 0.5)
 
 
-def _mean_or_zero(loss: tf.Tensor) -> tf.Tensor:
+def mean_or_zero(loss: tf.Tensor) -> tf.Tensor:
     """Mean of `loss`, or 0.0 when it is empty (K.switch in Matterport)."""
     return tf.cond(tf.size(loss) > 0, lambda: tf.reduce_mean(loss), lambda: tf.constant(0.0))
 
@@ -64,7 +64,7 @@ def rpn_class_loss_graph(rpn_match: tf.Tensor, rpn_class_logits: tf.Tensor) -> t
     anchor_class = tf.gather_nd(anchor_class, indices)  # [n]
     loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=anchor_class, logits=rpn_class_logits)  # [n]
-    return _mean_or_zero(loss)
+    return mean_or_zero(loss)
 
 
 def _images_per_gpu(config: Union[Any, int]) -> int:
@@ -97,7 +97,7 @@ def rpn_bbox_loss_graph(config: Union[Any, int], target_bbox: tf.Tensor,
     target_bbox = batch_pack_graph(target_bbox, batch_counts, num_rows)  # [n, 4]
 
     loss = smooth_l1_loss(tf.cast(target_bbox, tf.float32), rpn_bbox)
-    return _mean_or_zero(loss)
+    return mean_or_zero(loss)
 
 
 def mrcnn_class_loss_graph(target_class_ids: tf.Tensor, pred_class_logits: tf.Tensor,
@@ -118,20 +118,6 @@ def mrcnn_class_loss_graph(target_class_ids: tf.Tensor, pred_class_logits: tf.Te
         labels=target_class_ids, logits=pred_class_logits)  # [batch, num_rois]
     loss = loss * pred_active
     return tf.reduce_sum(loss) / tf.reduce_sum(pred_active)
-
-
-def siamese_mrcnn_class_loss_graph(target_class_ids: tf.Tensor,
-                                   pred_class_logits: tf.Tensor) -> tf.Tensor:
-    """Siamese classifier loss: mean sparse softmax CE over all ROIs (0 if none).
-
-    target_class_ids: [batch, num_rois] int (0 background, 1 the reference's category)
-    pred_class_logits: [batch, num_rois, num_classes]
-    Returns: scalar
-    """
-    target_class_ids = tf.cast(target_class_ids, tf.int64)
-    loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=target_class_ids, logits=pred_class_logits)  # [batch, num_rois]
-    return _mean_or_zero(loss)
 
 
 def mrcnn_bbox_loss_graph(target_bbox: tf.Tensor, target_class_ids: tf.Tensor,
@@ -156,7 +142,7 @@ def mrcnn_bbox_loss_graph(target_bbox: tf.Tensor, target_class_ids: tf.Tensor,
     pred_bbox = tf.gather_nd(pred_bbox, indices)  # [pos, 4]
 
     loss = smooth_l1_loss(y_true=tf.cast(target_bbox, tf.float32), y_pred=pred_bbox)
-    return _mean_or_zero(loss)
+    return mean_or_zero(loss)
 
 
 def mrcnn_mask_loss_graph(target_masks: tf.Tensor, target_class_ids: tf.Tensor,
@@ -184,4 +170,4 @@ def mrcnn_mask_loss_graph(target_masks: tf.Tensor, target_class_ids: tf.Tensor,
     y_pred = tf.gather_nd(pred_masks, indices)  # [pos, h, w]
 
     loss = _binary_crossentropy(target=y_true, output=y_pred)
-    return _mean_or_zero(loss)
+    return mean_or_zero(loss)

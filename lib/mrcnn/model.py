@@ -140,15 +140,38 @@ class MaskRCNN:
                                              train_bn=config.TRAIN_BN)
         return C2, C3, C4, C5
 
-    # Head variants; the Siamese model overrides these (class-agnostic box, one mask
-    # channel, plain class loss).
-    CLASS_AGNOSTIC_BBOX = False
-    MASK_CHANNELS = None
-    CLASS_LOSS = "mrcnn_class_loss_graph"
-
+    # Extension points. A subclass (the Siamese model) overrides these; the base reads
+    # no flag of its subclasses.
     def with_masks(self, config) -> bool:
-        """Whether the graph has a mask head (the Siamese 'frcnn' variant has none)."""
+        """Whether the graph has a mask head (False: a box-only, Faster R-CNN graph)."""
         return True
+
+    def classifier_head_kwargs(self, config) -> dict:
+        """Keyword arguments of the box/class head after Matterport's positional ones.
+
+        Only values that differ from the head's defaults beyond Matterport's own, so that
+        a replacement head with Matterport's signature still fits.
+        """
+        return dict(train_bn=config.TRAIN_BN, fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE)
+
+    def mask_head_kwargs(self, config) -> dict:
+        """Keyword arguments of the mask head after Matterport's positional ones."""
+        kwargs = dict(train_bn=config.TRAIN_BN)
+        if config.MASK_HEAD_CONV_CHANNELS != DEFAULT_MASK_CONV_CHANNELS:
+            kwargs["conv_channels"] = config.MASK_HEAD_CONV_CHANNELS
+        return kwargs
+
+    def make_loss_layer(self, loss_fn: str, name: str, config: Any = None) -> LossLayer:
+        """A LossLayer for the library loss `loss_fn` (or its replacement in mrcnn.model)."""
+        return loss_layer(loss_fn, name, self.graph_function(loss_fn), config)
+
+    def build_class_loss(self, target_class_ids, mrcnn_class_logits, input_image_meta,
+                         config):
+        """The classifier loss tensor "mrcnn_class_loss": Matterport's cross-entropy
+        counted over the classes active in the image's data set."""
+        active_class_ids = ActiveClassIds(name="active_class_ids")(input_image_meta)
+        return self.make_loss_layer("mrcnn_class_loss_graph", "mrcnn_class_loss")(
+            [target_class_ids, mrcnn_class_logits, active_class_ids])
 
     def image_input_shape(self, config) -> list:
         """Shape of the image input (without batch)."""
@@ -228,20 +251,9 @@ class MaskRCNN:
         classifier_head = self.graph_function("fpn_classifier_graph")
         mask_head = self.graph_function("build_fpn_mask_graph")
 
-        def loss(loss_fn: str, name: str, config: Any = None) -> LossLayer:
-            return loss_layer(loss_fn, name, self.graph_function(loss_fn), config)
-
-        # Matterport's arguments, plus the project's only where they differ from the
-        # defaults, so that a replacement with Matterport's signature still fits.
-        head_kwargs = dict(train_bn=config.TRAIN_BN,
-                           fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE)
-        if self.CLASS_AGNOSTIC_BBOX:
-            head_kwargs["class_agnostic_bbox"] = True
-        mask_kwargs = dict(train_bn=config.TRAIN_BN)
-        if self.MASK_CHANNELS is not None:
-            mask_kwargs["mask_channels"] = self.MASK_CHANNELS
-        if config.MASK_HEAD_CONV_CHANNELS != DEFAULT_MASK_CONV_CHANNELS:
-            mask_kwargs["conv_channels"] = config.MASK_HEAD_CONV_CHANNELS
+        loss = self.make_loss_layer
+        head_kwargs = self.classifier_head_kwargs(config)
+        mask_kwargs = self.mask_head_kwargs(config)
 
         if mode == "training":
             inputs = [input_image, input_image_meta, *extra_inputs, input_rpn_match,
@@ -265,16 +277,13 @@ class MaskRCNN:
                 config.NUM_CLASSES, **head_kwargs)
             output_rois = Identity(name="output_rois")(rois)
 
-            class_loss_inputs = [target_class_ids, mrcnn_class_logits]
-            if self.CLASS_LOSS == "mrcnn_class_loss_graph":
-                class_loss_inputs.append(ActiveClassIds(name="active_class_ids")(
-                    input_image_meta))
             losses = [
                 loss("rpn_class_loss_graph", "rpn_class_loss")(
                     [input_rpn_match, rpn_class_logits]),
                 loss("rpn_bbox_loss_graph", "rpn_bbox_loss", config)(
                     [input_rpn_bbox, input_rpn_match, rpn_bbox]),
-                loss(self.CLASS_LOSS, "mrcnn_class_loss")(class_loss_inputs),
+                self.build_class_loss(target_class_ids, mrcnn_class_logits,
+                                      input_image_meta, config),
                 loss("mrcnn_bbox_loss_graph", "mrcnn_bbox_loss")(
                     [target_bbox, target_class_ids, mrcnn_bbox]),
             ]

@@ -27,11 +27,14 @@ from mrcnn import heads
 from mrcnn.backbone import build_resnet_model
 from mrcnn.checkpoint_path import LastCheckpoint
 from mrcnn.fpn import build_fpn_model
+from mrcnn.graph_layers import LossLayer
 from mrcnn.model import MaskRCNN, log
 from mrcnn.training import LAYER_REGEX as MRCNN_LAYER_REGEX
 from mrcnn.data import check_image
 
 from siamese_mrcnn.config import check_siamese_classes
+# siamese_mrcnn_class_loss_graph: the paper code defined it in this module.
+from siamese_mrcnn.losses import CLASS_LOSS_NAME, siamese_mrcnn_class_loss_graph
 from siamese_mrcnn.matching import match_with_vectors, pool_references
 from siamese_mrcnn.reference import (MergeReferences, SplitReferences, mold_references,
                                      randomize_detections, sort_by_score)
@@ -82,9 +85,6 @@ class SiameseMaskRCNN(MaskRCNN):
     """
 
     CHECKPOINT_PREFIX = "siamese_mrcnn"
-    CLASS_AGNOSTIC_BBOX = True
-    MASK_CHANNELS = 1
-    CLASS_LOSS = "siamese_mrcnn_class_loss_graph"
 
     def __init__(self, mode: str, config, model_dir: str):
         check_siamese_classes(config)
@@ -98,6 +98,19 @@ class SiameseMaskRCNN(MaskRCNN):
     # ------------------------------------------------------------------ graph
     def with_masks(self, config) -> bool:
         return config.MODEL == "mrcnn"
+
+    def classifier_head_kwargs(self, config) -> dict:
+        # One box for "the reference's category", whatever the class.
+        return {**super().classifier_head_kwargs(config), "class_agnostic_bbox": True}
+
+    def mask_head_kwargs(self, config) -> dict:
+        return {**super().mask_head_kwargs(config), "mask_channels": 1}
+
+    def build_class_loss(self, target_class_ids, mrcnn_class_logits, input_image_meta,
+                         config):
+        """The paper's class loss: mean cross-entropy over all ROIs (no active classes)."""
+        return LossLayer(CLASS_LOSS_NAME, name="mrcnn_class_loss")(
+            [target_class_ids, mrcnn_class_logits])
 
     def image_input_shape(self, config) -> list:
         # Square mode: the query size is fixed.
@@ -477,4 +490,4 @@ class SiameseMaskRCNN(MaskRCNN):
         return self.load_checkpoint(self.get_latest_checkpoint(), training_schedule)
 
 
-__all__ = ["SiameseMaskRCNN", "LAYER_REGEX", "schedule_stage"]
+__all__ = ["SiameseMaskRCNN", "LAYER_REGEX", "schedule_stage", "siamese_mrcnn_class_loss_graph"]

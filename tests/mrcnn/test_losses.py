@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from mrcnn.losses import (batch_pack_graph, mrcnn_bbox_loss_graph, mrcnn_class_loss_graph,
                           mrcnn_mask_loss_graph, rpn_bbox_loss_graph, rpn_class_loss_graph,
-                          siamese_mrcnn_class_loss_graph, smooth_l1_loss)
+                          smooth_l1_loss)
 
 LN2, LN3 = np.log(2.0), np.log(3.0)
 
@@ -93,16 +93,6 @@ def test_mrcnn_class_loss_uses_first_images_active_classes():
     active = np.array([[1, 1, 1], [0, 0, 0]], np.float32)  # Matterport reads row 0 only
     assert both(mrcnn_class_loss_graph, target, logits, active) == pytest.approx(
         -np.log(0.6), rel=1e-5)
-
-
-def test_siamese_class_loss_is_plain_mean_cross_entropy():
-    target = np.array([[1, 0, 0]], np.int32)
-    logits = np.array([[[0, LN3], [LN3, 0], [0, 0]]], np.float32)
-    expected = (2 * -np.log(0.75) + LN2) / 3
-    assert both(siamese_mrcnn_class_loss_graph, target, logits) == pytest.approx(expected,
-                                                                               rel=1e-5)
-    assert both(siamese_mrcnn_class_loss_graph, np.zeros((1, 0), np.int32),
-                np.zeros((1, 0, 2), np.float32)) == 0.0
 
 
 def test_mrcnn_bbox_loss_uses_true_class_deltas_of_positives():
