@@ -344,7 +344,7 @@ def predict_detect(model: SiameseMaskRCNN, references: Sequence, images: Sequenc
                    ) -> list[dict]:
     """detect() as the old code ran it: ``keras_model.predict(..., verbose=0)`` per call
     (Keras' data iterator, callbacks and output concatenation each time) instead of
-    ``predict_on_batch``; molding and unmolding as ``_run_detection`` does them."""
+    ``predict_on_batch``; molding and unmolding as ``detect`` does them."""
     molded_images, image_metas, windows = model.mold_inputs(images)  # [B, S, S, 3] ...
     molded_targets = mold_references(references, model.config)  # [B, k, T, T, 3]
     anchors = model._batch_anchors(molded_images[0].shape)  # [B, anchors, 4]

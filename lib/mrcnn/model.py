@@ -106,6 +106,10 @@ class MaskRCNN:
     #: The checkpoint file name prefix (``{prefix}_{name}_{epoch:04d}.h5``).
     CHECKPOINT_PREFIX = "mask_rcnn"
 
+    #: Named inference sub-models (name -> what it computes) that sub_model() builds;
+    #: subclasses add theirs and say which tensors bound them in sub_model_tensors().
+    SUB_MODELS: dict[str, str] = {}
+
     def __init__(self, mode: str, config, model_dir: str):
         if mode not in ("training", "inference"):
             raise ValueError(f"mode must be 'training' or 'inference', got {mode!r}")
@@ -117,6 +121,7 @@ class MaskRCNN:
         self.checkpoint_path = None
         self.last_load_report = None
         self._anchor_cache: dict = {}
+        self._sub_models: dict[str, keras.Model] = {}
         self.set_log_dir()
         self.strategy = None
         if config.GPU_COUNT > 1:
@@ -540,22 +545,20 @@ class MaskRCNN:
             image_metas.append(image_meta)
         return np.stack(molded_images), np.stack(image_metas), np.stack(windows)
 
-    def unmold_detections(self, detections, mrcnn_mask, original_image_shape, image_shape,
-                          window):
-        """Turns one image's detections into boxes, class ids, scores and full masks.
+    def unmold_boxes(self, detections: np.ndarray, original_image_shape, image_shape,
+                     window) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One image's detections as boxes in the original image's pixels.
 
-        detections: [N, (y1, x1, y2, x2, class_id, score)] normalized.
-        mrcnn_mask: [N, height, width, num_classes], or None for box-only graphs.
-        Returns boxes [N, 4] pixels of the original image, class_ids [N], scores [N],
-        masks [height, width, N] bool.
+        detections: [N, (y1, x1, y2, x2, class_id, score)] normalized, zero-padded.
+        Returns boxes [n, 4] int, class_ids [n], scores [n] and rows [n], the indices
+        of the kept detections (padding and zero-area boxes dropped).
         """
         zero_ix = np.where(detections[:, 4] == 0)[0]
         N = zero_ix[0] if zero_ix.shape[0] > 0 else detections.shape[0]
-
+        rows = np.arange(N)
         boxes = detections[:N, :4]
         class_ids = detections[:N, 4].astype(np.int32)
         scores = detections[:N, 5]
-        masks = mrcnn_mask[np.arange(N), :, :, class_ids] if mrcnn_mask is not None else None
 
         # Window to normalized coordinates, then boxes relative to the window.
         window = utils.norm_boxes(window, image_shape[:2])
@@ -568,25 +571,23 @@ class MaskRCNN:
         boxes = utils.denorm_boxes(boxes, original_image_shape[:2])
 
         # Drop zero-area boxes (possible in early training).
-        exclude_ix = np.where((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) <= 0)[0]
-        if exclude_ix.shape[0] > 0:
-            boxes = np.delete(boxes, exclude_ix, axis=0)
-            class_ids = np.delete(class_ids, exclude_ix, axis=0)
-            scores = np.delete(scores, exclude_ix, axis=0)
-            if masks is not None:
-                masks = np.delete(masks, exclude_ix, axis=0)
-            N = class_ids.shape[0]
+        keep = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 0
+        return boxes[keep], class_ids[keep], scores[keep], rows[keep]
 
-        if masks is None:
-            # Box-only graph (Siamese 'frcnn'): each box filled is its mask.
-            full_masks = []
-            for y1, x1, y2, x2 in boxes:
-                m = np.zeros(original_image_shape[:2], dtype=bool)
-                m[y1:y2, x1:x2] = True
-                full_masks.append(m)
-        else:
-            full_masks = [utils.unmold_mask(masks[i], boxes[i], original_image_shape)
-                          for i in range(N)]
+    def unmold_detections(self, detections, mrcnn_mask, original_image_shape, image_shape,
+                          window):
+        """Turns one image's detections into boxes, class ids, scores and full masks.
+
+        detections: [N, (y1, x1, y2, x2, class_id, score)] normalized.
+        mrcnn_mask: [N, height, width, num_classes].
+        Returns boxes [N, 4] pixels of the original image, class_ids [N], scores [N],
+        masks [height, width, N] bool.
+        """
+        boxes, class_ids, scores, rows = self.unmold_boxes(
+            detections, original_image_shape, image_shape, window)
+        masks = mrcnn_mask[rows, :, :, class_ids]  # [n, h, w]
+        full_masks = [utils.unmold_mask(masks[i], boxes[i], original_image_shape)
+                      for i in range(len(rows))]
         full_masks = (np.stack(full_masks, axis=-1) if full_masks
                       else np.empty(original_image_shape[:2] + (0,), dtype=bool))
         return boxes, class_ids, scores, full_masks
@@ -604,21 +605,25 @@ class MaskRCNN:
         anchors = self.get_anchors(image_shape)
         return np.broadcast_to(anchors, (self.config.BATCH_SIZE,) + anchors.shape)
 
-    def _run_detection(self, model_inputs: list, molded_images: np.ndarray,
-                       windows: np.ndarray, original_shapes: list,
-                       model: keras.Model | None = None, transform=None) -> list[dict]:
-        """Runs the inference graph and unmolds each image's detections.
+    # Detection runs in two stages, so that a caller can edit the raw detections in
+    # between (the Siamese random-boxes baseline does): predict_detections, then
+    # unmold_batch.
+    def predict_detections(self, model_inputs: list, model: keras.Model | None = None
+                           ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Runs the inference graph, or a sub_model() with the same outputs.
 
-        ``transform(detections, molded_images, windows) -> detections`` may edit the
-        raw [batch, N, 6] detections first (the Siamese random baseline does).
+        Returns detections [batch, N, (y1, x1, y2, x2, class_id, score)] normalized and
+        mrcnn_mask [batch, N, h, w, num_classes] (None where with_masks() is False).
         """
-        outputs = [np.asarray(o) for o in (model or self.keras_model).predict_on_batch(
-            model_inputs)]
-        detections = outputs[0]
-        # [batch, N, h, w, num_classes] masks, absent in box-only (frcnn) graphs
-        mrcnn_mask = outputs[3] if self.with_masks(self.config) else None
-        if transform is not None:
-            detections = transform(detections, molded_images, windows)
+        outputs = (model or self.keras_model).predict_on_batch(model_inputs)
+        detections = np.asarray(outputs[0])
+        mrcnn_mask = np.asarray(outputs[3]) if self.with_masks(self.config) else None
+        return detections, mrcnn_mask
+
+    def unmold_batch(self, detections: np.ndarray, mrcnn_mask: np.ndarray | None,
+                     molded_images: np.ndarray, windows: np.ndarray,
+                     original_shapes: Sequence) -> list[dict]:
+        """unmold_detections for each image of a batch, as detect()'s result dicts."""
         results = []
         for i, original_shape in enumerate(original_shapes):
             masks = mrcnn_mask[i] if mrcnn_mask is not None else None
@@ -627,6 +632,12 @@ class MaskRCNN:
             results.append({"rois": rois, "class_ids": class_ids, "scores": scores,
                             "masks": full_masks})
         return results
+
+    def _detect(self, model_inputs: list, molded_images: np.ndarray, windows: np.ndarray,
+                original_shapes: Sequence, model: keras.Model | None = None) -> list[dict]:
+        detections, mrcnn_mask = self.predict_detections(model_inputs, model)
+        return self.unmold_batch(detections, mrcnn_mask, molded_images, windows,
+                                 original_shapes)
 
     def _check_inference(self) -> None:
         if self.mode != "inference":
@@ -656,8 +667,8 @@ class MaskRCNN:
             log("molded_images", molded_images)
             log("image_metas", image_metas)
             log("anchors", anchors)
-        return self._run_detection([molded_images, image_metas, anchors], molded_images,
-                                   windows, [image.shape for image in images])
+        return self._detect([molded_images, image_metas, anchors], molded_images, windows,
+                            [image.shape for image in images])
 
     def detect_molded(self, molded_images: np.ndarray, image_metas: np.ndarray,
                       verbose: int = 0) -> list[dict]:
@@ -670,7 +681,7 @@ class MaskRCNN:
         molded_images = np.asarray(molded_images)
         image_shape = molded_images[0].shape
         windows = np.array([[0, 0, image_shape[0], image_shape[1]]] * len(molded_images))
-        return self._run_detection(
+        return self._detect(
             [molded_images, np.asarray(image_metas), self._batch_anchors(image_shape)],
             molded_images, windows, [image_shape] * len(molded_images))
 
@@ -705,15 +716,33 @@ class MaskRCNN:
         inner = getattr(layer, "layer", None)
         return self.find_trainable_layer(inner) if inner is not None else layer
 
-    def _sub_model(self, inputs, outputs, name: str | None = None):
-        """A model between tensors of this model's graph, sharing its layers.
+    def sub_model(self, name: str) -> keras.Model:
+        """The inference sub-model ``name`` (one of SUB_MODELS), built on first use.
 
-        Under ParallelModel it is wrapped the same way, so that predict_on_batch splits
-        the batch into IMAGES_PER_GPU per replica (the graph's per-image loops need it).
+        A sub-model runs between two sets of tensors of this model's inference graph and
+        shares its layers, so it sees the weights loaded later too. This is the one
+        cache of sub-models; it lives as long as keras_model. Under ParallelModel a
+        sub-model is wrapped the same way, so that predict_on_batch splits its batch into
+        IMAGES_PER_GPU per replica (the graph's per-image loops need it).
         """
+        self._check_inference()
+        if name not in self._sub_models:
+            if name not in self.SUB_MODELS:
+                raise ValueError(f"sub_model: unknown name {name!r}; {type(self).__name__} "
+                                 f"has {sorted(self.SUB_MODELS) or 'none'}")
+            inputs, outputs = self.sub_model_tensors(name)
+            self._sub_models[name] = self._sub_model(inputs, outputs, name=name)
+        return self._sub_models[name]
+
+    def _sub_model(self, inputs, outputs, name: str | None = None) -> keras.Model:
+        # Uncached: run_graph builds one per call for the tensors it is asked for.
         if hasattr(self.keras_model, "sub_model"):
             return self.keras_model.sub_model(inputs, outputs, name=name)
         return keras.Model(inputs, outputs, name=name)
+
+    def sub_model_tensors(self, name: str) -> tuple[list, list]:
+        """(inputs, outputs) of the inference graph that bound sub-model ``name``."""
+        raise NotImplementedError(f"{type(self).__name__} defines no sub-model {name!r}")
 
     def _run_graph_feed(self, images, image_metas, **extra) -> tuple[list, list]:
         """(graph inputs, arrays to feed them) for run_graph.

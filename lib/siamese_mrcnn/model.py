@@ -86,13 +86,25 @@ class SiameseMaskRCNN(MaskRCNN):
 
     CHECKPOINT_PREFIX = "siamese_mrcnn"
 
+    # Reusing work across pairs: a reference is encoded once for many queries, a query
+    # once for many references (the protocol pairs each image with each of its
+    # categories). The inference entry points form one family:
+    #   detect(targets, images)                 raw references and raw queries
+    #   detect_molded(images, metas, targets)   molded inputs (data-set evaluation)
+    #   encode_reference(targets) -> vectors    then detect_with_reference(vectors, images)
+    #   encode_queries(images) -> queries       then detect_with_encoded(queries, vectors)
+    # All run predict_detections + unmold_batch on the full graph or one of these.
+    SUB_MODELS = {
+        "reference_encoder": "references [batch, k, T, T, 3] -> 5 pooled vectors [batch, C]",
+        "vector_detector": "(image, meta, 5 vectors, anchors) -> the inference outputs",
+        "query_encoder": "molded queries [batch, S, S, 3] -> 5 FPN levels [batch, S/s, S/s, C]",
+        "feature_detector": "(meta, 5 levels, 5 vectors, anchors) -> the inference outputs",
+    }
+
     def __init__(self, mode: str, config, model_dir: str):
         check_siamese_classes(config)
         self._reference_vectors = None
-        self._reference_encoder = None
-        self._vector_detector = None
-        self._query_encoder = None
-        self._feature_detector = None
+        self._query_levels = None
         super().__init__(mode, config, model_dir)
 
     # ------------------------------------------------------------------ graph
@@ -154,22 +166,16 @@ class SiameseMaskRCNN(MaskRCNN):
         return LAYER_REGEX.get(layers, layers)
 
     # ---------------------------------------------------------- reference reuse
-    def _vector_models(self):
-        """(encoder, detector) sharing this model's layers, built on first use.
-
-        encoder: references [batch, k, T, T, 3] -> 5 pooled vectors [batch, C].
-        detector: (image, meta, 5 vectors, anchors) -> the inference outputs.
-        """
-        self._check_inference()
-        if self._reference_encoder is None:
-            model = self.inner_model
-            image, meta, target, anchors = model.inputs
-            self._reference_encoder = self._sub_model(target, self._reference_vectors,
-                                                      name="reference_encoder")
-            self._vector_detector = self._sub_model(
-                [image, meta, *self._reference_vectors, anchors], model.outputs,
-                name="vector_detector")
-        return self._reference_encoder, self._vector_detector
+    def sub_model_tensors(self, name: str) -> tuple[list, list]:
+        image, meta, target, anchors = self.inner_model.inputs
+        outputs = self.inner_model.outputs
+        return {
+            "reference_encoder": ([target], self._reference_vectors),
+            "vector_detector": ([image, meta, *self._reference_vectors, anchors], outputs),
+            "query_encoder": ([image], self._query_levels),
+            "feature_detector": ([meta, *self._query_levels, *self._reference_vectors,
+                                  anchors], outputs),
+        }[name]
 
     def encode_reference(self, targets: Sequence) -> list[np.ndarray]:
         """Encodes references once, for reuse over many queries.
@@ -178,7 +184,7 @@ class SiameseMaskRCNN(MaskRCNN):
         k = 1); any length (1 to reuse one reference for the whole batch).
         Returns 5 arrays [len(targets), C]: the pooled P2..P6 reference vectors.
         """
-        encoder, _ = self._vector_models()
+        encoder = self.sub_model("reference_encoder")
         molded = mold_references(targets, self.config)  # [n, k, T, T, 3]
         count = len(molded)
         # Each query's references are encoded on their own, so a batch that does not
@@ -213,7 +219,7 @@ class SiameseMaskRCNN(MaskRCNN):
 
         Vectors with a leading dimension of 1 are broadcast over the batch.
         """
-        _, detector = self._vector_models()
+        detector = self.sub_model("vector_detector")
         self._check_batch(images, "images")
         vectors = self._check_vectors(reference_vectors)
         images = [check_image(im, name=f"images[{i}]") for i, im in enumerate(images)]
@@ -222,24 +228,6 @@ class SiameseMaskRCNN(MaskRCNN):
         return self._detect_inputs(
             [molded_images, image_metas, *vectors, anchors], molded_images, windows,
             [im.shape for im in images], random_detections, rng, model=detector)
-
-    def _feature_models(self):
-        """(query encoder, feature detector) sharing this model's layers, built on first
-        use.
-
-        query encoder: molded images [batch, S, S, 3] -> 5 FPN levels [batch, S/s, S/s, C].
-        feature detector: (meta, 5 levels, 5 reference vectors, anchors) -> the inference
-        outputs.
-        """
-        self._vector_models()
-        if self._query_encoder is None:
-            image, meta, _, anchors = self.inner_model.inputs
-            self._query_encoder = self._sub_model(image, self._query_levels,
-                                                  name="query_encoder")
-            self._feature_detector = self._sub_model(
-                [meta, *self._query_levels, *self._reference_vectors, anchors],
-                self.inner_model.outputs, name="feature_detector")
-        return self._query_encoder, self._feature_detector
 
     def encode_queries(self, images: Sequence[np.ndarray]) -> list[dict]:
         """Molds query images and runs the backbone and FPN on them once, for reuse with
@@ -250,7 +238,7 @@ class SiameseMaskRCNN(MaskRCNN):
         Returns one dict per image: "levels" (5 arrays [S/s, S/s, C], P2..P6),
         "molded_image", "image_meta", "window" and "shape" (the original image's).
         """
-        encoder, _ = self._feature_models()
+        encoder = self.sub_model("query_encoder")
         if len(images) == 0:
             return []
         images = [check_image(im, name=f"images[{i}]") for i, im in enumerate(images)]
@@ -276,7 +264,7 @@ class SiameseMaskRCNN(MaskRCNN):
         """detect() on queries from encode_queries() and references from
         encode_reference(): BATCH_SIZE queries, vectors [1 or BATCH_SIZE, C] per level.
         Gives detect()'s results for the same (query, reference) pairs."""
-        _, detector = self._feature_models()
+        detector = self.sub_model("feature_detector")
         self._check_batch(queries, "queries")
         vectors = self._check_vectors(reference_vectors)
         shapes = {q["molded_image"].shape for q in queries}
@@ -295,18 +283,30 @@ class SiameseMaskRCNN(MaskRCNN):
                        windows: np.ndarray, original_shapes: list, random_detections: bool,
                        rng: np.random.Generator | None, model=None) -> list[dict]:
         """Runs the graph; with random_detections, the random-boxes baseline."""
+        detections, mrcnn_mask = self.predict_detections(model_inputs, model)
         if not random_detections:
-            return self._run_detection(model_inputs, molded_images, windows,
-                                       original_shapes, model=model)
-        rng = rng or np.random.default_rng()
-
-        def transform(detections, molded, windows_):
-            return randomize_detections(detections, windows_, molded[0].shape, rng)
-
-        results = self._run_detection(model_inputs, molded_images, windows, original_shapes,
-                                      model=model, transform=transform)
+            return self.unmold_batch(detections, mrcnn_mask, molded_images, windows,
+                                     original_shapes)
+        detections = randomize_detections(detections, windows, molded_images[0].shape,
+                                          rng or np.random.default_rng())
+        results = self.unmold_batch(detections, mrcnn_mask, molded_images, windows,
+                                    original_shapes)
         # randomize_detections keeps the rows (and masks) in place: sort by the new scores.
         return [sort_by_score(r) for r in results]
+
+    def unmold_detections(self, detections, mrcnn_mask, original_image_shape, image_shape,
+                          window):
+        """MaskRCNN.unmold_detections; for the box-only 'frcnn' graph (mrcnn_mask None)
+        each box, filled, is its mask, so that mask metrics can still be computed."""
+        if mrcnn_mask is not None:
+            return super().unmold_detections(detections, mrcnn_mask, original_image_shape,
+                                             image_shape, window)
+        boxes, class_ids, scores, _ = self.unmold_boxes(detections, original_image_shape,
+                                                        image_shape, window)
+        masks = np.zeros(original_image_shape[:2] + (len(boxes),), dtype=bool)
+        for i, (y1, x1, y2, x2) in enumerate(boxes):
+            masks[y1:y2, x1:x2, i] = True
+        return boxes, class_ids, scores, masks
 
     # -------------------------------------------------------------- inference
     def detect(self, targets: Sequence, images: Sequence[np.ndarray], verbose: int = 0,
@@ -355,7 +355,7 @@ class SiameseMaskRCNN(MaskRCNN):
                              f"3] = {list(expected)}, got {list(molded_targets.shape)}")
         shape = molded_images[0].shape
         windows = np.array([[0, 0, shape[0], shape[1]]] * len(molded_images))
-        return self._run_detection(
+        return self._detect(
             [molded_images, np.asarray(image_metas), molded_targets,
              self._batch_anchors(shape)], molded_images, windows, [shape] * len(molded_images))
 

@@ -603,3 +603,42 @@ def test_unmold_detections_numbers(tiny_inference):
         np.array([16, 0, 48, 64]))
     assert boxes.shape == (0, 4) and class_ids.shape == (0,) and scores.shape == (0,)
     assert full_masks.shape == (32, 64, 0)
+
+
+def test_unmold_boxes_reports_the_kept_rows(tiny_inference):
+    # Row 1 has zero area, row 3 follows the padding row: neither is kept.
+    detections = np.array([
+        [20 / 63, 8 / 63, 39 / 63, 23 / 63, 2, 0.9],
+        [30 / 63, 30 / 63, 29 / 63, 39 / 63, 1, 0.8],
+        [10 / 63, 10 / 63, 33 / 63, 41 / 63, 1, 0.7],
+        [0, 0, 0, 0, 0, 0],
+        [10 / 63, 10 / 63, 33 / 63, 41 / 63, 1, 0.6],
+    ], dtype=np.float32)
+    boxes, class_ids, scores, rows = tiny_inference.unmold_boxes(
+        detections, (64, 64, 3), (64, 64, 3), np.array([0, 0, 64, 64]))
+    np.testing.assert_array_equal(rows, [0, 2])
+    np.testing.assert_array_equal(boxes, [[20, 8, 40, 24], [10, 10, 34, 42]])
+    np.testing.assert_array_equal(class_ids, [2, 1])
+    np.testing.assert_allclose(scores, [0.9, 0.7])
+
+
+def test_detection_stages_compose_to_detect(tiny_inference, image_64):
+    molded, metas, windows = tiny_inference.mold_inputs([image_64])
+    anchors = tiny_inference._batch_anchors(molded[0].shape)
+    detections, mrcnn_mask = tiny_inference.predict_detections([molded, metas, anchors])
+    config = tiny_inference.config
+    assert detections.shape == (1, config.DETECTION_MAX_INSTANCES, 6)
+    assert mrcnn_mask.shape == (1, config.DETECTION_MAX_INSTANCES,
+                                *config.MASK_SHAPE, config.NUM_CLASSES)
+    staged = tiny_inference.unmold_batch(detections, mrcnn_mask, molded, windows,
+                                         [image_64.shape])[0]
+    result = tiny_inference.detect([image_64])[0]
+    for key in result:
+        np.testing.assert_array_equal(staged[key], result[key], err_msg=key)
+
+
+def test_plain_model_has_no_sub_models(tiny_inference, tiny_training):
+    with pytest.raises(ValueError, match="unknown name 'query_encoder'.*none"):
+        tiny_inference.sub_model("query_encoder")
+    with pytest.raises(ValueError, match="inference mode"):
+        tiny_training.sub_model("query_encoder")

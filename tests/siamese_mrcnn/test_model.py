@@ -128,6 +128,26 @@ def test_frcnn_has_no_mask_head_and_detects_boxes(k1):
 
 
 # ---------------------------------------------------------------- k-shot and reuse
+def test_sub_models_are_one_cache_sharing_the_weights(k1):
+    assert set(k1.SUB_MODELS) == {"reference_encoder", "vector_detector", "query_encoder",
+                                  "feature_detector"}
+    encoder = k1.sub_model("reference_encoder")
+    assert k1.sub_model("reference_encoder") is encoder  # built once
+    # Layers are shared with keras_model, not copied: the encoder sees a weight change.
+    reference = random_images(4, (30, 40, 3))[0]
+    before = k1.encode_reference([reference])
+    kernel = k1.keras_model.get_layer("fpn_model").get_layer("fpn_c5p5").kernel
+    saved = np.asarray(kernel)
+    try:
+        kernel.assign(saved * 2.0)
+        after = k1.encode_reference([reference])
+    finally:
+        kernel.assign(saved)
+    assert not np.allclose(before[3], after[3])
+    with pytest.raises(ValueError, match="unknown name 'decoder'.*feature_detector"):
+        k1.sub_model("decoder")
+
+
 def test_k_references_are_averaged(k1, k3):
     references = random_images(2, (30, 40, 3), (50, 20, 3), (32, 32, 3))
     query = random_images(3, (64, 64, 3))[0]
