@@ -8,11 +8,9 @@ keeps working.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import functools
 import logging
 import os
-import re
 from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
@@ -23,6 +21,7 @@ from mrcnn import utils
 from mrcnn.backbone import (compute_backbone_shapes, conv_block, identity_block,  # noqa: F401
                             resnet_graph)
 from mrcnn.checkpoint_path import LastCheckpoint
+from mrcnn.checkpoints import CheckpointPolicy, TimestampedRuns
 from mrcnn.data import (DataGenerator, check_image, compose_image_meta,  # noqa: F401
                         data_generator, load_image_gt, mold_image, parse_image_meta,
                         parse_image_meta_graph, unmold_image)
@@ -103,8 +102,14 @@ class MaskRCNN:
     The Keras model is in ``self.keras_model``. ``mode`` is "training" or "inference".
     """
 
-    #: The checkpoint file name prefix (``{prefix}_{name}_{epoch:04d}.h5``).
-    CHECKPOINT_PREFIX = "mask_rcnn"
+    #: Where training writes checkpoints and how find_last finds them (mrcnn.checkpoints):
+    #: Matterport's {name}{%Y%m%dT%H%M}/mask_rcnn_{name}_{epoch:04d}.h5.
+    CHECKPOINTS: CheckpointPolicy = TimestampedRuns("mask_rcnn")
+
+    #: get_imagenet_weights(name) -> a file of this name in imagenet_weights_dirs().
+    IMAGENET_WEIGHTS: dict[str, str] = {
+        "imagenet": "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"}
+    DEFAULT_IMAGENET = "imagenet"
 
     #: Named inference sub-models (name -> what it computes) that sub_model() builds;
     #: subclasses add theirs and say which tensors bound them in sub_model_tensors().
@@ -350,21 +355,7 @@ class MaskRCNN:
         The value is a str; ``[1]`` and ``log_dir, path = ...`` also work as with
         Matterport 2.1's ``(log_dir, checkpoint_path)`` (mrcnn.checkpoint_path).
         """
-        if not os.path.isdir(self.model_dir):
-            raise FileNotFoundError(f"Model directory {self.model_dir!r} does not exist")
-        key = self.config.NAME.lower()
-        dir_names = sorted(d for d in next(os.walk(self.model_dir))[1] if d.startswith(key))
-        if not dir_names:
-            raise FileNotFoundError(
-                f"Could not find model directory under {self.model_dir} (expected a folder "
-                f"starting with {key!r})")
-        for dir_name in reversed(dir_names):
-            run_dir = os.path.join(self.model_dir, dir_name)
-            checkpoints = sorted(f for f in next(os.walk(run_dir))[2]
-                                 if f.startswith(self.CHECKPOINT_PREFIX) and f.endswith(".h5"))
-            if checkpoints:
-                return LastCheckpoint(os.path.join(run_dir, checkpoints[-1]))
-        raise FileNotFoundError(f"Could not find weight files in {self.model_dir}/{key}*")
+        return LastCheckpoint(self.CHECKPOINTS.latest(self.model_dir, self.config))
 
     def load_weights(self, filepath: str, by_name: bool = False,
                      exclude: Sequence[str] | None = None, skip_mismatch: bool = False):
@@ -386,37 +377,48 @@ class MaskRCNN:
         """Writes a name-keyed checkpoint that loads into training and inference models."""
         weights_io.save_weights(self.inner_model, filepath)
 
-    def get_imagenet_weights(self, path: str | None = None) -> str:
-        """Returns a local ImageNet ResNet weights file (no download)."""
-        path = path or os.environ.get("MRCNN_IMAGENET_WEIGHTS", "")
-        if path and os.path.isfile(path):
-            return path
-        raise FileNotFoundError(
-            "ImageNet ResNet weights are not downloaded at run time. Place "
-            "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5 locally and pass its path "
-            "(or set MRCNN_IMAGENET_WEIGHTS)." + (f" Not found: {path}" if path else ""))
+    def get_imagenet_weights(self, source: str | None = None) -> str:
+        """The local ImageNet ResNet weights file for the backbone (nothing is downloaded).
+
+        ``source``: one of the names in ``IMAGENET_WEIGHTS`` (a file looked up in
+        ``imagenet_weights_dirs()``) or a file path; None: ``$MRCNN_IMAGENET_WEIGHTS``
+        when set, else ``DEFAULT_IMAGENET``. The same rule in every subclass: only the
+        names and folders differ. Raises FileNotFoundError (what was looked for, where)
+        or ValueError (a name that is neither known nor a file).
+        """
+        source = source or os.environ.get("MRCNN_IMAGENET_WEIGHTS") or self.DEFAULT_IMAGENET
+        if source in self.IMAGENET_WEIGHTS:
+            file_name = self.IMAGENET_WEIGHTS[source]
+            places = self.imagenet_weights_dirs()
+            for folder in places:
+                path = os.path.join(folder, file_name)
+                if os.path.isfile(path):
+                    return path
+            raise FileNotFoundError(
+                f"ImageNet weights {source!r} ({file_name}) not found in "
+                f"{', '.join(places)}: weights are never downloaded, place the file there "
+                "(or pass its path, or set MRCNN_IMAGENET_WEIGHTS).")
+        if os.path.isfile(source):
+            return source
+        if os.sep in source or source.endswith(".h5"):
+            raise FileNotFoundError(f"ImageNet weights not found: {source} (weights are "
+                                    "never downloaded)")
+        raise ValueError(f"ImageNet weights: expected a file path or one of "
+                         f"{sorted(self.IMAGENET_WEIGHTS)}, got {source!r}")
+
+    def imagenet_weights_dirs(self) -> list[str]:
+        """Folders searched for the named ImageNet files: the working directory, the
+        model directory and Keras' cache (where Matterport's download put the file)."""
+        return [os.getcwd(), self.model_dir,
+                os.path.join(os.path.expanduser("~"), ".keras", "models")]
 
     def set_log_dir(self, model_path: str | None = None) -> None:
         """Sets the run directory and epoch; a checkpoint path resumes its run and epoch."""
-        self.epoch = 0
-        now = datetime.datetime.now()
-        if model_path:
-            # .../mask_rcnn_shapes20171029T2315/mask_rcnn_shapes_0001.h5 (also Windows paths)
-            regex = (r".*[/\\][\w-]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]"
-                     + re.escape(self.CHECKPOINT_PREFIX) + r"\_[\w-]+(\d{4})\.h5")
-            m = re.match(regex, model_path)
-            if m:
-                now = datetime.datetime(int(m.group(1)), int(m.group(2)), int(m.group(3)),
-                                        int(m.group(4)), int(m.group(5)))
-                # The file name holds the 1-based number of the last finished epoch.
-                self.epoch = int(m.group(6))
-                logger.info("Re-starting from epoch %d", self.epoch)
-        self.log_dir = os.path.join(self.model_dir,
-                                    "{}{:%Y%m%dT%H%M}".format(self.config.NAME.lower(), now))
-        self.checkpoint_path = os.path.join(
-            self.log_dir, "{}_{}_*epoch*.h5".format(self.CHECKPOINT_PREFIX,
-                                                     self.config.NAME.lower()))
-        self.checkpoint_path = self.checkpoint_path.replace("*epoch*", "{epoch:04d}")
+        run = self.CHECKPOINTS.locate(self.model_dir, self.config, model_path)
+        self.log_dir, self.checkpoint_path, self.epoch = (run.log_dir, run.checkpoint_path,
+                                                          run.epoch)
+        if run.epoch:
+            logger.info("Re-starting from epoch %d", run.epoch)
 
     # --------------------------------------------------------------- training
     def get_trainable_layers(self) -> list:

@@ -16,7 +16,6 @@ import inspect
 import json
 import logging
 import os
-import re
 from typing import Any, Sequence
 
 import numpy as np
@@ -36,9 +35,6 @@ PAPER_BATCH_SIZE = 12
 MODEL_CHOICES = "imagenet-687|imagenet-771|imagenet-1k|last|none|PATH.h5"
 CLASS_SETS = ("one-shot", "background", "all")
 EVAL_TYPES = ("bbox", "segm")
-#: The checkpoints SiameseMaskRCNN writes; loading one resumes at the next epoch. Other
-#: files (released weights, Matterport's COCO weights) start at epoch 0.
-_CHECKPOINT_NAME = re.compile(r"^siamese_mrcnn_\d{4}\.h5$")
 
 
 # --------------------------------------------------------------------- config
@@ -251,7 +247,7 @@ def init_weights(model, spec: str, schedule: dict | None = None) -> str:
                                "--config, --split and --set NAME/EXPERIMENT)") from error
         else:
             path = spec
-        if _CHECKPOINT_NAME.match(os.path.basename(path)):
+        if model.CHECKPOINTS.is_checkpoint(path):
             model.load_checkpoint(path, training_schedule=schedule)
         else:
             model.load_weights(path, by_name=True)

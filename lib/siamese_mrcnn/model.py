@@ -13,10 +13,8 @@ is Matterport's, inherited.
 """
 from __future__ import annotations
 
-import glob
 import logging
 import os
-import re
 from collections import OrderedDict
 from typing import Mapping, Sequence
 
@@ -25,7 +23,7 @@ import numpy as np
 
 from mrcnn import heads
 from mrcnn.backbone import build_resnet_model
-from mrcnn.checkpoint_path import LastCheckpoint
+from mrcnn.checkpoints import FixedRun, epoch_in_name
 from mrcnn.fpn import build_fpn_model
 from mrcnn.graph_layers import LossLayer
 from mrcnn.model import MaskRCNN, log
@@ -55,11 +53,12 @@ LAYER_REGEX.update({
 PRETRAININGS = {"imagenet-1k": "imagenet_1k.h5", "imagenet-771": "imagenet_771.h5",
                 "imagenet-687": "imagenet_687.h5"}
 
-# The checkpoints this class writes (and resumes from by name).
-_CHECKPOINT_RE = re.compile(r"^siamese_mrcnn_(\d{4})\.h5$")
-# Any file ending in _####.h5, e.g. the released small_siamese_mrcnn_0160.h5 or
-# large_siamese_mrcnn_coco_full_0320.h5 (the old load_checkpoint read these digits).
-_EPOCH_SUFFIX_RE = re.compile(r"_(\d{4})\.h5$")
+
+
+def run_folder(config) -> str:
+    """The paper code's run folder: siamese_{model}_{name}_{experiment}."""
+    return "siamese_{}_{}_{}".format(config.MODEL.lower(), config.NAME.lower(),
+                                     config.EXPERIMENT.lower())
 
 
 def schedule_stage(schedule: Mapping[int, dict], epoch: int) -> tuple[int, dict]:
@@ -84,7 +83,12 @@ class SiameseMaskRCNN(MaskRCNN):
     and run_graph split their batch over the replicas as well.
     """
 
-    CHECKPOINT_PREFIX = "siamese_mrcnn"
+    #: logs/siamese_{model}_{name}_{experiment}/siamese_mrcnn_{epoch:04d}.h5; training
+    #: resumes in the same folder (mrcnn.checkpoints.FixedRun).
+    CHECKPOINTS = FixedRun(prefix="siamese_mrcnn", run_name=run_folder)
+    #: get_imagenet_weights(name): the paper's backbones, in config.CHECKPOINT_DIR.
+    IMAGENET_WEIGHTS = PRETRAININGS
+    DEFAULT_IMAGENET = "imagenet-1k"
 
     # Reusing work across pairs: a reference is encoded once for many queries, a query
     # once for many references (the protocol pairs each image with each of its
@@ -409,34 +413,10 @@ class SiameseMaskRCNN(MaskRCNN):
                 break
 
     # ------------------------------------------------------------ checkpoints
-    def set_log_dir(self, model_path: str | None = None) -> None:
-        """logs/siamese_{model}_{name}_{experiment}/siamese_mrcnn_{epoch:04d}.h5.
-
-        A checkpoint path named exactly siamese_mrcnn_####.h5 sets the epoch (resume
-        point); other files (released weights, ImageNet backbones) start at epoch 0.
-        """
-        self.epoch = 0
-        if model_path:
-            m = _CHECKPOINT_RE.search(os.path.basename(model_path))
-            if m:
-                self.epoch = int(m.group(1))
-        self.log_dir = os.path.join(self.model_dir, "siamese_{}_{}_{}".format(
-            self.config.MODEL.lower(), self.config.NAME.lower(),
-            self.config.EXPERIMENT.lower()))
-        self.checkpoint_path = os.path.join(self.log_dir, "siamese_mrcnn_{epoch:04d}.h5")
-
-    def find_last(self) -> LastCheckpoint:
-        """The latest checkpoint of this run; a str that also reads as Matterport 2.1's
-        ``(log_dir, checkpoint_path)`` (``find_last()[1]``), as the paper's code used."""
-        return LastCheckpoint(self.get_latest_checkpoint())
-
     def get_latest_checkpoint(self) -> str:
-        """The checkpoint of this run with the highest epoch number."""
-        files = [f for f in glob.glob(os.path.join(self.log_dir, "siamese_mrcnn_*.h5"))
-                 if _CHECKPOINT_RE.search(os.path.basename(f))]
-        if not files:
-            raise FileNotFoundError(f"No checkpoint siamese_mrcnn_####.h5 in {self.log_dir}")
-        return max(files, key=lambda f: int(_CHECKPOINT_RE.search(os.path.basename(f)).group(1)))
+        """The checkpoint of this run with the highest epoch number (a plain str;
+        find_last() gives the same path, also readable as 2.1's (log_dir, path))."""
+        return str(self.find_last())
 
     def load_weights(self, filepath: str, by_name: bool = True,
                      exclude: Sequence[str] | None = None, skip_mismatch: bool = False):
@@ -444,12 +424,9 @@ class SiameseMaskRCNN(MaskRCNN):
         return super().load_weights(filepath, by_name=by_name, exclude=exclude,
                                     skip_mismatch=skip_mismatch)
 
-    def get_imagenet_weights(self, pretraining: str = "imagenet-1k") -> str:
-        """Path of the ImageNet backbone file in CHECKPOINT_DIR (nothing is downloaded)."""
-        if pretraining not in PRETRAININGS:
-            raise ValueError(f"pretraining must be one of {sorted(PRETRAININGS)}, "
-                             f"got {pretraining!r}")
-        return os.path.join(self.config.CHECKPOINT_DIR, PRETRAININGS[pretraining])
+    def imagenet_weights_dirs(self) -> list[str]:
+        """The paper's backbones are read from config.CHECKPOINT_DIR."""
+        return [self.config.CHECKPOINT_DIR]
 
     def load_imagenet_weights(self, pretraining: str = "imagenet-1k",
                               weights_path: str | None = None):
@@ -469,11 +446,10 @@ class SiameseMaskRCNN(MaskRCNN):
         """Loads a siamese_mrcnn_####.h5 checkpoint and resumes at its epoch; with a
         schedule, the layers of the epoch's stage are made trainable.
         """
-        m = _EPOCH_SUFFIX_RE.search(os.path.basename(weights_path))
-        if not m:
+        epoch = epoch_in_name(weights_path)
+        if epoch is None:
             raise ValueError(f"expected a checkpoint whose name ends in its epoch, _####.h5 "
                              f"(e.g. siamese_mrcnn_0160.h5), got {weights_path!r}")
-        epoch = int(m.group(1))
         if verbose:
             logger.info("Loading %s (epoch %d)", weights_path, epoch)
         if training_schedule is not None:

@@ -356,6 +356,29 @@ def test_find_last_loads_in_both_matterport_styles(tiny_inference, tmp_path, mon
         assert model.epoch == 3
 
 
+def test_get_imagenet_weights_by_name_path_or_environment(tiny_inference, tmp_path,
+                                                          monkeypatch):
+    model = tiny_inference
+    name = model.IMAGENET_WEIGHTS["imagenet"]
+    monkeypatch.delenv("MRCNN_IMAGENET_WEIGHTS", raising=False)
+    monkeypatch.setattr(model, "imagenet_weights_dirs", lambda: [str(tmp_path / "a"),
+                                                                  str(tmp_path / "b")])
+    with pytest.raises(FileNotFoundError, match=name + ".*never downloaded"):
+        model.get_imagenet_weights()
+    _touch(str(tmp_path / "b" / name))
+    assert model.get_imagenet_weights() == str(tmp_path / "b" / name)
+    assert model.get_imagenet_weights("imagenet") == str(tmp_path / "b" / name)
+    other = tmp_path / "mine.h5"
+    _touch(str(other))
+    assert model.get_imagenet_weights(str(other)) == str(other)
+    monkeypatch.setenv("MRCNN_IMAGENET_WEIGHTS", str(other))
+    assert model.get_imagenet_weights() == str(other)
+    with pytest.raises(FileNotFoundError, match="missing.h5"):
+        model.get_imagenet_weights(str(tmp_path / "missing.h5"))
+    with pytest.raises(ValueError, match="'imagenet'"):
+        model.get_imagenet_weights("imagenet-22k")
+
+
 def test_set_log_dir_reads_run_and_epoch(tiny_inference):
     model = tiny_inference
     try:

@@ -199,9 +199,16 @@ def test_imagenet_file_found_in_checkpoint_dir_or_missing(tmp_path):
     model = full_model("small", "inference")
     model.config = config
     try:
+        (tmp_path / "imagenet_771.h5").write_bytes(b"")
         assert model.get_imagenet_weights("imagenet-771") == str(tmp_path / "imagenet_771.h5")
+        # The same rule as MaskRCNN.get_imagenet_weights: a missing file is an error
+        # that names it, a path is taken as it is.
+        with pytest.raises(FileNotFoundError, match="imagenet_687.h5.*never downloaded"):
+            model.get_imagenet_weights("imagenet-687")
         with pytest.raises(FileNotFoundError, match="imagenet_687.h5"):
             model.load_imagenet_weights("imagenet-687")
+        assert model.get_imagenet_weights(str(tmp_path / "imagenet_771.h5")) == str(
+            tmp_path / "imagenet_771.h5")
         with pytest.raises(FileNotFoundError, match="never downloaded"):
             model.load_imagenet_weights(weights_path=str(tmp_path / "nothing.h5"))
         with pytest.raises(ValueError, match="imagenet-1k"):
