@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-from types import SimpleNamespace
 from typing import Any, Optional, Sequence
 
 import keras
@@ -11,39 +10,51 @@ import tensorflow as tf
 
 from mrcnn import utils
 from mrcnn.data import parse_image_meta_graph
-from mrcnn.proposals import (apply_box_deltas_graph, clip_boxes_graph, config_value,
-                             float_list, norm_boxes_graph)
+from mrcnn.layer_args import float_list, resolve_fields
+from mrcnn.proposals import apply_box_deltas_graph, clip_boxes_graph, norm_boxes_graph
 
 logger = logging.getLogger(__name__)
 
 
 def refine_detections_graph(rois: tf.Tensor, probs: tf.Tensor, deltas: tf.Tensor,
                             window: tf.Tensor, config: Any) -> tf.Tensor:
-    """Refines, filters and suppresses the classified proposals of one image.
+    """Matterport's signature: refine_detections with BBOX_STD_DEV,
+    DETECTION_MIN_CONFIDENCE, DETECTION_MAX_INSTANCES and DETECTION_NMS_THRESHOLD
+    read from config."""
+    return refine_detections(rois, probs, deltas, window,
+                             bbox_std_dev=config.BBOX_STD_DEV,
+                             min_confidence=config.DETECTION_MIN_CONFIDENCE,
+                             max_instances=config.DETECTION_MAX_INSTANCES,
+                             nms_threshold=config.DETECTION_NMS_THRESHOLD)
 
-    config needs BBOX_STD_DEV, DETECTION_MIN_CONFIDENCE, DETECTION_MAX_INSTANCES,
-    DETECTION_NMS_THRESHOLD.
+
+def refine_detections(rois: tf.Tensor, probs: tf.Tensor, deltas: tf.Tensor,
+                      window: tf.Tensor, *, bbox_std_dev: Sequence[float],
+                      min_confidence: float, max_instances: int,
+                      nms_threshold: float) -> tf.Tensor:
+    """Refines, filters and suppresses the classified proposals of one image.
 
     rois: [N, (y1, x1, y2, x2)] normalized
     probs: [N, num_classes] class probabilities
-    deltas: [N, num_classes, (dy, dx, log(dh), log(dw))] class-specific
+    deltas: [N, num_classes, (dy, dx, log(dh), log(dw))] class-specific, divided by
+        bbox_std_dev
     window: [4] (y1, x1, y2, x2) normalized: the image area without padding
-    Returns: [DETECTION_MAX_INSTANCES, (y1, x1, y2, x2, class_id, score)] normalized,
+    min_confidence: scores below are dropped (0: keep all); nms_threshold: per-class IoU
+    Returns: [max_instances, (y1, x1, y2, x2, class_id, score)] normalized,
         sorted by score, zero padded
     """
-    max_instances = config.DETECTION_MAX_INSTANCES
     class_ids = tf.argmax(probs, axis=1, output_type=tf.int32)  # [N] best class
     indices = tf.stack([tf.range(tf.shape(probs)[0]), class_ids], axis=1)  # [N, 2]
     class_scores = tf.gather_nd(probs, indices)  # [N]
     deltas_specific = tf.gather_nd(deltas, indices)  # [N, 4]
     refined_rois = apply_box_deltas_graph(
-        rois, deltas_specific * np.asarray(config.BBOX_STD_DEV, np.float32))  # [N, 4]
+        rois, deltas_specific * np.asarray(bbox_std_dev, np.float32))  # [N, 4]
     refined_rois = clip_boxes_graph(refined_rois, window)
 
     # Drop background, then low confidence.
     keep = tf.where(class_ids > 0)[:, 0]  # [K] int64
-    if config.DETECTION_MIN_CONFIDENCE:
-        conf_keep = tf.where(class_scores >= config.DETECTION_MIN_CONFIDENCE)[:, 0]
+    if min_confidence:
+        conf_keep = tf.where(class_scores >= min_confidence)[:, 0]
         keep = tf.sets.intersection(tf.expand_dims(keep, 0), tf.expand_dims(conf_keep, 0))
         keep = tf.sparse.to_dense(keep)[0]
 
@@ -59,7 +70,7 @@ def refine_detections_graph(rois: tf.Tensor, probs: tf.Tensor, deltas: tf.Tensor
         class_keep = tf.image.non_max_suppression(
             tf.gather(pre_nms_rois, ixs), tf.gather(pre_nms_scores, ixs),
             max_output_size=max_instances,
-            iou_threshold=config.DETECTION_NMS_THRESHOLD)
+            iou_threshold=nms_threshold)
         class_keep = tf.gather(keep, tf.gather(ixs, class_keep))
         # Same length for every class so map_fn can stack them.
         gap = max_instances - tf.shape(class_keep)[0]
@@ -74,7 +85,7 @@ def refine_detections_graph(rois: tf.Tensor, probs: tf.Tensor, deltas: tf.Tensor
     keep = tf.sets.intersection(tf.expand_dims(keep, 0), tf.expand_dims(nms_keep, 0))
     keep = tf.sparse.to_dense(keep)[0]
 
-    # Best DETECTION_MAX_INSTANCES over all classes.
+    # Best max_instances over all classes.
     class_scores_keep = tf.gather(class_scores, keep)
     num_keep = tf.minimum(tf.shape(class_scores_keep)[0], max_instances)
     top_ids = tf.nn.top_k(class_scores_keep, k=num_keep, sorted=True)[1]
@@ -89,16 +100,16 @@ def refine_detections_graph(rois: tf.Tensor, probs: tf.Tensor, deltas: tf.Tensor
     gap = max_instances - tf.shape(detections)[0]
     detections = tf.pad(detections, [(0, gap), (0, 0)], "CONSTANT")
     detections.set_shape([max_instances, 6])
-    return detections  # [DETECTION_MAX_INSTANCES, 6]
+    return detections  # [max_instances, 6]
 
 
 @keras.saving.register_keras_serializable(package="mrcnn")
 class DetectionLayer(keras.layers.Layer):
     """Classified proposals and their deltas -> final detections.
 
-    Params: config (IMAGES_PER_GPU, BBOX_STD_DEV, DETECTION_MIN_CONFIDENCE,
-    DETECTION_MAX_INSTANCES, DETECTION_NMS_THRESHOLD) or those values as lower-case
-    keywords.
+    Params: the CONFIG_FIELDS values as lower-case keywords (the model builder passes
+    them), or Matterport's config (IMAGES_PER_GPU, BBOX_STD_DEV, DETECTION_MIN_CONFIDENCE,
+    DETECTION_MAX_INSTANCES, DETECTION_NMS_THRESHOLD) for those left None.
 
     Inputs (one list):
         rois: [batch, N, (y1, x1, y2, x2)] normalized
@@ -109,6 +120,12 @@ class DetectionLayer(keras.layers.Layer):
         [batch, DETECTION_MAX_INSTANCES, (y1, x1, y2, x2, class_id, score)] normalized
     """
 
+    #: keyword -> the config field the model builder reads for it (mrcnn.layer_args)
+    CONFIG_FIELDS = {"images_per_gpu": "IMAGES_PER_GPU", "bbox_std_dev": "BBOX_STD_DEV",
+                     "detection_min_confidence": "DETECTION_MIN_CONFIDENCE",
+                     "detection_max_instances": "DETECTION_MAX_INSTANCES",
+                     "detection_nms_threshold": "DETECTION_NMS_THRESHOLD"}
+
     def __init__(self, config=None, images_per_gpu: Optional[int] = None,
                  bbox_std_dev: Optional[Sequence[float]] = None,
                  detection_min_confidence: Optional[float] = None,
@@ -118,25 +135,19 @@ class DetectionLayer(keras.layers.Layer):
         # mixed-precision policy (inputs are cast on entry).
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        self.images_per_gpu = int(config_value(config, "IMAGES_PER_GPU", images_per_gpu))
-        self.bbox_std_dev = float_list(
-            config_value(config, "BBOX_STD_DEV", bbox_std_dev), "BBOX_STD_DEV", 4)
-        self.detection_min_confidence = float(
-            config_value(config, "DETECTION_MIN_CONFIDENCE", detection_min_confidence))
-        self.detection_max_instances = int(
-            config_value(config, "DETECTION_MAX_INSTANCES", detection_max_instances))
-        self.detection_nms_threshold = float(
-            config_value(config, "DETECTION_NMS_THRESHOLD", detection_nms_threshold))
+        v = resolve_fields(config, self.CONFIG_FIELDS, dict(
+            images_per_gpu=images_per_gpu, bbox_std_dev=bbox_std_dev,
+            detection_min_confidence=detection_min_confidence,
+            detection_max_instances=detection_max_instances,
+            detection_nms_threshold=detection_nms_threshold))
+        self.images_per_gpu = int(v["images_per_gpu"])
+        self.bbox_std_dev = float_list(v["bbox_std_dev"], "BBOX_STD_DEV", 4)
+        self.detection_min_confidence = float(v["detection_min_confidence"])
+        self.detection_max_instances = int(v["detection_max_instances"])
+        self.detection_nms_threshold = float(v["detection_nms_threshold"])
         if self.detection_max_instances < 1:
             raise ValueError("DETECTION_MAX_INSTANCES must be >= 1, got "
                              f"{self.detection_max_instances}")
-
-    def _graph_config(self) -> SimpleNamespace:
-        """The config fields refine_detections_graph reads, under their config names."""
-        return SimpleNamespace(BBOX_STD_DEV=np.array(self.bbox_std_dev, np.float32),
-                               DETECTION_MIN_CONFIDENCE=self.detection_min_confidence,
-                               DETECTION_MAX_INSTANCES=self.detection_max_instances,
-                               DETECTION_NMS_THRESHOLD=self.detection_nms_threshold)
 
     def call(self, inputs):
         if len(inputs) != 4:
@@ -149,10 +160,13 @@ class DetectionLayer(keras.layers.Layer):
         image_shape = m["image_shape"][0]  # [3]
         window = norm_boxes_graph(m["window"], image_shape[:2])  # [batch, 4]
 
-        config = self._graph_config()
         detections_batch = utils.batch_slice(
             [rois, mrcnn_class, mrcnn_bbox, window],
-            lambda x, y, w, z: refine_detections_graph(x, y, w, z, config),
+            lambda x, y, w, z: refine_detections(
+                x, y, w, z, bbox_std_dev=self.bbox_std_dev,
+                min_confidence=self.detection_min_confidence,
+                max_instances=self.detection_max_instances,
+                nms_threshold=self.detection_nms_threshold),
             self.images_per_gpu)
         # Matterport reshapes to BATCH_SIZE; per replica the batch is IMAGES_PER_GPU.
         return tf.reshape(detections_batch,

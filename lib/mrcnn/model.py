@@ -26,6 +26,7 @@ from mrcnn.data import (DataGenerator, check_image, compose_image_meta,  # noqa:
                         data_generator, load_image_gt, mold_image, parse_image_meta,
                         parse_image_meta_graph, unmold_image)
 from mrcnn.detection import DetectionLayer, refine_detections_graph  # noqa: F401
+from mrcnn.layer_args import kwargs_from_config
 from mrcnn.fpn import fpn_graph
 from mrcnn.graph_layers import (ActiveClassIds, AnchorsLayer, DetectionBoxes, Identity,
                                 LossLayer, NormBoxes)
@@ -255,8 +256,9 @@ class MaskRCNN:
                           else config.POST_NMS_ROIS_INFERENCE)
         # [batch, proposal_count, (y1, x1, y2, x2)] normalized, zero padded
         rpn_rois = ProposalLayer(proposal_count=proposal_count,
-                                 nms_threshold=config.RPN_NMS_THRESHOLD,
-                                 name="ROI", config=config)([rpn_class, rpn_bbox, anchors])
+                                 nms_threshold=config.RPN_NMS_THRESHOLD, name="ROI",
+                                 **kwargs_from_config(config, ProposalLayer))(
+                                     [rpn_class, rpn_bbox, anchors])
         with_masks = self.with_masks(config)
         classifier_head = self.graph_function("fpn_classifier_graph")
         mask_head = self.graph_function("build_fpn_mask_graph")
@@ -279,7 +281,7 @@ class MaskRCNN:
 
             # Subsampled ROIs and their targets, zero padded to TRAIN_ROIS_PER_IMAGE.
             rois, target_class_ids, target_bbox, target_mask = DetectionTargetLayer(
-                config, name="proposal_targets")(
+                name="proposal_targets", **kwargs_from_config(config, DetectionTargetLayer))(
                     [target_rois, input_gt_class_ids, gt_boxes, input_gt_masks])
 
             mrcnn_class_logits, mrcnn_class, mrcnn_bbox = classifier_head(
@@ -317,7 +319,8 @@ class MaskRCNN:
             rpn_rois, mrcnn_feature_maps, input_image_meta, config.POOL_SIZE,
             config.NUM_CLASSES, **head_kwargs)
         # [batch, DETECTION_MAX_INSTANCES, (y1, x1, y2, x2, class_id, score)] normalized
-        detections = DetectionLayer(config, name="mrcnn_detection")(
+        detections = DetectionLayer(name="mrcnn_detection",
+                                    **kwargs_from_config(config, DetectionLayer))(
             [rpn_rois, mrcnn_class, mrcnn_bbox, input_image_meta])
         outputs = [detections, mrcnn_class, mrcnn_bbox]
         if with_masks:

@@ -11,13 +11,14 @@ detection layer, the model's gt normalization) builds on them:
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from mrcnn import utils
+from mrcnn.layer_args import float_list, resolve_fields
 
 logger = logging.getLogger(__name__)
 
@@ -93,35 +94,6 @@ def denorm_boxes_graph(boxes: tf.Tensor, shape) -> tf.Tensor:
 
 
 ############################################################
-#  Config plumbing shared by the graph layers
-############################################################
-
-def config_value(config: Any, field: str, given: Any) -> Any:
-    """The value of a config field for a layer: `given` if not None, else config.FIELD.
-
-    Layers keep plain copies of the config fields they need, so that get_config()
-    is JSON-able and from_config() works without a Config object.
-    """
-    if given is not None:
-        return given
-    if config is None:
-        raise ValueError(
-            f"{field} is needed: pass a config with {field} or the value itself "
-            f"(got config=None and {field.lower()}=None)")
-    if not hasattr(config, field):
-        raise ValueError(f"config {type(config).__name__} has no field {field}")
-    return getattr(config, field)
-
-
-def float_list(values: Sequence[float], field: str, length: int) -> list:
-    """Plain list of `length` floats (e.g. a std-dev array) or ValueError."""
-    out = [float(v) for v in np.asarray(values, dtype=np.float64).reshape(-1)]
-    if len(out) != length:
-        raise ValueError(f"{field} must hold {length} values, got {len(out)}: {out}")
-    return out
-
-
-############################################################
 #  Proposal Layer
 ############################################################
 
@@ -144,6 +116,10 @@ class ProposalLayer(keras.layers.Layer):
         [batch, proposal_count, (y1, x1, y2, x2)] normalized, zero padded
     """
 
+    #: keyword -> the config field the model builder reads for it (mrcnn.layer_args)
+    CONFIG_FIELDS = {"images_per_gpu": "IMAGES_PER_GPU",
+                     "rpn_bbox_std_dev": "RPN_BBOX_STD_DEV", "pre_nms_limit": "PRE_NMS_LIMIT"}
+
     def __init__(self, proposal_count: int, nms_threshold: float, config=None,
                  images_per_gpu: Optional[int] = None,
                  rpn_bbox_std_dev: Optional[Sequence[float]] = None,
@@ -154,10 +130,12 @@ class ProposalLayer(keras.layers.Layer):
         super().__init__(**kwargs)
         self.proposal_count = int(proposal_count)
         self.nms_threshold = float(nms_threshold)
-        self.images_per_gpu = int(config_value(config, "IMAGES_PER_GPU", images_per_gpu))
-        self.rpn_bbox_std_dev = float_list(
-            config_value(config, "RPN_BBOX_STD_DEV", rpn_bbox_std_dev), "RPN_BBOX_STD_DEV", 4)
-        self.pre_nms_limit = int(config_value(config, "PRE_NMS_LIMIT", pre_nms_limit))
+        v = resolve_fields(config, self.CONFIG_FIELDS, dict(
+            images_per_gpu=images_per_gpu, rpn_bbox_std_dev=rpn_bbox_std_dev,
+            pre_nms_limit=pre_nms_limit))
+        self.images_per_gpu = int(v["images_per_gpu"])
+        self.rpn_bbox_std_dev = float_list(v["rpn_bbox_std_dev"], "RPN_BBOX_STD_DEV", 4)
+        self.pre_nms_limit = int(v["pre_nms_limit"])
         if self.proposal_count < 1:
             raise ValueError(f"proposal_count must be >= 1, got {proposal_count}")
 

@@ -8,7 +8,6 @@ build_detection_targets and generate_random_rois (to train the heads without an 
 from __future__ import annotations
 
 import logging
-from types import SimpleNamespace
 from typing import Any, Optional, Sequence, Tuple
 
 import keras
@@ -16,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from mrcnn import utils
-from mrcnn.proposals import config_value, float_list
+from mrcnn.layer_args import float_list, resolve_fields
 
 logger = logging.getLogger(__name__)
 
@@ -62,23 +61,35 @@ def trim_zeros_graph(boxes: tf.Tensor, name: str = "trim_zeros") -> Tuple[tf.Ten
 
 def detection_targets_graph(proposals: tf.Tensor, gt_class_ids: tf.Tensor,
                             gt_boxes: tf.Tensor, gt_masks: tf.Tensor, config: Any):
-    """Samples ROIs of one image and builds their targets.
+    """Matterport's signature: sample_detection_targets with TRAIN_ROIS_PER_IMAGE,
+    ROI_POSITIVE_RATIO, BBOX_STD_DEV, MASK_SHAPE and USE_MINI_MASK read from config."""
+    return sample_detection_targets(
+        proposals, gt_class_ids, gt_boxes, gt_masks,
+        train_rois_per_image=config.TRAIN_ROIS_PER_IMAGE,
+        roi_positive_ratio=config.ROI_POSITIVE_RATIO, bbox_std_dev=config.BBOX_STD_DEV,
+        mask_shape=config.MASK_SHAPE, use_mini_mask=config.USE_MINI_MASK)
 
-    config needs TRAIN_ROIS_PER_IMAGE, ROI_POSITIVE_RATIO, BBOX_STD_DEV, MASK_SHAPE,
-    USE_MINI_MASK.
+
+def sample_detection_targets(proposals: tf.Tensor, gt_class_ids: tf.Tensor,
+                             gt_boxes: tf.Tensor, gt_masks: tf.Tensor, *,
+                             train_rois_per_image: int, roi_positive_ratio: float,
+                             bbox_std_dev: Sequence[float], mask_shape: Sequence[int],
+                             use_mini_mask: bool):
+    """Samples ROIs of one image and builds their targets.
 
     proposals: [POST_NMS_ROIS_TRAINING, (y1, x1, y2, x2)] normalized, maybe zero padded
     gt_class_ids: [MAX_GT_INSTANCES] int; negative ids are crowds
     gt_boxes: [MAX_GT_INSTANCES, (y1, x1, y2, x2)] normalized
-    gt_masks: [height, width, MAX_GT_INSTANCES] bool or 0/1 uint8 (image size or
-        mini masks)
+    gt_masks: [height, width, MAX_GT_INSTANCES] bool or 0/1 uint8 (image size, or mini
+        masks spanning their gt boxes when use_mini_mask)
 
-    Returns, each zero padded to TRAIN_ROIS_PER_IMAGE rows, positives first:
-        rois: [TRAIN_ROIS_PER_IMAGE, (y1, x1, y2, x2)] normalized
-        class_ids: [TRAIN_ROIS_PER_IMAGE] int (0 for negatives and padding)
-        deltas: [TRAIN_ROIS_PER_IMAGE, (dy, dx, log(dh), log(dw))] / BBOX_STD_DEV
-        masks: [TRAIN_ROIS_PER_IMAGE, MASK_SHAPE[0], MASK_SHAPE[1]] 0/1 float
+    Returns, each zero padded to train_rois_per_image rows, positives first:
+        rois: [train_rois_per_image, (y1, x1, y2, x2)] normalized
+        class_ids: [train_rois_per_image] int (0 for negatives and padding)
+        deltas: [train_rois_per_image, (dy, dx, log(dh), log(dw))] / bbox_std_dev
+        masks: [train_rois_per_image, mask_shape[0], mask_shape[1]] 0/1 float
     """
+    mask_shape = [int(v) for v in mask_shape]
     asserts = [tf.Assert(tf.greater(tf.shape(proposals)[0], 0), [proposals],
                          name="roi_assertion")]
     with tf.control_dependencies(asserts):
@@ -109,11 +120,11 @@ def detection_targets_graph(proposals: tf.Tensor, gt_class_ids: tf.Tensor,
     positive_indices = tf.where(roi_iou_max >= 0.5)[:, 0]
     negative_indices = tf.where(tf.logical_and(roi_iou_max < 0.5, no_crowd_bool))[:, 0]
 
-    # Subsample: at most ROI_POSITIVE_RATIO positives, negatives to keep the ratio.
-    positive_count = int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO)
+    # Subsample: at most roi_positive_ratio positives, negatives to keep the ratio.
+    positive_count = int(train_rois_per_image * roi_positive_ratio)
     positive_indices = tf.random.shuffle(positive_indices)[:positive_count]
     positive_count = tf.shape(positive_indices)[0]
-    r = 1.0 / config.ROI_POSITIVE_RATIO
+    r = 1.0 / roi_positive_ratio
     negative_count = tf.cast(r * tf.cast(positive_count, tf.float32), tf.int32) - positive_count
     negative_indices = tf.random.shuffle(negative_indices)[:negative_count]
     positive_rois = tf.gather(proposals, positive_indices)  # [pos, 4]
@@ -129,14 +140,14 @@ def detection_targets_graph(proposals: tf.Tensor, gt_class_ids: tf.Tensor,
     roi_gt_class_ids = tf.gather(gt_class_ids, roi_gt_box_assignment)  # [pos]
 
     deltas = utils.box_refinement_graph(positive_rois, roi_gt_boxes)  # [pos, 4]
-    deltas /= np.asarray(config.BBOX_STD_DEV, np.float32)
+    deltas /= np.asarray(bbox_std_dev, np.float32)
 
     masks = _mask_targets_graph(positive_rois, roi_gt_boxes, roi_gt_box_assignment,
-                                gt_masks, config)  # [pos, mh, mw]
+                                gt_masks, mask_shape, use_mini_mask)  # [pos, mh, mw]
 
     # Negatives follow the positives; their deltas and masks stay zero.
     rois = tf.concat([positive_rois, negative_rois], axis=0)
-    num_rois = config.TRAIN_ROIS_PER_IMAGE
+    num_rois = train_rois_per_image
     N = tf.shape(negative_rois)[0]
     P = tf.maximum(num_rois - tf.shape(rois)[0], 0)
     rois = tf.pad(rois, [(0, P), (0, 0)])
@@ -147,21 +158,22 @@ def detection_targets_graph(proposals: tf.Tensor, gt_class_ids: tf.Tensor,
     rois.set_shape([num_rois, 4])
     roi_gt_class_ids.set_shape([num_rois])
     deltas.set_shape([num_rois, 4])
-    masks.set_shape([num_rois] + list(config.MASK_SHAPE))
+    masks.set_shape([num_rois] + mask_shape)
     return rois, roi_gt_class_ids, deltas, masks
 
 
-def _mask_targets_graph(positive_rois, roi_gt_boxes, roi_gt_box_assignment, gt_masks, config):
-    """Crops each positive ROI's gt mask to the ROI and resizes it to MASK_SHAPE.
+def _mask_targets_graph(positive_rois, roi_gt_boxes, roi_gt_box_assignment, gt_masks,
+                        mask_shape: list, use_mini_mask: bool):
+    """Crops each positive ROI's gt mask to the ROI and resizes it to mask_shape.
 
     positive_rois, roi_gt_boxes: [pos, 4] normalized; roi_gt_box_assignment: [pos]
-    gt_masks: [h, w, G] bool or 0/1. Returns [pos, MASK_SHAPE[0], MASK_SHAPE[1]] of 0/1.
+    gt_masks: [h, w, G] bool or 0/1. Returns [pos, mask_shape[0], mask_shape[1]] of 0/1.
     """
     transposed_masks = tf.expand_dims(tf.transpose(gt_masks, [2, 0, 1]), -1)  # [G, h, w, 1]
     roi_masks = tf.gather(transposed_masks, roi_gt_box_assignment)  # [pos, h, w, 1]
 
     boxes = positive_rois
-    if config.USE_MINI_MASK:
+    if use_mini_mask:
         # A mini mask spans its gt box: express the ROI in that box's unit square.
         y1, x1, y2, x2 = tf.split(positive_rois, 4, axis=1)
         gt_y1, gt_x1, gt_y2, gt_x2 = tf.split(roi_gt_boxes, 4, axis=1)
@@ -174,7 +186,7 @@ def _mask_targets_graph(positive_rois, roi_gt_boxes, roi_gt_box_assignment, gt_m
         boxes = tf.concat([y1, x1, y2, x2], 1)
     box_ids = tf.range(0, tf.shape(roi_masks)[0])
     masks = tf.image.crop_and_resize(tf.cast(roi_masks, tf.float32), boxes, box_ids,
-                                     list(config.MASK_SHAPE))  # [pos, mh, mw, 1]
+                                     mask_shape)  # [pos, mh, mw, 1]
     masks = tf.squeeze(masks, axis=3)
     # Binary targets for the binary cross-entropy loss.
     return tf.round(masks)
@@ -188,8 +200,9 @@ def _mask_targets_graph(positive_rois, roi_gt_boxes, roi_gt_box_assignment, gt_m
 class DetectionTargetLayer(keras.layers.Layer):
     """Subsamples proposals and builds class, box and mask targets for each.
 
-    Params: config (IMAGES_PER_GPU, TRAIN_ROIS_PER_IMAGE, ROI_POSITIVE_RATIO,
-    BBOX_STD_DEV, MASK_SHAPE, USE_MINI_MASK) or those values as lower-case keywords.
+    Params: the CONFIG_FIELDS values as lower-case keywords (the model builder passes
+    them), or Matterport's config (IMAGES_PER_GPU, TRAIN_ROIS_PER_IMAGE,
+    ROI_POSITIVE_RATIO, BBOX_STD_DEV, MASK_SHAPE, USE_MINI_MASK) for those left None.
 
     Inputs (one list):
         proposals: [batch, N, (y1, x1, y2, x2)] normalized, maybe zero padded
@@ -203,6 +216,12 @@ class DetectionTargetLayer(keras.layers.Layer):
         target_mask: [batch, TRAIN_ROIS_PER_IMAGE, MASK_SHAPE[0], MASK_SHAPE[1]]
     """
 
+    #: keyword -> the config field the model builder reads for it (mrcnn.layer_args)
+    CONFIG_FIELDS = {"images_per_gpu": "IMAGES_PER_GPU",
+                     "train_rois_per_image": "TRAIN_ROIS_PER_IMAGE",
+                     "roi_positive_ratio": "ROI_POSITIVE_RATIO", "bbox_std_dev": "BBOX_STD_DEV",
+                     "mask_shape": "MASK_SHAPE", "use_mini_mask": "USE_MINI_MASK"}
+
     def __init__(self, config=None, images_per_gpu: Optional[int] = None,
                  train_rois_per_image: Optional[int] = None,
                  roi_positive_ratio: Optional[float] = None,
@@ -213,39 +232,34 @@ class DetectionTargetLayer(keras.layers.Layer):
         # mixed-precision policy (inputs are cast on entry).
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        self.images_per_gpu = int(config_value(config, "IMAGES_PER_GPU", images_per_gpu))
-        self.train_rois_per_image = int(
-            config_value(config, "TRAIN_ROIS_PER_IMAGE", train_rois_per_image))
-        self.roi_positive_ratio = float(
-            config_value(config, "ROI_POSITIVE_RATIO", roi_positive_ratio))
-        self.bbox_std_dev = float_list(
-            config_value(config, "BBOX_STD_DEV", bbox_std_dev), "BBOX_STD_DEV", 4)
-        self.mask_shape = [int(s) for s in config_value(config, "MASK_SHAPE", mask_shape)]
-        self.use_mini_mask = bool(config_value(config, "USE_MINI_MASK", use_mini_mask))
+        v = resolve_fields(config, self.CONFIG_FIELDS, dict(
+            images_per_gpu=images_per_gpu, train_rois_per_image=train_rois_per_image,
+            roi_positive_ratio=roi_positive_ratio, bbox_std_dev=bbox_std_dev,
+            mask_shape=mask_shape, use_mini_mask=use_mini_mask))
+        self.images_per_gpu = int(v["images_per_gpu"])
+        self.train_rois_per_image = int(v["train_rois_per_image"])
+        self.roi_positive_ratio = float(v["roi_positive_ratio"])
+        self.bbox_std_dev = float_list(v["bbox_std_dev"], "BBOX_STD_DEV", 4)
+        self.mask_shape = [int(s) for s in v["mask_shape"]]
+        self.use_mini_mask = bool(v["use_mini_mask"])
         if not 0.0 < self.roi_positive_ratio <= 1.0:
             raise ValueError(
                 f"ROI_POSITIVE_RATIO must be in (0, 1], got {self.roi_positive_ratio}")
         if len(self.mask_shape) != 2:
             raise ValueError(f"MASK_SHAPE must be (height, width), got {self.mask_shape}")
 
-    def _graph_config(self) -> SimpleNamespace:
-        """The config fields detection_targets_graph reads, under their config names."""
-        return SimpleNamespace(TRAIN_ROIS_PER_IMAGE=self.train_rois_per_image,
-                               ROI_POSITIVE_RATIO=self.roi_positive_ratio,
-                               BBOX_STD_DEV=np.array(self.bbox_std_dev, np.float32),
-                               MASK_SHAPE=list(self.mask_shape),
-                               USE_MINI_MASK=self.use_mini_mask)
-
     def call(self, inputs):
         if len(inputs) != 4:
             raise ValueError("DetectionTargetLayer expects [proposals, gt_class_ids, "
                              f"gt_boxes, gt_masks], got {len(inputs)} inputs")
         proposals, gt_class_ids, gt_boxes, gt_masks = inputs
-        config = self._graph_config()
         names = ["rois", "target_class_ids", "target_bbox", "target_mask"]
         outputs = utils.batch_slice(
             [proposals, gt_class_ids, gt_boxes, gt_masks],
-            lambda w, x, y, z: detection_targets_graph(w, x, y, z, config),
+            lambda w, x, y, z: sample_detection_targets(
+                w, x, y, z, train_rois_per_image=self.train_rois_per_image,
+                roi_positive_ratio=self.roi_positive_ratio, bbox_std_dev=self.bbox_std_dev,
+                mask_shape=self.mask_shape, use_mini_mask=self.use_mini_mask),
             self.images_per_gpu, names=names)
         return list(outputs)
 
