@@ -24,14 +24,6 @@ from mrcnn.cli_support import CLIError, add_set_option, parse_set, run_command  
 
 logger = logging.getLogger(__name__)
 
-#: The paper's schedules, {end epoch: (layers, learning-rate factor)}; learning rates are
-#: multiples of the (batch-scaled) config.LEARNING_RATE.
-SCHEDULES = {
-    "paper": {1: ("heads", 1.0), 120: ("all", 1.0), 160: ("all", 0.1)},
-    "full": {1: ("heads", 1.0), 240: ("all", 1.0), 320: ("all", 0.1)},
-}
-#: Batch size the paper's learning rate was tuned for (1 GPU x 12 / 4 GPUs x 3).
-PAPER_BATCH_SIZE = 12
 MODEL_CHOICES = "imagenet-687|imagenet-771|imagenet-1k|last|none|PATH.h5"
 CLASS_SETS = ("one-shot", "background", "all")
 EVAL_TYPES = ("bbox", "segm")
@@ -76,7 +68,8 @@ def _config_class(spec: str, evaluation: bool):
         return _load_config_file(os.path.abspath(spec))
     key = spec.lower() + ("_eval" if evaluation else "")
     if key not in sconfig.PRESETS:
-        raise CLIError(f"--config must be small, large or a PATH.py, got {spec!r}")
+        names = [k for k in sconfig.PRESETS if not k.endswith("_eval")]
+        raise CLIError(f"--config must be {', '.join(names)} or a PATH.py, got {spec!r}")
     return sconfig.PRESETS[key]
 
 
@@ -188,14 +181,17 @@ def load_split_datasets(dataset_dir: str, year: str, split: str, val_images: int
 def resolve_schedule(spec: str, learning_rate: float) -> dict:
     """'paper' | 'full' | PATH.json -> {end_epoch: {"learning_rate", "layers"}}.
 
-    The named schedules' rates are multiples of `learning_rate`; a JSON file gives
-    absolute rates: {"end_epoch": {"learning_rate": float, "layers": str}, ...}.
+    The named schedules (siamese_mrcnn.config.SCHEDULES) are scaled to
+    `learning_rate`; a JSON file gives absolute rates:
+    {"end_epoch": {"learning_rate": float, "layers": str}, ...}.
     """
+    from siamese_mrcnn.config import SCHEDULES, schedule as named_schedule
+
     if spec in SCHEDULES:
-        return {end: {"layers": layers, "learning_rate": learning_rate * factor}
-                for end, (layers, factor) in SCHEDULES[spec].items()}
+        return named_schedule(spec, learning_rate)
     if not os.path.isfile(spec):
-        raise CLIError(f"--schedule must be paper, full or a JSON file; not found: {spec}")
+        raise CLIError(f"--schedule must be {', '.join(SCHEDULES)} or a JSON file; "
+                       f"not found: {spec}")
     expected = '{"end_epoch": {"learning_rate": float, "layers": str}, ...}'
     try:
         with open(spec, encoding="utf-8") as f:
@@ -263,6 +259,8 @@ def init_weights(model, spec: str, schedule: dict | None = None) -> str:
 # ---------------------------------------------------------------------- train
 def cmd_train(args) -> dict:
     """Trains with the schedule up to --epochs; resumes from --model last."""
+    from siamese_mrcnn.config import PAPER_BATCH_SIZE, SCHEDULES, paper_learning_rate
+
     overrides = parse_set(args.set)
     split = check_split(args.split)
     config = build_config(args.config, overrides, GPU_COUNT=args.gpus,
@@ -275,7 +273,7 @@ def cmd_train(args) -> dict:
         raise CLIError(f"--epochs must be >= 0 (0: the schedule's end), got {args.epochs}")
     annotation_file(args.dataset, "train", args.year)
     check_model_spec(args.model)
-    lr = config.LEARNING_RATE * config.BATCH_SIZE / PAPER_BATCH_SIZE
+    lr = paper_learning_rate(config)
     schedule = resolve_schedule(args.schedule, lr)
     until = args.epochs or max(schedule)
     if until > max(schedule):
@@ -520,8 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "'error: ...' line and exit with status 2.")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default="small",
-                        help="small | large | PATH.py (a file with a `config` instance or "
-                             "one siamese_mrcnn.config.Config subclass); default small "
+                        help="small | large (the paper's) | tiny | quickstart (CPU sizes) | "
+                             "PATH.py (a file with a `config` instance or one "
+                             "siamese_mrcnn.config.Config subclass); default small "
                              "(evaluate and detect use its _eval variant)")
     add_set_option(common)
     common.add_argument("--logs", default="logs",

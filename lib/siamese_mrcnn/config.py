@@ -208,17 +208,99 @@ class LargeEvalConfig(LargeConfig):
     IMAGES_PER_GPU = 1
 
 
+#: CPU sizes for unit tests and smoke runs: resnet_tiny, 64 px queries, 32 px references.
+TINY_FIELDS = {
+    "NAME": "tiny", "BACKBONE": "resnet_tiny", "IMAGE_MIN_DIM": 64, "IMAGE_MAX_DIM": 64,
+    "TARGET_MIN_DIM": 32, "TARGET_MAX_DIM": 32, "FPN_FEATUREMAPS": 32,
+    "FPN_CLASSIF_FC_LAYERS_SIZE": 64, "RPN_ANCHOR_SCALES": (8, 16, 32, 64, 128),
+    "RPN_TRAIN_ANCHORS_PER_IMAGE": 32, "POST_NMS_ROIS_TRAINING": 32,
+    "POST_NMS_ROIS_INFERENCE": 32, "TRAIN_ROIS_PER_IMAGE": 16, "MAX_GT_INSTANCES": 4,
+    "DETECTION_MAX_INSTANCES": 8, "STEPS_PER_EPOCH": 1, "VALIDATION_STEPS": 1,
+}
+
+#: The quick start's model (make demo): 128 px, trained from scratch on a CPU.
+QUICKSTART_FIELDS = {
+    "NAME": "shapes", "EXPERIMENT": "quickstart", "BACKBONE": "resnet_tiny",
+    "IMAGE_MIN_DIM": 128, "IMAGE_MAX_DIM": 128, "TARGET_MIN_DIM": 48, "TARGET_MAX_DIM": 64,
+    "FPN_FEATUREMAPS": 64, "FPN_CLASSIF_FC_LAYERS_SIZE": 128, "MASK_HEAD_CONV_CHANNELS": 64,
+    "MASK_POOL_SIZE": 7, "MASK_SHAPE": [14, 14], "MINI_MASK_SHAPE": (28, 28),
+    "RPN_ANCHOR_SCALES": (8, 16, 32, 64, 128), "IMAGES_PER_GPU": 4,
+    "POST_NMS_ROIS_TRAINING": 200, "POST_NMS_ROIS_INFERENCE": 100,
+    "TRAIN_ROIS_PER_IMAGE": 32, "RPN_TRAIN_ANCHORS_PER_IMAGE": 64, "MAX_GT_INSTANCES": 10,
+    "DETECTION_MAX_INSTANCES": 20,
+    # Trained from scratch (no ImageNet weights offline): BatchNorm must learn.
+    "TRAIN_BN": True, "LEARNING_RATE": 0.02, "VALIDATION_STEPS": 5,
+}
+
+
+def _sized(name: str, base: type, fields: dict, doc: str) -> type:
+    """A preset class: ``base`` with ``fields`` (data above) as class attributes."""
+    return type(name, (base,), {**fields, "__doc__": doc, "__module__": __name__})
+
+
+TinyConfig = _sized("TinyConfig", SmallConfig, dict(TINY_FIELDS, IMAGES_PER_GPU=2),
+                    "TINY_FIELDS for training, 2 images per batch.")
+TinyEvalConfig = _sized("TinyEvalConfig", SmallEvalConfig, TINY_FIELDS,
+                        "TINY_FIELDS at inference, one image at a time.")
+QuickstartConfig = _sized("QuickstartConfig", SmallConfig, QUICKSTART_FIELDS,
+                          "The quick start's training config (make demo).")
+QuickstartEvalConfig = _sized(
+    "QuickstartEvalConfig", SmallEvalConfig, dict(QUICKSTART_FIELDS, IMAGES_PER_GPU=4),
+    "The quick start's evaluation config: 4 images per batch.")
+
 PRESETS = {
     "small": SmallConfig,
     "large": LargeConfig,
     "small_eval": SmallEvalConfig,
     "large_eval": LargeEvalConfig,
+    "tiny": TinyConfig,
+    "tiny_eval": TinyEvalConfig,
+    "quickstart": QuickstartConfig,
+    "quickstart_eval": QuickstartEvalConfig,
 }
 
 
+############################################################
+#  The paper's training schedules
+############################################################
+
+#: The batch the paper's learning rates are for (1 GPU x 12 images, or 4 x 3).
+PAPER_BATCH_SIZE = 12
+
+#: {end epoch: {"learning_rate", "layers"}}, train_schedule's form, with rates as
+#: multiples of the run's base rate (schedule() scales them): "paper" is the paper's
+#: 160 epochs x 1000 steps (heads for one epoch, all layers, then a tenth of the rate
+#: from epoch 120); "full" is the 320-epoch schedule of the released "full" weights.
+SCHEDULES = {
+    "paper": {1: {"learning_rate": 1.0, "layers": "heads"},
+              120: {"learning_rate": 1.0, "layers": "all"},
+              160: {"learning_rate": 0.1, "layers": "all"}},
+    "full": {1: {"learning_rate": 1.0, "layers": "heads"},
+             240: {"learning_rate": 1.0, "layers": "all"},
+             320: {"learning_rate": 0.1, "layers": "all"}},
+}
+
+
+def schedule(name: str, learning_rate: float) -> dict:
+    """A named schedule with absolute rates: ``schedule("paper", 0.02)`` ->
+    {1: {"learning_rate": 0.02, "layers": "heads"}, 120: ..., 160: {0.002, "all"}}."""
+    if name not in SCHEDULES:
+        raise ValueError(f"schedule: expected one of {sorted(SCHEDULES)}, got {name!r}")
+    return {end: {"learning_rate": learning_rate * stage["learning_rate"],
+                  "layers": stage["layers"]}
+            for end, stage in SCHEDULES[name].items()}
+
+
+def paper_learning_rate(config: Config) -> float:
+    """LEARNING_RATE scaled linearly from the paper's batch of 12 to BATCH_SIZE."""
+    return config.LEARNING_RATE * config.BATCH_SIZE / PAPER_BATCH_SIZE
+
+
 def preset(name: str, **overrides: Any) -> Config:
-    """A preset configuration ('small', 'large', 'small_eval', 'large_eval'),
-    with optional field overrides, e.g. ``preset('small', IMAGES_PER_GPU=2)``.
+    """A preset configuration (a key of PRESETS: the paper's 'small', 'large',
+    'small_eval', 'large_eval'; the CPU sizes 'tiny', 'tiny_eval', 'quickstart',
+    'quickstart_eval'), with optional field overrides, e.g.
+    ``preset('small', IMAGES_PER_GPU=2)``.
 
     String override values are parsed like config_from_overrides() does.
     """

@@ -28,36 +28,13 @@ for path in (os.path.join(ROOT, "lib"), ROOT):
 
 import numpy as np  # noqa: E402
 
+from siamese_mrcnn.config import QUICKSTART_FIELDS  # noqa: E402
+
 logger = logging.getLogger("quickstart")
 
-#: The CPU-sized model of the quick start (overrides of the paper's "small" preset).
-QUICKSTART_CONFIG = {
-    "NAME": "shapes",
-    "EXPERIMENT": "quickstart",
-    "BACKBONE": "resnet_tiny",
-    "IMAGE_MIN_DIM": 128,
-    "IMAGE_MAX_DIM": 128,
-    "TARGET_MIN_DIM": 48,
-    "TARGET_MAX_DIM": 64,
-    "FPN_FEATUREMAPS": 64,
-    "FPN_CLASSIF_FC_LAYERS_SIZE": 128,
-    "MASK_HEAD_CONV_CHANNELS": 64,
-    "MASK_POOL_SIZE": 7,
-    "MASK_SHAPE": [14, 14],
-    "MINI_MASK_SHAPE": (28, 28),
-    "RPN_ANCHOR_SCALES": (8, 16, 32, 64, 128),
-    "IMAGES_PER_GPU": 4,
-    "POST_NMS_ROIS_TRAINING": 200,
-    "POST_NMS_ROIS_INFERENCE": 100,
-    "TRAIN_ROIS_PER_IMAGE": 32,
-    "RPN_TRAIN_ANCHORS_PER_IMAGE": 64,
-    "MAX_GT_INSTANCES": 10,
-    "DETECTION_MAX_INSTANCES": 20,
-    # Trained from scratch (no ImageNet weights offline): BatchNorm must learn.
-    "TRAIN_BN": True,
-    "LEARNING_RATE": 0.02,
-    "VALIDATION_STEPS": 5,
-}
+#: The CPU-sized model of the quick start: the "quickstart" preset's fields (data in
+#: siamese_mrcnn.config, overrides of the paper's "small" preset).
+QUICKSTART_CONFIG = QUICKSTART_FIELDS
 
 PROFILES = {
     # name: data set size, epochs x steps, evaluation images and runs
@@ -74,13 +51,12 @@ def build_configs(overrides: dict | None = None):
         --set values); they apply to both configs, except that evaluation always runs
         4 images per batch (GPU_COUNT 1). Unknown fields or bad values: ValueError.
     """
-    from siamese_mrcnn.config import config_from_overrides, preset
+    from siamese_mrcnn.config import preset
 
-    fields = dict(QUICKSTART_CONFIG)
-    fields.update(overrides or {})
-    train_config = config_from_overrides(preset("small"), fields)
-    infer_fields = dict(fields, IMAGES_PER_GPU=4, GPU_COUNT=1)
-    inference_config = config_from_overrides(preset("small_eval"), infer_fields)
+    overrides = dict(overrides or {})
+    train_config = preset("quickstart", **overrides)
+    inference_config = preset("quickstart_eval", **dict(overrides, IMAGES_PER_GPU=4,
+                                                        GPU_COUNT=1))
     return train_config, inference_config
 
 

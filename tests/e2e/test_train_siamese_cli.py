@@ -321,7 +321,8 @@ def test_user_errors_print_one_line_and_exit_non_zero(work, case):
 
 IN_PROCESS_ERRORS = {
     "unknown preset": (["evaluate", "--dataset", "data", "--model", "none",
-                        "--config", "medium"], "--config must be small, large or a PATH.py"),
+                        "--config", "medium"],
+                       "--config must be small, large, tiny, quickstart or a PATH.py"),
     "missing config file": (["detect", "--model", "none", "--image", "q.png",
                              "--reference", "q.png", "--config", "nope.py"],
                             "config file not found"),
@@ -416,7 +417,8 @@ def test_set_may_be_repeated_and_values_are_typed_like_the_defaults():
 def test_run_names_put_train_evaluate_and_detect_in_one_log_directory():
     for spec, split, name, experiment in (("small", "2", "coco", "i2"),
                                           ("small", "i3", "coco", "i3"),
-                                          ("large", "full", "parallel_coco", "full")):
+                                          ("large", "full", "parallel_coco", "full"),
+                                          ("tiny", "1", "tiny", "i1")):
         names = cli.run_names(spec, split)
         assert names == {"NAME": name, "EXPERIMENT": experiment}
         train = cli.build_config(spec, {}, **names)

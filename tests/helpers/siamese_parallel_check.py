@@ -44,7 +44,7 @@ import tensorflow as tf  # noqa: E402
 from mrcnn import utils  # noqa: E402
 from mrcnn import weights as weights_io  # noqa: E402
 from siamese_mrcnn.coco import IndexedCocoDataset  # noqa: E402
-from siamese_mrcnn.config import Config  # noqa: E402
+from siamese_mrcnn.config import TINY_FIELDS, Config, preset  # noqa: E402
 from siamese_mrcnn.data import SiameseDataGenerator  # noqa: E402
 from siamese_mrcnn.model import SiameseMaskRCNN  # noqa: E402
 from siamese_mrcnn.reference import mold_references  # noqa: E402
@@ -53,23 +53,19 @@ from tests.helpers.distributed import (Stopwatch, copy_weights, max_diff,  # noq
                                        variable_kinds, write_report)
 from tests.helpers.siamese_coco import write_siamese_coco  # noqa: E402
 
-SIZE = 64
+SIZE = TINY_FIELDS["IMAGE_MAX_DIM"]  # the "tiny" preset's query size
 LEARNING_RATE = 0.01
 
 
 def make_config(gpu_count: int, images_per_gpu: int, **overrides) -> Config:
     """A tiny Siamese config (64 px queries, 32 px references, resnet_tiny)."""
     fields = dict(
-        NAME="tiny", EXPERIMENT="parallel", BACKBONE="resnet_tiny",
-        GPU_COUNT=gpu_count, IMAGES_PER_GPU=images_per_gpu,
-        IMAGE_MIN_DIM=SIZE, IMAGE_MAX_DIM=SIZE, TARGET_MIN_DIM=32, TARGET_MAX_DIM=32,
-        FPN_FEATUREMAPS=32, FPN_CLASSIF_FC_LAYERS_SIZE=64,
-        RPN_ANCHOR_SCALES=(8, 16, 32, 64, 128), RPN_TRAIN_ANCHORS_PER_IMAGE=16,
-        POST_NMS_ROIS_TRAINING=8, POST_NMS_ROIS_INFERENCE=16, TRAIN_ROIS_PER_IMAGE=8,
-        ROI_POSITIVE_RATIO=0.5, MAX_GT_INSTANCES=4, DETECTION_MAX_INSTANCES=8,
-        DETECTION_MIN_CONFIDENCE=0.0, STEPS_PER_EPOCH=2, VALIDATION_STEPS=1)
+        EXPERIMENT="parallel", GPU_COUNT=gpu_count, IMAGES_PER_GPU=images_per_gpu,
+        RPN_TRAIN_ANCHORS_PER_IMAGE=16, POST_NMS_ROIS_TRAINING=8, POST_NMS_ROIS_INFERENCE=16,
+        TRAIN_ROIS_PER_IMAGE=8, ROI_POSITIVE_RATIO=0.5, DETECTION_MIN_CONFIDENCE=0.0,
+        STEPS_PER_EPOCH=2)
     fields.update(overrides)
-    return type("SiameseParallelConfig", (Config,), fields)()
+    return preset("tiny_eval", **fields)
 
 
 def array_diff(a, b) -> float:

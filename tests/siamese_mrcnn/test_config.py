@@ -88,6 +88,45 @@ def test_preset_overrides_and_unknown_preset():
         preset("medium")
 
 
+ARCHITECTURE = ("BACKBONE", "FPN_FEATUREMAPS", "FPN_CLASSIF_FC_LAYERS_SIZE",
+                "MASK_HEAD_CONV_CHANNELS", "MASK_POOL_SIZE", "MASK_SHAPE", "POOL_SIZE",
+                "RPN_ANCHOR_SCALES", "RPN_ANCHOR_RATIOS", "IMAGE_SHAPE", "TARGET_SHAPE",
+                "NUM_CLASSES", "MODEL")
+
+
+@pytest.mark.parametrize("name, fields", [("tiny", siamese_config.TINY_FIELDS),
+                                          ("quickstart", siamese_config.QUICKSTART_FIELDS)])
+def test_cpu_presets_are_their_data_and_share_weights_with_their_eval_variant(name, fields):
+    train, infer = preset(name), preset(name + "_eval")
+    for config in (train, infer):
+        config.validate()
+        for field, value in fields.items():
+            if field != "IMAGES_PER_GPU":
+                assert np.asarray(getattr(config, field)).tolist() == \
+                    np.asarray(value).tolist(), (name, field)
+    assert infer.GPU_COUNT == 1 and infer.EXPERIMENT == (
+        fields.get("EXPERIMENT", "evaluation"))
+    for field in ARCHITECTURE:  # a checkpoint of one loads into the other
+        assert np.asarray(getattr(train, field)).tolist() == \
+            np.asarray(getattr(infer, field)).tolist(), (name, field)
+    assert preset("tiny").BATCH_SIZE == 2 and preset("tiny_eval").BATCH_SIZE == 1
+    assert preset("quickstart").BATCH_SIZE == preset("quickstart_eval").BATCH_SIZE == 4
+
+
+def test_paper_schedules_are_data_in_train_schedules_form():
+    assert siamese_config.schedule("paper", 0.02) == {
+        1: {"learning_rate": 0.02, "layers": "heads"},
+        120: {"learning_rate": 0.02, "layers": "all"},
+        160: {"learning_rate": pytest.approx(0.002), "layers": "all"}}
+    assert max(siamese_config.schedule("full", 1.0)) == 320
+    with pytest.raises(ValueError, match="'full', 'paper'"):
+        siamese_config.schedule("short", 0.02)
+    # The paper's rate is for 12 images per step; 4 images take a third of it.
+    assert siamese_config.paper_learning_rate(preset("small")) == pytest.approx(0.02)
+    assert siamese_config.paper_learning_rate(preset("small", IMAGES_PER_GPU=4)) == \
+        pytest.approx(0.02 / 3)
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("NUM_TARGETS", 0, "NUM_TARGETS"),
     ("MODEL", "yolo", "MODEL"),

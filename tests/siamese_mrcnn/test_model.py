@@ -13,36 +13,16 @@ import pytest
 from mrcnn import utils
 from mrcnn import weights as weights_io
 from siamese_mrcnn.coco import IndexedCocoDataset
-from siamese_mrcnn.config import Config
+from siamese_mrcnn.config import Config, preset
 from siamese_mrcnn.model import SiameseMaskRCNN, schedule_stage
 from siamese_mrcnn.reference import mold_references
 from tests.helpers.siamese_coco import write_siamese_coco
 
 
-class TinyConfig(Config):
-    NAME = "tiny"
-    EXPERIMENT = "test"
-    BACKBONE = "resnet_tiny"
-    IMAGE_MIN_DIM = 64
-    IMAGE_MAX_DIM = 64
-    TARGET_MIN_DIM = 32
-    TARGET_MAX_DIM = 32
-    FPN_FEATUREMAPS = 32
-    FPN_CLASSIF_FC_LAYERS_SIZE = 64
-    RPN_ANCHOR_SCALES = (8, 16, 32, 64, 128)
-    RPN_TRAIN_ANCHORS_PER_IMAGE = 32
-    POST_NMS_ROIS_TRAINING = 32
-    POST_NMS_ROIS_INFERENCE = 32
-    TRAIN_ROIS_PER_IMAGE = 16
-    MAX_GT_INSTANCES = 4
-    DETECTION_MAX_INSTANCES = 8
-    DETECTION_MIN_CONFIDENCE = 0.5
-    STEPS_PER_EPOCH = 1
-    VALIDATION_STEPS = 1
-
-
 def tiny_config(**fields) -> Config:
-    return type("Tiny", (TinyConfig,), fields)()
+    """The "tiny_eval" preset (resnet_tiny, 64 px) for these tests, plus ``fields``."""
+    return preset("tiny_eval", **{"EXPERIMENT": "test", "DETECTION_MIN_CONFIDENCE": 0.5,
+                                  **fields})
 
 
 def copy_weights(source: SiameseMaskRCNN, target: SiameseMaskRCNN) -> None:
