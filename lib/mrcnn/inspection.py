@@ -5,11 +5,30 @@ TF1 graph names (``model.ancestor(pillar, "ROI/refined_anchors:0")``) and passes
 to ``run_graph``. Keras 3 layers have no such inner graph nodes, so ``ancestor``
 returns a ``LayerStage`` naming the layer and the value, and ``run_graph`` computes it
 from the layer's inputs with the layer's ``stages()`` method (e.g.
-ProposalLayer.stages).
+ProposalLayer.stages). ``log`` is Matterport's array printer (``modellib.log``).
 """
 from __future__ import annotations
 
 from typing import Any, NamedTuple, Optional
+
+import numpy as np
+
+
+def log(text: str, array: np.ndarray | None = None) -> None:
+    """Prints a text message and, optionally, an array's shape, min, max and dtype.
+
+    A display helper for notebooks (Matterport's), hence print rather than logging.
+    """
+    if array is not None:
+        text = text.ljust(25)
+        text += "shape: {:20}  ".format(str(array.shape))
+        if array.size:
+            text += "min: {:10.5f}  max: {:10.5f}".format(array.min(), array.max())
+        else:
+            text += "min: {:10}  max: {:10}".format("", "")
+        text += "  {}".format(array.dtype)
+    print(text)
+
 
 # The graph node names that inspect_model asks for -> the stage that holds the value.
 # NMS had three names over TF 1.3 .. 1.10; the notebook tries them in turn.

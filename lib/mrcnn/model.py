@@ -3,7 +3,9 @@
 The graph pieces live in their own modules (backbone, fpn, rpn, proposals, roi_align,
 targets, heads, detection, losses, data, weights, training); this module assembles them
 and re-exports Matterport's public names so ``from mrcnn import model as modellib``
-keeps working.
+keeps working. MaskRCNN's methods are in three modules: here the graph, checkpoints
+and training; inference in model_inference (InferenceMixin); run_graph and ancestor in
+model_inspection (InspectionMixin).
 """
 from __future__ import annotations
 
@@ -11,18 +13,16 @@ import contextlib
 import functools
 import logging
 import os
-from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
 import keras
-import numpy as np
 
-from mrcnn import utils
+from mrcnn import utils  # noqa: F401 - modellib.utils, as in Matterport
 from mrcnn.backbone import (compute_backbone_shapes, conv_block, identity_block,  # noqa: F401
                             resnet_graph)
 from mrcnn.checkpoint_path import LastCheckpoint
 from mrcnn.checkpoints import CheckpointPolicy, TimestampedRuns
-from mrcnn.data import (DataGenerator, check_image, compose_image_meta,  # noqa: F401
+from mrcnn.data import (DataGenerator, compose_image_meta,  # noqa: F401
                         data_generator, load_image_gt, mold_image, parse_image_meta,
                         parse_image_meta_graph, unmold_image)
 from mrcnn.detection import DetectionLayer, refine_detections_graph  # noqa: F401
@@ -31,8 +31,9 @@ from mrcnn.fpn import fpn_graph
 from mrcnn.graph_layers import (ActiveClassIds, AnchorsLayer, DetectionBoxes, Identity,
                                 LossLayer, NormBoxes)
 from mrcnn.h5_model import GraphModel
-from mrcnn.inspection import (LayerStage, compute_stages, find_stage, known_stage_names,
-                              stage_inputs)
+from mrcnn.inspection import log
+from mrcnn.model_inference import InferenceMixin
+from mrcnn.model_inspection import InspectionMixin
 from mrcnn.heads import (DEFAULT_MASK_CONV_CHANNELS, build_fpn_mask_graph,  # noqa: F401
                          fpn_classifier_graph)
 from mrcnn.layers import BatchNorm, TimeDistributed  # noqa: F401
@@ -81,23 +82,7 @@ def loss_layer(loss_fn: str, name: str, function: Callable, config: Any = None
     return LossLayer(loss_fn, leading_args=leading_args, function=replacement, name=name)
 
 
-def log(text: str, array: np.ndarray | None = None) -> None:
-    """Prints a text message and, optionally, an array's shape, min, max and dtype.
-
-    A display helper for notebooks (Matterport's), hence print rather than logging.
-    """
-    if array is not None:
-        text = text.ljust(25)
-        text += "shape: {:20}  ".format(str(array.shape))
-        if array.size:
-            text += "min: {:10.5f}  max: {:10.5f}".format(array.min(), array.max())
-        else:
-            text += "min: {:10}  max: {:10}".format("", "")
-        text += "  {}".format(array.dtype)
-    print(text)
-
-
-class MaskRCNN:
+class MaskRCNN(InferenceMixin, InspectionMixin):
     """Encapsulates the Mask R-CNN Keras model (Matterport's API).
 
     The Keras model is in ``self.keras_model``. ``mode`` is "training" or "inference".
@@ -525,294 +510,6 @@ class MaskRCNN:
             verbose=1)
         self.epoch = max(self.epoch, epochs)
         return history
-
-    # -------------------------------------------------------------- inference
-    def mold_inputs(self, images: Sequence[np.ndarray]):
-        """Resizes and normalizes images for the network.
-
-        Returns molded_images [N, h, w, 3], image_metas [N, META], windows [N, 4] (pixels,
-        the part of the molded image that holds the original image).
-        """
-        molded_images, image_metas, windows = [], [], []
-        for i, image in enumerate(images):
-            image = check_image(image, name=f"images[{i}]")
-            molded_image, window, scale, padding, crop = utils.resize_image(
-                image,
-                min_dim=self.config.IMAGE_MIN_DIM,
-                min_scale=self.config.IMAGE_MIN_SCALE,
-                max_dim=self.config.IMAGE_MAX_DIM,
-                mode=self.config.IMAGE_RESIZE_MODE)
-            molded_image = mold_image(molded_image, self.config)
-            image_meta = compose_image_meta(0, image.shape, molded_image.shape, window, scale,
-                                            np.zeros([self.config.NUM_CLASSES], dtype=np.int32))
-            molded_images.append(molded_image)
-            windows.append(window)
-            image_metas.append(image_meta)
-        return np.stack(molded_images), np.stack(image_metas), np.stack(windows)
-
-    def unmold_boxes(self, detections: np.ndarray, original_image_shape, image_shape,
-                     window) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """One image's detections as boxes in the original image's pixels.
-
-        detections: [N, (y1, x1, y2, x2, class_id, score)] normalized, zero-padded.
-        Returns boxes [n, 4] int, class_ids [n], scores [n] and rows [n], the indices
-        of the kept detections (padding and zero-area boxes dropped).
-        """
-        zero_ix = np.where(detections[:, 4] == 0)[0]
-        N = zero_ix[0] if zero_ix.shape[0] > 0 else detections.shape[0]
-        rows = np.arange(N)
-        boxes = detections[:N, :4]
-        class_ids = detections[:N, 4].astype(np.int32)
-        scores = detections[:N, 5]
-
-        # Window to normalized coordinates, then boxes relative to the window.
-        window = utils.norm_boxes(window, image_shape[:2])
-        wy1, wx1, wy2, wx2 = window
-        shift = np.array([wy1, wx1, wy1, wx1])
-        wh = wy2 - wy1
-        ww = wx2 - wx1
-        scale = np.array([wh, ww, wh, ww])
-        boxes = np.divide(boxes - shift, scale)
-        boxes = utils.denorm_boxes(boxes, original_image_shape[:2])
-
-        # Drop zero-area boxes (possible in early training).
-        keep = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 0
-        return boxes[keep], class_ids[keep], scores[keep], rows[keep]
-
-    def unmold_detections(self, detections, mrcnn_mask, original_image_shape, image_shape,
-                          window):
-        """Turns one image's detections into boxes, class ids, scores and full masks.
-
-        detections: [N, (y1, x1, y2, x2, class_id, score)] normalized.
-        mrcnn_mask: [N, height, width, num_classes].
-        Returns boxes [N, 4] pixels of the original image, class_ids [N], scores [N],
-        masks [height, width, N] bool.
-        """
-        boxes, class_ids, scores, rows = self.unmold_boxes(
-            detections, original_image_shape, image_shape, window)
-        masks = mrcnn_mask[rows, :, :, class_ids]  # [n, h, w]
-        full_masks = [utils.unmold_mask(masks[i], boxes[i], original_image_shape)
-                      for i in range(len(rows))]
-        full_masks = (np.stack(full_masks, axis=-1) if full_masks
-                      else np.empty(original_image_shape[:2] + (0,), dtype=bool))
-        return boxes, class_ids, scores, full_masks
-
-    def _check_batch(self, items: Sequence, what: str) -> None:
-        if not isinstance(items, (list, tuple, np.ndarray)):
-            raise ValueError(f"{what} must be a list of {self.config.BATCH_SIZE} arrays, "
-                             f"got {type(items).__name__}")
-        if len(items) != self.config.BATCH_SIZE:
-            raise ValueError(f"len({what}) must be equal to BATCH_SIZE "
-                             f"({self.config.BATCH_SIZE}), got {len(items)}")
-
-    def _batch_anchors(self, image_shape) -> np.ndarray:
-        """[BATCH_SIZE, num_anchors, 4] normalized anchors for the molded image shape."""
-        anchors = self.get_anchors(image_shape)
-        return np.broadcast_to(anchors, (self.config.BATCH_SIZE,) + anchors.shape)
-
-    # Detection runs in two stages, so that a caller can edit the raw detections in
-    # between (the Siamese random-boxes baseline does): predict_detections, then
-    # unmold_batch.
-    def predict_detections(self, model_inputs: list, model: keras.Model | None = None
-                           ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Runs the inference graph, or a sub_model() with the same outputs.
-
-        Returns detections [batch, N, (y1, x1, y2, x2, class_id, score)] normalized and
-        mrcnn_mask [batch, N, h, w, num_classes] (None where with_masks() is False).
-        """
-        outputs = (model or self.keras_model).predict_on_batch(model_inputs)
-        detections = np.asarray(outputs[0])
-        mrcnn_mask = np.asarray(outputs[3]) if self.with_masks(self.config) else None
-        return detections, mrcnn_mask
-
-    def unmold_batch(self, detections: np.ndarray, mrcnn_mask: np.ndarray | None,
-                     molded_images: np.ndarray, windows: np.ndarray,
-                     original_shapes: Sequence) -> list[dict]:
-        """unmold_detections for each image of a batch, as detect()'s result dicts."""
-        results = []
-        for i, original_shape in enumerate(original_shapes):
-            masks = mrcnn_mask[i] if mrcnn_mask is not None else None
-            rois, class_ids, scores, full_masks = self.unmold_detections(
-                detections[i], masks, original_shape, molded_images[i].shape, windows[i])
-            results.append({"rois": rois, "class_ids": class_ids, "scores": scores,
-                            "masks": full_masks})
-        return results
-
-    def _detect(self, model_inputs: list, molded_images: np.ndarray, windows: np.ndarray,
-                original_shapes: Sequence, model: keras.Model | None = None) -> list[dict]:
-        detections, mrcnn_mask = self.predict_detections(model_inputs, model)
-        return self.unmold_batch(detections, mrcnn_mask, molded_images, windows,
-                                 original_shapes)
-
-    def _check_inference(self) -> None:
-        if self.mode != "inference":
-            raise ValueError(f"Create model in inference mode to detect (got {self.mode!r})")
-
-    def detect(self, images: Sequence[np.ndarray], verbose: int = 0) -> list[dict]:
-        """Runs detection on BATCH_SIZE images of any size.
-
-        Returns one dict per image: rois [N, (y1, x1, y2, x2)], class_ids [N],
-        scores [N], masks [H, W, N] bool, in the original image's coordinates.
-        """
-        self._check_inference()
-        self._check_batch(images, "images")
-        images = [check_image(image, name=f"images[{i}]") for i, image in enumerate(images)]
-        if verbose:
-            log("Processing {} images".format(len(images)))
-            for image in images:
-                log("image", image)
-        molded_images, image_metas, windows = self.mold_inputs(images)
-        image_shape = molded_images[0].shape
-        for g in molded_images[1:]:
-            if g.shape != image_shape:
-                raise ValueError("After resizing, all images must have the same size. "
-                                 "Check IMAGE_RESIZE_MODE and image sizes.")
-        anchors = self._batch_anchors(image_shape)
-        if verbose:
-            log("molded_images", molded_images)
-            log("image_metas", image_metas)
-            log("anchors", anchors)
-        return self._detect([molded_images, image_metas, anchors], molded_images, windows,
-                            [image.shape for image in images])
-
-    def detect_molded(self, molded_images: np.ndarray, image_metas: np.ndarray,
-                      verbose: int = 0) -> list[dict]:
-        """Runs detection on images already molded (e.g. from load_image_gt + mold_image).
-
-        Boxes and masks are returned in the molded image's coordinates.
-        """
-        self._check_inference()
-        self._check_batch(molded_images, "molded_images")
-        molded_images = np.asarray(molded_images)
-        image_shape = molded_images[0].shape
-        windows = np.array([[0, 0, image_shape[0], image_shape[1]]] * len(molded_images))
-        return self._detect(
-            [molded_images, np.asarray(image_metas), self._batch_anchors(image_shape)],
-            molded_images, windows, [image_shape] * len(molded_images))
-
-    def get_anchors(self, image_shape) -> np.ndarray:
-        """Returns the normalized anchor pyramid for the given image shape (cached)."""
-        backbone_shapes = compute_backbone_shapes(self.config, image_shape)
-        key = tuple(image_shape)
-        if key not in self._anchor_cache:
-            a = utils.generate_pyramid_anchors(
-                self.config.RPN_ANCHOR_SCALES, self.config.RPN_ANCHOR_RATIOS, backbone_shapes,
-                self.config.BACKBONE_STRIDES, self.config.RPN_ANCHOR_STRIDE)
-            # Kept in pixels too for visualisation, as Matterport does.
-            self.anchors = a
-            self._anchor_cache[key] = utils.norm_boxes(a, image_shape[:2]).astype(np.float32)
-        return self._anchor_cache[key]
-
-    # ------------------------------------------------------------- debugging
-    def ancestor(self, tensor, name: str, checked: list | None = None):
-        """Finds an intermediate value by its Matterport (TF1) graph name, for run_graph.
-
-        Known: the proposal layer's "ROI/pre_nms_anchors:0", "ROI/refined_anchors:0",
-        "ROI/refined_anchors_clipped:0" and "ROI/rpn_non_max_suppression:0" (also its
-        .../NonMaxSuppressionV2:0 and V3:0 names), what inspect_model reads. Returns a
-        LayerStage that run_graph computes, or None for other names, as Matterport
-        returned None for a name it did not find. `tensor` and `checked` are accepted
-        for the old signature; Keras 3 layers have no inner graph to walk.
-        """
-        return find_stage(self.inner_model, name)
-
-    def find_trainable_layer(self, layer):
-        """Returns the wrapped layer for TimeDistributed wrappers, else the layer."""
-        inner = getattr(layer, "layer", None)
-        return self.find_trainable_layer(inner) if inner is not None else layer
-
-    def sub_model(self, name: str) -> keras.Model:
-        """The inference sub-model ``name`` (one of SUB_MODELS), built on first use.
-
-        A sub-model runs between two sets of tensors of this model's inference graph and
-        shares its layers, so it sees the weights loaded later too. This is the one
-        cache of sub-models; it lives as long as keras_model. Under ParallelModel a
-        sub-model is wrapped the same way, so that predict_on_batch splits its batch into
-        IMAGES_PER_GPU per replica (the graph's per-image loops need it).
-        """
-        self._check_inference()
-        if name not in self._sub_models:
-            if name not in self.SUB_MODELS:
-                raise ValueError(f"sub_model: unknown name {name!r}; {type(self).__name__} "
-                                 f"has {sorted(self.SUB_MODELS) or 'none'}")
-            inputs, outputs = self.sub_model_tensors(name)
-            self._sub_models[name] = self._sub_model(inputs, outputs, name=name)
-        return self._sub_models[name]
-
-    def _sub_model(self, inputs, outputs, name: str | None = None) -> keras.Model:
-        # Uncached: run_graph builds one per call for the tensors it is asked for.
-        if hasattr(self.keras_model, "sub_model"):
-            return self.keras_model.sub_model(inputs, outputs, name=name)
-        return keras.Model(inputs, outputs, name=name)
-
-    def sub_model_tensors(self, name: str) -> tuple[list, list]:
-        """(inputs, outputs) of the inference graph that bound sub-model ``name``."""
-        raise NotImplementedError(f"{type(self).__name__} defines no sub-model {name!r}")
-
-    def _run_graph_feed(self, images, image_metas, **extra) -> tuple[list, list]:
-        """(graph inputs, arrays to feed them) for run_graph.
-
-        In training mode only the image and its meta are fed: the ground-truth inputs
-        are not available here, as in Matterport.
-        """
-        model = self.inner_model
-        if image_metas is None:
-            molded_images, image_metas, _ = self.mold_inputs(images)
-        else:
-            molded_images = np.asarray(images)
-        model_in = [molded_images, np.asarray(image_metas)]
-        if self.mode == "inference":
-            anchors = self.get_anchors(molded_images[0].shape)
-            model_in.append(np.broadcast_to(anchors, (len(molded_images),) + anchors.shape))
-            return model.inputs, model_in
-        return model.inputs[:2], model_in
-
-    def run_graph(self, images: Sequence[np.ndarray], outputs: list[tuple[str, Any]],
-                  image_metas: np.ndarray | None = None, **extra) -> OrderedDict:
-        """Runs a sub-graph and returns the named intermediate tensors as numpy arrays.
-
-        outputs: [(name, keras_tensor), ...], e.g.
-        ``[("proposals", model.keras_model.get_layer("ROI").output)]``.
-        images: raw images (molded here), or molded ones when image_metas is given.
-        In training mode only tensors that depend on the inputs fed (backbone, FPN, RPN,
-        proposals) can be run, as in Matterport.
-        """
-        outputs = OrderedDict(outputs)
-        missing = [k for k, v in outputs.items() if v is None]
-        if missing:
-            raise ValueError(
-                f"run_graph: outputs {missing} are None: model.ancestor() returns None for "
-                f"names it does not know; it knows {known_stage_names()}")
-        stages = {k: v for k, v in outputs.items() if isinstance(v, LayerStage)}
-        tensors = {k: v for k, v in outputs.items() if k not in stages}
-        # A stage is computed from its layer's inputs: fetch those as well.
-        stage_layers = sorted({s.layer for s in stages.values()})
-        stage_tensors = {name: stage_inputs(self.inner_model, name) for name in stage_layers}
-        fetch = list(tensors.values()) + [t for name in stage_layers
-                                          for t in stage_tensors[name]]
-        inputs, model_in = self._run_graph_feed(images, image_metas, **extra)
-        try:
-            sub_model = self._sub_model(inputs, fetch)
-        except ValueError as error:
-            raise ValueError(
-                f"run_graph in {self.mode} mode feeds only {[t.name for t in inputs]}; "
-                f"the outputs {list(outputs)} need other inputs ({error})") from error
-        values = sub_model.predict_on_batch(model_in)
-        if not isinstance(values, (list, tuple)):
-            values = [values]
-        values = [np.asarray(v) for v in values]
-        fetched = dict(zip(tensors.keys(), values))
-        position = len(tensors)
-        stage_values = {}
-        for name in stage_layers:
-            count = len(stage_tensors[name])
-            stage_values[name] = values[position:position + count]
-            position += count
-        fetched.update(compute_stages(self.inner_model, stages, stage_values))
-        result = OrderedDict((k, np.asarray(fetched[k])) for k in outputs)
-        for k, v in result.items():
-            log(k, v)
-        return result
 
 
 __all__ = [
