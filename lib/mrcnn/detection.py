@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from mrcnn import utils
-from mrcnn.data import parse_image_meta_graph
+from mrcnn.molding import parse_image_meta_graph
 from mrcnn.layer_args import float_list, resolve_fields
 from mrcnn.proposals import apply_box_deltas_graph, clip_boxes_graph, norm_boxes_graph
 

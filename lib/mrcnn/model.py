@@ -22,9 +22,9 @@ from mrcnn.backbone import (compute_backbone_shapes, conv_block, identity_block,
                             resnet_graph)
 from mrcnn.checkpoint_path import LastCheckpoint
 from mrcnn.checkpoints import CheckpointPolicy, TimestampedRuns
-from mrcnn.data import (DataGenerator, compose_image_meta,  # noqa: F401
-                        data_generator, load_image_gt, mold_image, parse_image_meta,
-                        parse_image_meta_graph, unmold_image)
+from mrcnn.data import DataGenerator, data_generator, load_image_gt  # noqa: F401
+from mrcnn.molding import (compose_image_meta, mold_image, parse_image_meta,  # noqa: F401
+                           parse_image_meta_graph, unmold_image)
 from mrcnn.detection import DetectionLayer, refine_detections_graph  # noqa: F401
 from mrcnn.layer_args import kwargs_from_config
 from mrcnn.fpn import fpn_graph

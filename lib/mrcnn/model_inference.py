@@ -20,7 +20,7 @@ import numpy as np
 
 from mrcnn import utils
 from mrcnn.backbone import compute_backbone_shapes
-from mrcnn.data import check_image, compose_image_meta, mold_image
+from mrcnn.molding import check_image, compose_image_meta, mold_image
 from mrcnn.inspection import log
 
 

@@ -7,7 +7,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from mrcnn.data import parse_image_meta_graph
+from mrcnn.molding import parse_image_meta_graph
 
 logger = logging.getLogger(__name__)
 

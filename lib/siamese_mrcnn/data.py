@@ -34,7 +34,8 @@ import numpy as np
 
 from mrcnn import utils
 from mrcnn.data import (assemble_batch, generate_anchors_for_config, load_image_gt,
-                        max_consecutive_failures, mold_image, pydataset_workers)
+                        max_consecutive_failures, pydataset_workers)
+from mrcnn.molding import mold_image
 from mrcnn.targets import build_detection_targets, build_rpn_targets, generate_random_rois
 
 logger = logging.getLogger(__name__)

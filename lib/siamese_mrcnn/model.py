@@ -28,7 +28,7 @@ from mrcnn.fpn import build_fpn_model
 from mrcnn.graph_layers import LossLayer
 from mrcnn.model import MaskRCNN, log
 from mrcnn.training import LAYER_REGEX as MRCNN_LAYER_REGEX
-from mrcnn.data import check_image
+from mrcnn.molding import check_image
 
 from siamese_mrcnn.config import check_siamese_classes
 # siamese_mrcnn_class_loss_graph: the paper code defined it in this module.

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from mrcnn import utils
-from mrcnn.data import check_image, mold_image
+from mrcnn.molding import check_image, mold_image
 
 #: A reference smaller than this (pixels, either side) carries no usable appearance.
 MIN_REFERENCE_SIDE = 4
