@@ -47,52 +47,12 @@ def feature_channels(architecture: str) -> List[int]:
     return [filters[2] for filters in stage_filters(architecture)[1]]
 
 
-def identity_block(input_tensor, kernel_size: int, filters: Sequence[int], stage: int,
-                   block: str, use_bias: bool = True, train_bn: bool = True):
-    """Bottleneck block whose shortcut is the identity.
-
-    input_tensor: [batch, H, W, filters[2]]
-    kernel_size: size of the middle conv of the main path (3)
-    filters: filters of the three convs of the main path
-    stage, block: used to name the layers, e.g. stage 2, block 'b' -> res2b_branch2a
-    train_bn: False freezes the BatchNorm layers (inference mode, no updates)
-    Returns [batch, H, W, filters[2]].
-    """
+def _main_path(input_tensor, kernel_size: int, filters: Sequence[int], stage: int,
+               block: str, strides, use_bias: bool, frozen: bool):
+    """The bottleneck's 1x1 (stride `strides`) -> kxk -> 1x1 convs, before the add."""
     nb_filter1, nb_filter2, nb_filter3 = filters
     conv_name_base = f"res{stage}{block}_branch"
     bn_name_base = f"bn{stage}{block}_branch"
-    frozen = is_frozen(train_bn)
-
-    x = keras.layers.Conv2D(nb_filter1, (1, 1), name=conv_name_base + "2a",
-                            use_bias=use_bias)(input_tensor)
-    x = BatchNorm(frozen=frozen, name=bn_name_base + "2a")(x)
-    x = keras.layers.Activation("relu", name=f"res{stage}{block}_branch2a_relu")(x)
-
-    x = keras.layers.Conv2D(nb_filter2, (kernel_size, kernel_size), padding="same",
-                            name=conv_name_base + "2b", use_bias=use_bias)(x)
-    x = BatchNorm(frozen=frozen, name=bn_name_base + "2b")(x)
-    x = keras.layers.Activation("relu", name=f"res{stage}{block}_branch2b_relu")(x)
-
-    x = keras.layers.Conv2D(nb_filter3, (1, 1), name=conv_name_base + "2c",
-                            use_bias=use_bias)(x)
-    x = BatchNorm(frozen=frozen, name=bn_name_base + "2c")(x)
-
-    x = keras.layers.Add(name=f"res{stage}{block}_add")([x, input_tensor])
-    return keras.layers.Activation("relu", name=f"res{stage}{block}_out")(x)
-
-
-def conv_block(input_tensor, kernel_size: int, filters: Sequence[int], stage: int,
-               block: str, strides=(2, 2), use_bias: bool = True, train_bn: bool = True):
-    """Bottleneck block with a 1x1 conv on the shortcut (first block of a stage).
-
-    The first conv of the main path and the shortcut conv both use `strides`
-    (2 from stage 3 on, 1 in stage 2).
-    input_tensor: [batch, H, W, C] -> [batch, H / s, W / s, filters[2]]
-    """
-    nb_filter1, nb_filter2, nb_filter3 = filters
-    conv_name_base = f"res{stage}{block}_branch"
-    bn_name_base = f"bn{stage}{block}_branch"
-    frozen = is_frozen(train_bn)
 
     x = keras.layers.Conv2D(nb_filter1, (1, 1), strides=strides,
                             name=conv_name_base + "2a", use_bias=use_bias)(input_tensor)
@@ -106,12 +66,41 @@ def conv_block(input_tensor, kernel_size: int, filters: Sequence[int], stage: in
 
     x = keras.layers.Conv2D(nb_filter3, (1, 1), name=conv_name_base + "2c",
                             use_bias=use_bias)(x)
-    x = BatchNorm(frozen=frozen, name=bn_name_base + "2c")(x)
+    return BatchNorm(frozen=frozen, name=bn_name_base + "2c")(x)
 
-    shortcut = keras.layers.Conv2D(nb_filter3, (1, 1), strides=strides,
-                                   name=conv_name_base + "1", use_bias=use_bias)(input_tensor)
-    shortcut = BatchNorm(frozen=frozen, name=bn_name_base + "1")(shortcut)
 
+def identity_block(input_tensor, kernel_size: int, filters: Sequence[int], stage: int,
+                   block: str, use_bias: bool = True, train_bn: bool = True):
+    """Bottleneck block whose shortcut is the identity.
+
+    input_tensor: [batch, H, W, filters[2]]
+    kernel_size: size of the middle conv of the main path (3)
+    filters: filters of the three convs of the main path
+    stage, block: used to name the layers, e.g. stage 2, block 'b' -> res2b_branch2a
+    train_bn: False freezes the BatchNorm layers (inference mode, no updates)
+    Returns [batch, H, W, filters[2]].
+    """
+    x = _main_path(input_tensor, kernel_size, filters, stage, block, (1, 1), use_bias,
+                   is_frozen(train_bn))
+    x = keras.layers.Add(name=f"res{stage}{block}_add")([x, input_tensor])
+    return keras.layers.Activation("relu", name=f"res{stage}{block}_out")(x)
+
+
+def conv_block(input_tensor, kernel_size: int, filters: Sequence[int], stage: int,
+               block: str, strides=(2, 2), use_bias: bool = True, train_bn: bool = True):
+    """Bottleneck block with a 1x1 conv on the shortcut (first block of a stage).
+
+    The first conv of the main path and the shortcut conv both use `strides`
+    (2 from stage 3 on, 1 in stage 2).
+    input_tensor: [batch, H, W, C] -> [batch, H / s, W / s, filters[2]]
+    """
+    frozen = is_frozen(train_bn)
+    x = _main_path(input_tensor, kernel_size, filters, stage, block, strides, use_bias,
+                   frozen)
+    shortcut = keras.layers.Conv2D(filters[2], (1, 1), strides=strides,
+                                   name=f"res{stage}{block}_branch1",
+                                   use_bias=use_bias)(input_tensor)
+    shortcut = BatchNorm(frozen=frozen, name=f"bn{stage}{block}_branch1")(shortcut)
     x = keras.layers.Add(name=f"res{stage}{block}_add")([x, shortcut])
     return keras.layers.Activation("relu", name=f"res{stage}{block}_out")(x)
 

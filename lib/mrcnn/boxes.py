@@ -5,6 +5,8 @@ y2 / x2 *outside* the box. ``mrcnn.utils`` re-exports every name.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 
@@ -124,6 +126,49 @@ def non_max_suppression(boxes: np.ndarray, scores: np.ndarray,
     return np.array(pick, dtype=np.int32)
 
 
+def decode_box_deltas(boxes, deltas, exp: Callable, stack: Callable):
+    """The arithmetic of apply_box_deltas for numpy arrays or TF tensors alike.
+
+    boxes: [N, (y1, x1, y2, x2)] float32; deltas: [N, (dy, dx, log(dh), log(dw))]
+    exp, stack: np.exp / np.stack or tf.exp / tf.stack.
+    Returns [N, (y1, x1, y2, x2)].
+    """
+    height = boxes[:, 2] - boxes[:, 0]  # [N]
+    width = boxes[:, 3] - boxes[:, 1]  # [N]
+    center_y = boxes[:, 0] + 0.5 * height
+    center_x = boxes[:, 1] + 0.5 * width
+    center_y += deltas[:, 0] * height
+    center_x += deltas[:, 1] * width
+    height *= exp(deltas[:, 2])
+    width *= exp(deltas[:, 3])
+    y1 = center_y - 0.5 * height
+    x1 = center_x - 0.5 * width
+    return stack([y1, x1, y1 + height, x1 + width], axis=1)  # [N, 4]
+
+
+def encode_box_deltas(box, gt_box, log: Callable, stack: Callable):
+    """The arithmetic of box_refinement for numpy arrays or TF tensors alike.
+
+    box, gt_box: [N, (y1, x1, y2, x2)] float32; log, stack: np.log / np.stack or
+    tf.math.log / tf.stack. Returns [N, (dy, dx, log(dh), log(dw))].
+    """
+    height = box[:, 2] - box[:, 0]
+    width = box[:, 3] - box[:, 1]
+    center_y = box[:, 0] + 0.5 * height
+    center_x = box[:, 1] + 0.5 * width
+
+    gt_height = gt_box[:, 2] - gt_box[:, 0]
+    gt_width = gt_box[:, 3] - gt_box[:, 1]
+    gt_center_y = gt_box[:, 0] + 0.5 * gt_height
+    gt_center_x = gt_box[:, 1] + 0.5 * gt_width
+
+    dy = (gt_center_y - center_y) / height
+    dx = (gt_center_x - center_x) / width
+    dh = log(gt_height / height)
+    dw = log(gt_width / width)
+    return stack([dy, dx, dh, dw], axis=1)
+
+
 def apply_box_deltas(boxes: np.ndarray, deltas: np.ndarray) -> np.ndarray:
     """Apply refinement deltas to boxes.
 
@@ -131,20 +176,7 @@ def apply_box_deltas(boxes: np.ndarray, deltas: np.ndarray) -> np.ndarray:
     deltas: [N, (dy, dx, log(dh), log(dw))]
     Returns [N, (y1, x1, y2, x2)] float32.
     """
-    boxes = boxes.astype(np.float32)
-    height = boxes[:, 2] - boxes[:, 0]
-    width = boxes[:, 3] - boxes[:, 1]
-    center_y = boxes[:, 0] + 0.5 * height
-    center_x = boxes[:, 1] + 0.5 * width
-    center_y += deltas[:, 0] * height
-    center_x += deltas[:, 1] * width
-    height *= np.exp(deltas[:, 2])
-    width *= np.exp(deltas[:, 3])
-    y1 = center_y - 0.5 * height
-    x1 = center_x - 0.5 * width
-    y2 = y1 + height
-    x2 = x1 + width
-    return np.stack([y1, x1, y2, x2], axis=1)
+    return decode_box_deltas(boxes.astype(np.float32), deltas, np.exp, np.stack)
 
 
 def box_refinement_graph(box, gt_box):
@@ -154,48 +186,16 @@ def box_refinement_graph(box, gt_box):
     """
     import tensorflow as tf  # deferred: the numpy utilities need no TF
 
-    box = tf.cast(box, tf.float32)
-    gt_box = tf.cast(gt_box, tf.float32)
-
-    height = box[:, 2] - box[:, 0]
-    width = box[:, 3] - box[:, 1]
-    center_y = box[:, 0] + 0.5 * height
-    center_x = box[:, 1] + 0.5 * width
-
-    gt_height = gt_box[:, 2] - gt_box[:, 0]
-    gt_width = gt_box[:, 3] - gt_box[:, 1]
-    gt_center_y = gt_box[:, 0] + 0.5 * gt_height
-    gt_center_x = gt_box[:, 1] + 0.5 * gt_width
-
-    dy = (gt_center_y - center_y) / height
-    dx = (gt_center_x - center_x) / width
-    dh = tf.math.log(gt_height / height)
-    dw = tf.math.log(gt_width / width)
-    return tf.stack([dy, dx, dh, dw], axis=1)
+    return encode_box_deltas(tf.cast(box, tf.float32), tf.cast(gt_box, tf.float32),
+                             tf.math.log, tf.stack)
 
 
 def box_refinement(box: np.ndarray, gt_box: np.ndarray) -> np.ndarray:
     """Deltas [N, (dy, dx, log(dh), log(dw))] (float32) that transform box
     into gt_box; both [N, (y1, x1, y2, x2)] with (y2, x2) outside the box.
     """
-    box = box.astype(np.float32)
-    gt_box = gt_box.astype(np.float32)
-
-    height = box[:, 2] - box[:, 0]
-    width = box[:, 3] - box[:, 1]
-    center_y = box[:, 0] + 0.5 * height
-    center_x = box[:, 1] + 0.5 * width
-
-    gt_height = gt_box[:, 2] - gt_box[:, 0]
-    gt_width = gt_box[:, 3] - gt_box[:, 1]
-    gt_center_y = gt_box[:, 0] + 0.5 * gt_height
-    gt_center_x = gt_box[:, 1] + 0.5 * gt_width
-
-    dy = (gt_center_y - center_y) / height
-    dx = (gt_center_x - center_x) / width
-    dh = np.log(gt_height / height)
-    dw = np.log(gt_width / width)
-    return np.stack([dy, dx, dh, dw], axis=1)
+    return encode_box_deltas(box.astype(np.float32), gt_box.astype(np.float32), np.log,
+                             np.stack)
 
 
 def norm_boxes(boxes: np.ndarray, shape) -> np.ndarray:

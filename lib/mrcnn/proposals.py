@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from mrcnn import utils
+from mrcnn.boxes import decode_box_deltas
 from mrcnn.layer_args import float_list, resolve_fields
 
 logger = logging.getLogger(__name__)
@@ -34,19 +35,7 @@ def apply_box_deltas_graph(boxes: tf.Tensor, deltas: tf.Tensor) -> tf.Tensor:
     deltas: [N, (dy, dx, log(dh), log(dw))] refinements to apply
     Returns: [N, (y1, x1, y2, x2)]
     """
-    height = boxes[:, 2] - boxes[:, 0]  # [N]
-    width = boxes[:, 3] - boxes[:, 1]  # [N]
-    center_y = boxes[:, 0] + 0.5 * height
-    center_x = boxes[:, 1] + 0.5 * width
-    center_y += deltas[:, 0] * height
-    center_x += deltas[:, 1] * width
-    height *= tf.exp(deltas[:, 2])
-    width *= tf.exp(deltas[:, 3])
-    y1 = center_y - 0.5 * height
-    x1 = center_x - 0.5 * width
-    y2 = y1 + height
-    x2 = x1 + width
-    return tf.stack([y1, x1, y2, x2], axis=1, name="apply_box_deltas_out")  # [N, 4]
+    return decode_box_deltas(boxes, deltas, tf.exp, tf.stack)  # [N, 4]
 
 
 def clip_boxes_graph(boxes: tf.Tensor, window) -> tf.Tensor:

@@ -106,6 +106,21 @@ def test_box_refinement_graph_matches_numpy():
     np.testing.assert_allclose(graph, utils.box_refinement(box, gt), rtol=1e-6)
 
 
+def test_apply_box_deltas_graph_matches_numpy():
+    """Both apply the same decode_box_deltas arithmetic (mrcnn.boxes)."""
+    tf = pytest.importorskip("tensorflow")
+    from mrcnn.proposals import apply_box_deltas_graph
+
+    box = np.array([[0, 0, 10, 10], [3, 4, 20, 9]], dtype=np.float32)
+    deltas = np.array([[0.1, -0.2, 0.3, -0.4], [0.0, 0.5, -0.1, 0.2]], dtype=np.float32)
+    graph = apply_box_deltas_graph(tf.constant(box), tf.constant(deltas)).numpy()
+    np.testing.assert_allclose(graph, utils.apply_box_deltas(box, deltas), rtol=1e-6)
+    # By hand, the first box: centre (5, 5) + (1, -2), size 10 x e^0.3, 10 x e^-0.4.
+    h, w = 10 * math.exp(0.3), 10 * math.exp(-0.4)
+    np.testing.assert_allclose(graph[0], [6 - h / 2, 3 - w / 2, 6 + h / 2, 3 + w / 2],
+                               rtol=1e-5)
+
+
 def test_batch_slice_stacks_per_item_outputs():
     tf = pytest.importorskip("tensorflow")
     x = tf.constant(np.arange(6, dtype=np.float32).reshape(2, 3))
