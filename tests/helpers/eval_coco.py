@@ -29,17 +29,14 @@ call.
 """
 from __future__ import annotations
 
-import json
-import os
-
 import numpy as np
-from PIL import Image
-from pycocotools import mask as mask_utils
 from scipy import ndimage
 
 from mrcnn import utils
 from siamese_mrcnn.config import Config
 from siamese_mrcnn.reference import randomize_detections
+from tests.helpers.coco_files import (CocoSplitWriter, compressed_rle, mask_bbox,
+                                      uncompressed_rle)
 
 SIZE = 128
 CELL = 32
@@ -69,18 +66,6 @@ def box_of(cell: int, height: int, width: int) -> tuple:
     return y1, x1, y1 + height, x1 + width
 
 
-def _rle(mask: np.ndarray) -> dict:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
-def _uncompressed_rle(mask: np.ndarray) -> dict:
-    flat = mask.flatten(order="F").astype(np.uint8)
-    changes = np.flatnonzero(np.diff(np.concatenate([[0], flat, [1 - flat[-1]]])))
-    counts = np.diff(np.concatenate([[0], changes])).tolist()
-    return {"size": list(mask.shape), "counts": [int(c) for c in counts]}
-
-
 def _crowd_mask(cell: int) -> np.ndarray:
     """Four small squares in a cell: a crowd region."""
     mask = np.zeros((SIZE, SIZE), dtype=bool)
@@ -93,10 +78,8 @@ def _crowd_mask(cell: int) -> np.ndarray:
 
 def write_eval_coco(root: str, subset: str = "val", year: str = "2017") -> dict:
     """Writes the data set; returns {COCO image id: [(COCO cat id, (y1, x1, y2, x2))]}."""
-    image_dir = os.path.join(root, f"{subset}{year}")
-    os.makedirs(image_dir, exist_ok=True)
-    os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
-    images, annotations, truth = [], [], {}
+    writer = CocoSplitWriter(root, subset, year)
+    truth = {}
     annotation_id = 100
     for image_id, objects, crowd_cell in LAYOUT:
         pixels = np.empty((SIZE, SIZE, 3), dtype=np.uint8)
@@ -108,31 +91,20 @@ def write_eval_coco(root: str, subset: str = "val", year: str = "2017") -> dict:
             mask = np.zeros((SIZE, SIZE), dtype=bool)
             mask[y1:y2, x1:x2] = True
             annotation_id += 1
-            annotations.append({"id": annotation_id, "image_id": image_id,
-                                "category_id": category, "segmentation": _rle(mask),
-                                "area": float(height * width),
-                                "bbox": [x1, y1, width, height], "iscrowd": 0})
+            writer.add_annotation(image_id, category, compressed_rle(mask),
+                                  area=height * width, bbox=[x1, y1, width, height],
+                                  annotation_id=annotation_id)
             truth[image_id].append((category, (y1, x1, y2, x2)))
         if crowd_cell is not None:
             mask = _crowd_mask(crowd_cell)
             pixels[mask] = COLORS[CROWD_CATEGORY]
-            rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
             annotation_id += 1
-            annotations.append({"id": annotation_id, "image_id": image_id,
-                                "category_id": CROWD_CATEGORY,
-                                "segmentation": _uncompressed_rle(mask),
-                                "area": float(mask.sum()),
-                                "bbox": [int(cols[0]), int(rows[0]),
-                                         int(cols[-1] - cols[0] + 1),
-                                         int(rows[-1] - rows[0] + 1)], "iscrowd": 1})
-        file_name = f"{image_id:012d}.png"
-        Image.fromarray(pixels).save(os.path.join(image_dir, file_name))
-        images.append({"id": image_id, "file_name": file_name, "height": SIZE, "width": SIZE})
-    data = {"images": images, "annotations": annotations,
-            "categories": [{"id": c, "name": NAMES[c], "supercategory": "shape"}
-                           for c in sorted(COLORS)]}
-    with open(os.path.join(root, "annotations", f"instances_{subset}{year}.json"), "w") as f:
-        json.dump(data, f)
+            writer.add_annotation(image_id, CROWD_CATEGORY, uncompressed_rle(mask),
+                                  area=mask.sum(), bbox=[int(v) for v in mask_bbox(mask)],
+                                  iscrowd=1, annotation_id=annotation_id)
+        writer.add_image(image_id, pixels)
+    writer.write([{"id": c, "name": NAMES[c], "supercategory": "shape"}
+                  for c in sorted(COLORS)])
     return truth
 
 

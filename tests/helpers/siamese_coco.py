@@ -22,12 +22,10 @@ Category 20 has no annotation. Category ids map to internal ids 2->1, 5->2,
 """
 from __future__ import annotations
 
-import json
-import os
-
 import numpy as np
-from PIL import Image
-from pycocotools import mask as mask_utils
+
+from tests.helpers.coco_files import (CocoSplitWriter, box_polygon, compressed_rle,
+                                      uncompressed_rle)
 
 SIZE = 64
 BACKGROUND = 40
@@ -58,48 +56,29 @@ def _segmentation(box, encoding):
         return [[10, 10, 20, 10, 30, 10, 20, 10]]  # collinear: rasterises to nothing
     y1, x1, y2, x2 = box
     if encoding == "polygon":
-        return [[x1, y1, x2, y1, x2, y2, x1, y2]]
+        return box_polygon(y1, x1, y2, x2)
     mask = np.zeros((SIZE, SIZE), dtype=np.uint8)
     mask[y1:y2, x1:x2] = 1
-    if encoding == "rle":
-        rle = mask_utils.encode(np.asfortranarray(mask))
-        return {"size": [SIZE, SIZE], "counts": rle["counts"].decode("ascii")}
-    # Uncompressed RLE (COCO's crowd format): column-major runs, zeros first.
-    flat = mask.flatten(order="F")
-    changes = np.flatnonzero(np.diff(np.concatenate([[0], flat, [1 - flat[-1]]])))
-    counts = np.diff(np.concatenate([[0], changes])).tolist()
-    return {"size": [SIZE, SIZE], "counts": [int(c) for c in counts]}
+    return compressed_rle(mask) if encoding == "rle" else uncompressed_rle(mask)
 
 
 def write_siamese_coco(root: str, subset: str = "train", year: str = "2017") -> dict:
     """Writes the data set under root; returns {COCO image id: image array [64, 64, 3]}."""
-    image_dir = os.path.join(root, "{}{}".format(subset, year))
-    os.makedirs(image_dir, exist_ok=True)
-    os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
-    images, annotations, arrays = [], [], {}
-    instance = 0
+    writer = CocoSplitWriter(root, subset, year)
+    arrays = {}
     for image_id, objects in IMAGES:
         pixels = np.full((SIZE, SIZE, 3), BACKGROUND, dtype=np.uint8)
         for category_id, box, iscrowd, encoding in objects:
-            instance += 1
+            instance = len(writer.annotations) + 1
             if box is not None:
                 y1, x1, y2, x2 = box
                 pixels[y1:y2, x1:x2] = instance_pixels(instance, y2 - y1, x2 - x1)
                 bbox = [x1, y1, x2 - x1, y2 - y1]
             else:
                 bbox = [10, 10, 20, 0]
-            annotations.append({
-                "id": instance, "image_id": image_id, "category_id": category_id,
-                "segmentation": _segmentation(box, encoding), "iscrowd": iscrowd,
-                "area": float(bbox[2] * bbox[3]), "bbox": bbox})
-        file_name = "{:012d}.png".format(image_id)
-        Image.fromarray(pixels).save(os.path.join(image_dir, file_name))
-        images.append({"id": image_id, "file_name": file_name, "height": SIZE, "width": SIZE})
+            writer.add_annotation(image_id, category_id, _segmentation(box, encoding),
+                                  area=bbox[2] * bbox[3], bbox=bbox, iscrowd=iscrowd)
+        writer.add_image(image_id, pixels)
         arrays[image_id] = pixels
-    data = {"images": images, "annotations": annotations,
-            "categories": [{"id": i, "name": n, "supercategory": "shape"}
-                           for i, n in CATEGORIES]}
-    path = os.path.join(root, "annotations", "instances_{}{}.json".format(subset, year))
-    with open(path, "w") as f:
-        json.dump(data, f)
+    writer.write([{"id": i, "name": n, "supercategory": "shape"} for i, n in CATEGORIES])
     return arrays

@@ -13,13 +13,13 @@ pycocotools, so tests can compare decoded annotations against them.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
-from pycocotools import mask as mask_utils
+
+from tests.helpers.coco_files import (CocoSplitWriter, box_polygon, compressed_rle,
+                                      mask_bbox, uncompressed_rle)
 
 # COCO category ids, deliberately sparse; drawn in this colour (RGB).
 CATEGORIES = [
@@ -78,31 +78,6 @@ def _disk(size: int, cy: float, cx: float, radius: float) -> np.ndarray:
     return (yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2
 
 
-def _bbox_xywh(mask: np.ndarray) -> list[float]:
-    rows = np.where(mask.any(axis=1))[0]
-    cols = np.where(mask.any(axis=0))[0]
-    return [float(cols[0]), float(rows[0]), float(cols[-1] - cols[0] + 1),
-            float(rows[-1] - rows[0] + 1)]
-
-
-def _compressed_rle(mask: np.ndarray) -> dict:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
-def _uncompressed_rle(mask: np.ndarray) -> dict:
-    """COCO's crowd encoding: run lengths over the column-major pixels, zeros first."""
-    flat = mask.flatten(order="F").astype(np.uint8)
-    counts, current, run = [], 0, 0
-    for value in flat:
-        if value != current:
-            counts.append(run)
-            current, run = value, 0
-        run += 1
-    counts.append(run)
-    return {"size": list(mask.shape), "counts": [int(c) for c in counts]}
-
-
 def _quadrant_object(category_id: int, size: int, quadrant: int,
                      rng: np.random.Generator) -> tuple[np.ndarray, dict | list, str]:
     """Draws one object of the category inside a quadrant; returns mask, segmentation."""
@@ -115,13 +90,13 @@ def _quadrant_object(category_id: int, size: int, quadrant: int,
         x1 = ox + int(rng.integers(margin, half - w - margin + 1))
         y2, x2 = y1 + int(h), x1 + int(w)
         mask = _rectangle(size, y1, x1, y2, x2)
-        return mask, [[x1, y1, x2, y1, x2, y2, x1, y2]], "polygon"
+        return mask, box_polygon(y1, x1, y2, x2), "polygon"
     if category_id == 7:  # disk: compressed RLE
         radius = float(rng.integers(half // 5, half // 2 - margin))
         cy = oy + half / 2 + float(rng.integers(-margin, margin + 1))
         cx = ox + half / 2 + float(rng.integers(-margin, margin + 1))
         mask = _disk(size, cy, cx, radius)
-        return mask, _compressed_rle(mask), "rle"
+        return mask, compressed_rle(mask), "rle"
     # bar: a long thin rectangle, horizontal or vertical, as a polygon
     long_side = half - 2 * margin
     short_side = max(3, half // 6)
@@ -130,7 +105,7 @@ def _quadrant_object(category_id: int, size: int, quadrant: int,
     x1 = ox + int(rng.integers(margin, half - w - margin + 1))
     y2, x2 = y1 + h, x1 + w
     mask = _rectangle(size, y1, x1, y2, x2)
-    return mask, [[x1, y1, x2, y1, x2, y2, x1, y2]], "polygon"
+    return mask, box_polygon(y1, x1, y2, x2), "polygon"
 
 
 def _crowd(size: int, quadrant: int) -> np.ndarray:
@@ -157,15 +132,15 @@ def _draw(size: int, annotations: list[TinyAnnotation], rng: np.random.Generator
 
 def _write_split(root: str, subset: str, year: str, num_images: int, size: int,
                  first_image_id: int, first_ann_id: int, with_crowd: bool,
-                 rng: np.random.Generator) -> tuple[list[TinyImage], dict]:
-    image_dir = os.path.join(root, f"{subset}{year}")
-    os.makedirs(image_dir, exist_ok=True)
-    images, json_images, json_anns = [], [], []
+                 rng: np.random.Generator) -> list[TinyImage]:
+    writer = CocoSplitWriter(root, subset, year)
+    images = []
     ann_id = first_ann_id
     for i in range(num_images):
         image_id = first_image_id + 7 * i
         file_name = f"{image_id:012d}.png"
-        info = TinyImage(image_id, file_name, os.path.join(image_dir, file_name), size, size)
+        info = TinyImage(image_id, file_name, os.path.join(writer.image_dir, file_name),
+                         size, size)
         quadrants = rng.permutation(4)
         segmentations = []
         for category, quadrant in zip(CATEGORIES, quadrants[:3]):
@@ -178,21 +153,17 @@ def _write_split(root: str, subset: str, year: str, num_images: int, size: int,
             mask = _crowd(size, int(quadrants[3]))
             info.annotations.append(TinyAnnotation(ann_id, CROWD_CATEGORY_ID, 1, mask,
                                                    "uncompressed_rle"))
-            segmentations.append(_uncompressed_rle(mask))
+            segmentations.append(uncompressed_rle(mask))
             ann_id += 1
-        Image.fromarray(_draw(size, info.annotations, rng)).save(info.path)
-        json_images.append({"id": image_id, "file_name": file_name, "height": size,
-                            "width": size})
+        writer.add_image(image_id, _draw(size, info.annotations, rng))
         for ann, segmentation in zip(info.annotations, segmentations):
-            json_anns.append({"id": ann.id, "image_id": image_id,
-                              "category_id": ann.category_id, "segmentation": segmentation,
-                              "area": float(ann.mask.sum()), "bbox": _bbox_xywh(ann.mask),
-                              "iscrowd": ann.iscrowd})
+            writer.add_annotation(image_id, ann.category_id, segmentation,
+                                  area=ann.mask.sum(), bbox=mask_bbox(ann.mask),
+                                  iscrowd=ann.iscrowd, annotation_id=ann.id)
         images.append(info)
     categories = [{k: c[k] for k in ("id", "name", "supercategory")} for c in CATEGORIES]
-    data = {"info": {"description": f"tiny COCO {subset}{year}"}, "licenses": [],
-            "images": json_images, "annotations": json_anns, "categories": categories}
-    return images, data
+    writer.write(categories, info={"description": f"tiny COCO {subset}{year}"}, licenses=[])
+    return images
 
 
 def write_tiny_coco(root: str, year: str = "2017", num_train: int = 6, num_val: int = 3,
@@ -207,15 +178,10 @@ def write_tiny_coco(root: str, year: str = "2017", num_train: int = 6, num_val: 
         raise ValueError(f"size must be a multiple of 16 and >= 32, got {size}")
     rng = np.random.default_rng(seed)
     year = str(year)
-    os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
     splits = {}
     for subset, count, first_id, first_ann, crowd in (
             ("train", num_train, 1001, 1, True), ("val", num_val, 5003, 5001, val_crowd)):
-        images, data = _write_split(root, subset, year, count, size, first_id, first_ann,
-                                    crowd, rng)
-        with open(os.path.join(root, "annotations", f"instances_{subset}{year}.json"),
-                  "w") as f:
-            json.dump(data, f)
-        splits[subset] = images
+        splits[subset] = _write_split(root, subset, year, count, size, first_id, first_ann,
+                                      crowd, rng)
     categories = [{k: c[k] for k in ("id", "name", "supercategory")} for c in CATEGORIES]
     return TinyCoco(root=str(root), year=year, categories=categories, splits=splits)

@@ -1,8 +1,6 @@
 """refine_detections_graph and DetectionLayer against a numpy implementation written here."""
-import json
 from types import SimpleNamespace
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -10,6 +8,7 @@ import tensorflow as tf
 from mrcnn.config import Config
 from mrcnn.data import compose_image_meta
 from mrcnn.detection import DetectionLayer, refine_detections_graph
+from tests.helpers.layer_test import check_layer
 from tests.helpers.numpy_reference import np_iou
 
 STD = np.array([0.1, 0.1, 0.2, 0.2], np.float32)
@@ -164,12 +163,10 @@ def test_detection_layer_symbolic_shape_config_and_serialization():
         DETECTION_MAX_INSTANCES = 9
 
     layer = DetectionLayer(C(), name="mrcnn_detection")
-    out = layer([keras.Input((10, 4)), keras.Input((10, 4)), keras.Input((10, 4, 4)),
-                 keras.Input((16,))])
-    assert tuple(out.shape) == (None, 9, 6)
-    cfg = layer.get_config()
-    json.dumps(cfg)
-    clone = DetectionLayer.from_config(cfg)
+    rois, probs, deltas, metas, _ = layer_case()
+    check_layer(layer, [rois[:1, :10], probs[:1, :10], deltas[:1, :10], metas[:1]],
+                expected_shapes=[(1, 9, 6)])
+    clone = DetectionLayer.from_config(layer.get_config())
     assert (clone.images_per_gpu, clone.bbox_std_dev, clone.detection_min_confidence,
             clone.detection_max_instances, clone.detection_nms_threshold) == (
         1, [0.1, 0.1, 0.2, 0.2], 0.7, 9, 0.3)

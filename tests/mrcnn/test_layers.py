@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from mrcnn.layers import BatchNorm, RepeatAlongAxis, Squeeze, TimeDistributed
+from tests.helpers.layer_test import check_layer
 
 EPS = 1e-3  # Keras' (and Matterport's) BatchNormalization default epsilon
 
@@ -155,6 +156,8 @@ def test_time_distributed_variable_names_and_config_round_trip():
     assert [v.name for v in td.weights] == ["kernel", "bias"]
     assert [tuple(v.shape) for v in td.weights] == [(3, 3, 2, 4), (4,)]
 
+    x = np.random.default_rng(0).normal(size=(2, 3, 5, 5, 2)).astype(np.float32)
+    check_layer(td, x, expected_shapes=[(2, 3, 3, 3, 4)])  # the clone gets the weights
     clone = TimeDistributed.from_config(td.get_config())
     assert clone.name == "mrcnn_x"
     assert isinstance(clone.layer, keras.layers.Conv2D)
@@ -176,7 +179,8 @@ def test_time_distributed_rejects_bad_input():
 def test_squeeze_removes_unit_axes_and_rejects_others():
     x = np.arange(2 * 3 * 5, dtype=np.float32).reshape(2, 3, 1, 1, 5)
     layer = Squeeze(axis=(2, 3), name="pool_squeeze")
-    np.testing.assert_array_equal(layer(x).numpy(), x.reshape(2, 3, 5))
+    (out,) = check_layer(layer, x, expected_shapes=[(2, 3, 5)])
+    np.testing.assert_array_equal(out, x.reshape(2, 3, 5))
     assert layer.compute_output_shape((None, None, 1, 1, 5)) == (None, None, 5)
     assert Squeeze.from_config(layer.get_config()).axis == [2, 3]
     with pytest.raises(ValueError, match="size 1"):
@@ -186,8 +190,7 @@ def test_squeeze_removes_unit_axes_and_rejects_others():
 def test_repeat_along_axis_tiles_a_unit_axis():
     x = np.random.default_rng(0).normal(size=(2, 3, 1, 4)).astype(np.float32)
     layer = RepeatAlongAxis(5, axis=2, name="rep")
-    out = layer(x).numpy()
-    assert out.shape == (2, 3, 5, 4)
+    (out,) = check_layer(layer, x, expected_shapes=[(2, 3, 5, 4)])
     for k in range(5):
         np.testing.assert_array_equal(out[:, :, k], x[:, :, 0])
     assert layer.compute_output_shape((None, None, 1, 4)) == (None, None, 5, 4)
@@ -218,3 +221,23 @@ def test_resnet_with_train_bn_none_has_trainable_statistics():
                                             train_bn=None)[-1])
     bns = [l for l in graph.layers if l.__class__.__name__ == "BatchNorm"]
     assert bns and not any(l.frozen for l in bns)
+
+
+def test_check_layer_catches_a_config_that_loses_an_argument():
+    """The shared layer test (tests/helpers/layer_test.py) fails a layer whose
+    get_config() forgets an argument: its clone computes something else."""
+
+    class Scale(keras.layers.Layer):
+        def __init__(self, factor: float = 1.0, **kwargs):
+            super().__init__(**kwargs)
+            self.factor = factor
+
+        def call(self, x):
+            return x * self.factor
+
+    x = np.ones((2, 3), np.float32)
+    np.testing.assert_array_equal(check_layer(Scale(1.0), x, [(2, 3)])[0], x)
+    with pytest.raises(AssertionError):
+        check_layer(Scale(3.0), x, [(2, 3)])
+    with pytest.raises(AssertionError):  # wrong expected shape
+        check_layer(Scale(1.0), x, [(2, 4)])

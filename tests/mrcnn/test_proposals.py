@@ -11,6 +11,7 @@ from mrcnn.config import Config
 from mrcnn.proposals import (ProposalLayer, apply_box_deltas_graph, clip_boxes_graph,
                              denorm_boxes_graph, norm_boxes_graph)
 from tests.helpers.numpy_reference import np_iou
+from tests.helpers.layer_test import check_layer
 
 STD = np.array([0.1, 0.1, 0.2, 0.2], np.float32)
 
@@ -131,9 +132,7 @@ def make_layer(**kwargs):
 
 def test_proposal_layer_hand_made_case():
     probs, deltas, anchors = hand_made_inputs()
-    out = make_layer()([tf.constant(probs), tf.constant(deltas), tf.constant(anchors)])
-    out = np.asarray(out)
-    assert out.shape == (2, 6, 4)
+    (out,) = check_layer(make_layer(), [probs, deltas, anchors], expected_shapes=[(2, 6, 4)])
     # Image 0: top 5 = anchors 0, 1, 2, 3, 5; 1 suppressed by 0 -> 4 boxes, 2 zero rows.
     expected0 = np.array([
         [0.10, 0.10, 0.30, 0.30],

@@ -6,6 +6,7 @@ import pytest
 from siamese_mrcnn.matching import (L1Difference, ReferenceAverage, ReferencePool,
                                     build_matching_graph, match_with_vectors,
                                     pool_references)
+from tests.helpers.layer_test import check_layer
 
 LEVEL_SIDES = (16, 8, 4, 2, 1)  # P2..P6 of a 64 x 64 query
 
@@ -17,7 +18,7 @@ def _random(shape, seed):
 def test_reference_average_stacked_and_list():
     maps = _random((2, 3, 4, 5, 6), 0)  # [batch, k, h, w, C]
     expected = maps.mean(axis=1)
-    stacked = keras.ops.convert_to_numpy(ReferenceAverage()(maps))
+    (stacked,) = check_layer(ReferenceAverage(), maps, expected_shapes=[(2, 4, 5, 6)])
     np.testing.assert_allclose(stacked, expected, rtol=1e-6, atol=1e-6)
     as_list = keras.ops.convert_to_numpy(ReferenceAverage()([maps[:, i] for i in range(3)]))
     np.testing.assert_allclose(as_list, expected, rtol=1e-6, atol=1e-6)
@@ -28,11 +29,9 @@ def test_reference_average_stacked_and_list():
 
 def test_reference_pool_shapes_and_values():
     maps = _random((2, 4, 5, 6), 1)
-    vector = keras.ops.convert_to_numpy(ReferencePool()(maps))
-    assert vector.shape == (2, 6)
+    (vector,) = check_layer(ReferencePool(), maps, expected_shapes=[(2, 6)])
     np.testing.assert_allclose(vector, maps.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
-    kept = keras.ops.convert_to_numpy(ReferencePool(keepdims=True)(maps))
-    assert kept.shape == (2, 1, 1, 6)
+    (kept,) = check_layer(ReferencePool(keepdims=True), maps, expected_shapes=[(2, 1, 1, 6)])
     np.testing.assert_allclose(kept[:, 0, 0], vector, rtol=1e-6)
 
 
@@ -40,8 +39,7 @@ def test_l1_difference_broadcasts_vector_over_positions():
     query, vector = _random((2, 3, 4, 6), 2), _random((2, 6), 3)
     expected = np.abs(query - vector[:, None, None, :])
     for v in (vector, vector[:, None, None, :]):
-        result = keras.ops.convert_to_numpy(L1Difference()([query, v]))
-        assert result.shape == (2, 3, 4, 6)
+        (result,) = check_layer(L1Difference(), [query, v], expected_shapes=[(2, 3, 4, 6)])
         np.testing.assert_allclose(result, expected, rtol=1e-6)
 
 

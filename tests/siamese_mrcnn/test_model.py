@@ -16,6 +16,7 @@ from siamese_mrcnn.coco import IndexedCocoDataset
 from siamese_mrcnn.config import Config, preset
 from siamese_mrcnn.model import SiameseMaskRCNN, schedule_stage
 from siamese_mrcnn.reference import mold_references
+from tests.helpers.coco_files import CocoSplitWriter, compressed_rle, mask_bbox
 from tests.helpers.siamese_coco import write_siamese_coco
 
 
@@ -473,16 +474,9 @@ def _draw_two_category_coco(root: str, subset: str, count: int,
                             rng: np.random.Generator) -> None:
     """64 px noisy grey images, each with a red square and a blue disc (sometimes a
     third object), written in COCO format (RLE masks)."""
-    import json
-
-    from PIL import Image
-    from pycocotools import mask as mask_utils
-
     size = 64
-    os.makedirs(os.path.join(root, f"{subset}2017"), exist_ok=True)
-    os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
+    writer = CocoSplitWriter(root, subset)
     yy, xx = np.mgrid[:size, :size]
-    images, annotations = [], []
     for index in range(count):
         image = rng.normal(110, 12, (size, size, 3))
         taken = np.zeros((size, size), dtype=bool)
@@ -501,22 +495,10 @@ def _draw_two_category_coco(root: str, subset: str, count: int,
                 continue
             taken |= mask
             image[mask] = np.array(COLOURS[category]) + rng.normal(0, 10, (mask.sum(), 3))
-            rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-            ys, xs = np.nonzero(mask)
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": index + 1, "category_id": category,
-                "segmentation": {"size": [size, size], "counts": rle["counts"].decode()},
-                "iscrowd": 0, "area": float(mask.sum()),
-                "bbox": [float(xs.min()), float(ys.min()), float(np.ptp(xs) + 1),
-                         float(np.ptp(ys) + 1)]})
-        name = f"{index + 1:012d}.png"
-        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(
-            os.path.join(root, f"{subset}2017", name))
-        images.append({"id": index + 1, "file_name": name, "height": size, "width": size})
-    with open(os.path.join(root, "annotations", f"instances_{subset}2017.json"), "w") as f:
-        json.dump({"images": images, "annotations": annotations,
-                   "categories": [{"id": 1, "name": "red-square"},
-                                  {"id": 2, "name": "blue-disc"}]}, f)
+            writer.add_annotation(index + 1, category, compressed_rle(mask),
+                                  area=mask.sum(), bbox=mask_bbox(mask))
+        writer.add_image(index + 1, np.clip(image, 0, 255).astype(np.uint8))
+    writer.write([{"id": 1, "name": "red-square"}, {"id": 2, "name": "blue-disc"}])
 
 
 def _instance_scores(model, dataset, rng) -> dict:
