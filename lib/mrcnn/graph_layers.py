@@ -98,9 +98,9 @@ class LossLayer(keras.layers.Layer):
     """Computes one loss component from graph tensors; the layer name is the loss name.
 
     ``loss_fn`` names a function of ``mrcnn.losses``, or of another module as
-    "package.module.function" (kept as a string so the layer serializes). Plain (JSON-able) arguments that precede the tensors in the loss
-    function's signature, such as rpn_bbox_loss_graph's images-per-GPU, go in
-    ``leading_args``. Output: a scalar.
+    "package.module.function" (kept as a string so the layer serializes). Plain
+    (JSON-able) arguments that precede the tensors in the loss function's signature, such
+    as rpn_bbox_loss_graph's images-per-GPU, go in ``leading_args``. Output: a scalar.
     """
 
     def __init__(self, loss_fn: str, leading_args: list | None = None,

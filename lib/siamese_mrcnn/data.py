@@ -136,12 +136,12 @@ def get_one_target(category: int, dataset: Any, config: Any, augmentation: Any =
     resized = utils.resize_image(crop, min_dim=config.TARGET_MIN_DIM,
                                  min_scale=config.IMAGE_MIN_SCALE,
                                  max_dim=config.TARGET_MAX_DIM, mode="square")
-    target = resized[0]  # [T, T, 3]
+    reference = resized[0]  # [T, T, 3]
     if return_all:
         return resized
     if return_original_size:
-        return target, original_size
-    return target
+        return reference, original_size
+    return reference
 
 
 ############################################################
@@ -152,7 +152,7 @@ class SiameseSample(NamedTuple):
     """Everything the training graph needs from one query."""
     image: np.ndarray         # [S, S, 3] molded float32
     image_meta: np.ndarray    # [12 + NUM_CLASSES]
-    targets: np.ndarray       # [k, T, T, 3] molded float32
+    references: np.ndarray    # [k, T, T, 3] molded float32
     rpn_match: np.ndarray     # [anchors] int32
     rpn_bbox: np.ndarray      # [RPN_TRAIN_ANCHORS_PER_IMAGE, 4]
     gt_class_ids: np.ndarray  # [n] int32: 1, or -1 for a crowd
@@ -254,11 +254,13 @@ def load_siamese_sample(dataset: Any, config: Any, image_id: int, anchors: np.nd
                                  exclude_image_id=exclude, allow_same_image=allow_same_image,
                                  rng=rng)
                   for _ in range(config.NUM_TARGETS)]
-    targets = np.stack([mold_image(r.astype(np.float32), config) for r in references])
+    molded_references = np.stack([mold_image(r.astype(np.float32), config)
+                                  for r in references])
 
     # Both Siamese classes (background, match) are always active.
     meta = np.concatenate([image_meta[:_META_PREFIX], np.ones(config.NUM_CLASSES)])
-    return SiameseSample(mold_image(image.astype(np.float32), config), meta, targets,
+    return SiameseSample(mold_image(image.astype(np.float32), config), meta,
+                         molded_references,
                          rpn_match, rpn_bbox, class_ids, boxes, masks, category,
                          rpn_rois, roi_targets)
 
@@ -271,7 +273,7 @@ def siamese_batch(samples: Sequence[SiameseSample], config: Any, mask_dtype: Any
     outputs is empty unless the samples carry detection targets.
     """
     inputs, outputs = assemble_batch(samples, config, mask_dtype=mask_dtype)
-    references = np.stack([s.targets for s in samples]).astype(np.float32)
+    references = np.stack([s.references for s in samples]).astype(np.float32)
     return inputs[:2] + (references,) + inputs[2:], outputs
 
 

@@ -134,13 +134,14 @@ class SiameseMaskRCNN(MaskRCNN):
 
     def build_extra_inputs(self, config) -> list:
         # [batch, k, T, T, 3] references, molded like the query.
-        input_target = keras.Input(
+        # Named as in the paper's graph (and its weights files): "target" = reference.
+        input_references = keras.Input(
             shape=[config.NUM_TARGETS] + [int(x) for x in config.TARGET_SHAPE],
             name="input_target")
-        return [input_target]
+        return [input_references]
 
     def build_feature_pyramid(self, input_image, extra_inputs: list, config) -> list:
-        (input_target,) = extra_inputs
+        (input_references,) = extra_inputs
         resnet = build_resnet_model([None, None, 3], config.BACKBONE, stage5=True,
                                     train_bn=config.TRAIN_BN)
         channels = [int(c.shape[-1]) for c in resnet.outputs]
@@ -148,7 +149,8 @@ class SiameseMaskRCNN(MaskRCNN):
         query_levels = fpn(resnet(input_image))  # 5 x [batch, H/s, W/s, C]
         self._query_levels = query_levels
         # All k references of all queries in one backbone call.
-        merged = MergeReferences(name="merge_references")(input_target)  # [batch*k, T, T, 3]
+        # [batch*k, T, T, 3]
+        merged = MergeReferences(name="merge_references")(input_references)
         reference_levels = [
             SplitReferences(config.NUM_TARGETS, name=f"split_references_P{i + 2}")(level)
             for i, level in enumerate(fpn(resnet(merged)))]  # 5 x [batch, k, h, w, C]
@@ -171,10 +173,10 @@ class SiameseMaskRCNN(MaskRCNN):
 
     # ---------------------------------------------------------- reference reuse
     def sub_model_tensors(self, name: str) -> tuple[list, list]:
-        image, meta, target, anchors = self.inner_model.inputs
+        image, meta, reference, anchors = self.inner_model.inputs
         outputs = self.inner_model.outputs
         return {
-            "reference_encoder": ([target], self._reference_vectors),
+            "reference_encoder": ([reference], self._reference_vectors),
             "vector_detector": ([image, meta, *self._reference_vectors, anchors], outputs),
             "query_encoder": ([image], self._query_levels),
             "feature_detector": ([meta, *self._query_levels, *self._reference_vectors,
@@ -331,15 +333,15 @@ class SiameseMaskRCNN(MaskRCNN):
         self._check_batch(images, "images")
         self._check_batch(targets, "targets")
         images = [check_image(im, name=f"images[{i}]") for i, im in enumerate(images)]
-        molded_targets = mold_references(targets, self.config)
+        molded_references = mold_references(targets, self.config)
         molded_images, image_metas, windows = self.mold_inputs(images)
         if verbose:
             log("Processing {} images".format(len(images)))
             log("molded_images", molded_images)
-            log("molded_targets", molded_targets)
+            log("molded_targets", molded_references)  # the paper code's label
         anchors = self._batch_anchors(molded_images[0].shape)
         return self._detect_inputs(
-            [molded_images, image_metas, molded_targets, anchors], molded_images, windows,
+            [molded_images, image_metas, molded_references, anchors], molded_images, windows,
             [im.shape for im in images], random_detections, rng)
 
     def detect_molded(self, molded_images: np.ndarray, image_metas: np.ndarray,
@@ -374,12 +376,12 @@ class SiameseMaskRCNN(MaskRCNN):
         return super().run_graph(images, outputs, image_metas=image_metas, targets=targets)
 
     def _run_graph_feed(self, images, image_metas, targets=None) -> tuple[list, list]:
-        molded_targets = (mold_references(targets, self.config) if image_metas is None
-                          else np.asarray(targets))
+        molded_references = (mold_references(targets, self.config) if image_metas is None
+                             else np.asarray(targets))
         inputs, model_in = super()._run_graph_feed(images, image_metas)
         model = self.inner_model
-        # [image, meta, target, (anchors)]: the references follow the meta.
-        model_in.insert(2, molded_targets)
+        # [image, meta, references, (anchors)]: the references follow the meta.
+        model_in.insert(2, molded_references)
         return (model.inputs if self.mode == "inference" else model.inputs[:3]), model_in
 
     # --------------------------------------------------------------- training

@@ -130,16 +130,16 @@ def _grid_axes(count: int, figsize: tuple, ax) -> tuple:
     return fig, axes
 
 
-def _draw_reference_inset(ax, target: np.ndarray, height: int, width: int,
-                          target_shift: float, linewidth: float = 5) -> None:
+def _draw_reference_inset(ax, reference: np.ndarray, height: int, width: int,
+                          shift: float, linewidth: float = 5) -> None:
     """The reference in the query's bottom-left corner, framed in white.
 
     Its longer side is a third of the query's shorter side (aspect ratio kept)."""
-    target_height, target_width = target.shape[:2]
-    scale = (min(height, width) / 3.0) / max(target_height, target_width, 1)
-    inset_height, inset_width = target_height * scale, target_width * scale
-    left, bottom = target_shift, height - target_shift
-    ax.imshow(np.asarray(target).astype(np.uint8),
+    ref_height, ref_width = reference.shape[:2]
+    scale = (min(height, width) / 3.0) / max(ref_height, ref_width, 1)
+    inset_height, inset_width = ref_height * scale, ref_width * scale
+    left, bottom = shift, height - shift
+    ax.imshow(np.asarray(reference).astype(np.uint8),
               extent=[left, left + inset_width, bottom, bottom - inset_height], zorder=9)
     ax.add_patch(patches.Rectangle((left, bottom), inset_width, -inset_height,
                                    linewidth=linewidth, edgecolor="white", facecolor="none",
