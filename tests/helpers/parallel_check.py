@@ -49,27 +49,24 @@ from mrcnn import weights as weights_io  # noqa: E402
 from mrcnn.config import Config  # noqa: E402
 from mrcnn.data import DataGenerator  # noqa: E402
 from mrcnn.parallel_model import ParallelModel, get_strategy  # noqa: E402
+from tests.helpers.shapes_dataset import TINY_FIELDS, tiny_config  # noqa: E402
 from tests.helpers.distributed import (Stopwatch, copy_weights, max_diff,  # noqa: E402
                                        max_replica_diff, snapshot, training_report,
                                        variable_kinds, write_report)
 
-SIZE = 64
+SIZE = TINY_FIELDS["IMAGE_MAX_DIM"]  # the tiny config's input size
 LEARNING_RATE = 0.05
 
 
 def make_config(gpu_count: int, images_per_gpu: int, **overrides) -> Config:
     """A tiny Mask R-CNN config (64 px, resnet_tiny)."""
     fields = dict(
-        NAME="par", BACKBONE="resnet_tiny", IMAGE_MIN_DIM=SIZE, IMAGE_MAX_DIM=SIZE,
-        NUM_CLASSES=3, GPU_COUNT=gpu_count, IMAGES_PER_GPU=images_per_gpu,
-        TOP_DOWN_PYRAMID_SIZE=32, FPN_CLASSIF_FC_LAYERS_SIZE=64,
-        RPN_ANCHOR_SCALES=(8, 16, 32, 64, 128), RPN_TRAIN_ANCHORS_PER_IMAGE=16,
-        POST_NMS_ROIS_TRAINING=8, POST_NMS_ROIS_INFERENCE=16, TRAIN_ROIS_PER_IMAGE=8,
-        ROI_POSITIVE_RATIO=0.5, MAX_GT_INSTANCES=4, DETECTION_MAX_INSTANCES=8,
-        DETECTION_MIN_CONFIDENCE=0.0, MINI_MASK_SHAPE=(28, 28), STEPS_PER_EPOCH=2,
-        VALIDATION_STEPS=1, TRAIN_BN=False)
+        NAME="par", NUM_CLASSES=3, GPU_COUNT=gpu_count, IMAGES_PER_GPU=images_per_gpu,
+        RPN_TRAIN_ANCHORS_PER_IMAGE=16, POST_NMS_ROIS_TRAINING=8, POST_NMS_ROIS_INFERENCE=16,
+        TRAIN_ROIS_PER_IMAGE=8, ROI_POSITIVE_RATIO=0.5, MAX_GT_INSTANCES=4,
+        DETECTION_MIN_CONFIDENCE=0.0, STEPS_PER_EPOCH=2, TRAIN_BN=False)
     fields.update(overrides)
-    return type("ParallelTestConfig", (Config,), fields)()
+    return tiny_config(**fields)
 
 
 # Per image id: two objects (class id, [y1, x1, y2, x2] pixels), in different places.
