@@ -117,6 +117,18 @@ class TimeDistributed(keras.layers.Wrapper):
         return tf.reshape(outputs, dims[:2] + _dims(outputs)[1:])  # [batch, time, o1, ...]
 
 
+def unit_axes(input_shape, axes: Sequence[int], layer_name: str, verb: str) -> list:
+    """``axes`` made non-negative and sorted; ValueError unless each has size 1 (or is
+    unknown) in ``input_shape``."""
+    rank = len(input_shape)
+    found = sorted(a % rank for a in axes)
+    for a in found:
+        if input_shape[a] is not None and input_shape[a] != 1:
+            raise ValueError(f"{layer_name}: axis {a} must have size 1 to be {verb}, "
+                             f"input shape is {tuple(input_shape)}")
+    return found
+
+
 @keras.saving.register_keras_serializable(package="mrcnn")
 class Squeeze(keras.layers.Layer):
     """Removes the given size-1 axes, e.g. [batch, rois, 1, 1, C] -> [batch, rois, C]."""
@@ -126,15 +138,7 @@ class Squeeze(keras.layers.Layer):
         self.axis = [int(axis)] if isinstance(axis, int) else [int(a) for a in axis]
 
     def _check(self, input_shape) -> list:
-        rank = len(input_shape)
-        axes = sorted(a % rank for a in self.axis)
-        for a in axes:
-            if input_shape[a] is not None and input_shape[a] != 1:
-                raise ValueError(
-                    f"{self.name}: axis {a} must have size 1 to be squeezed, "
-                    f"input shape is {tuple(input_shape)}"
-                )
-        return axes
+        return unit_axes(input_shape, self.axis, self.name, "squeezed")
 
     def call(self, inputs):
         self._check(inputs.shape)
@@ -166,13 +170,7 @@ class RepeatAlongAxis(keras.layers.Layer):
         self.axis = int(axis)
 
     def _check(self, input_shape) -> int:
-        axis = self.axis % len(input_shape)
-        if input_shape[axis] is not None and input_shape[axis] != 1:
-            raise ValueError(
-                f"{self.name}: axis {self.axis} must have size 1 to be repeated, "
-                f"input shape is {tuple(input_shape)}"
-            )
-        return axis
+        return unit_axes(input_shape, [self.axis], self.name, "repeated")[0]
 
     def call(self, inputs):
         axis = self._check(inputs.shape)
