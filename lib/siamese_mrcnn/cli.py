@@ -1,4 +1,4 @@
-"""The Siamese Mask R-CNN command line: train, evaluate, detect.
+"""The Siamese Mask R-CNN command line: train, evaluate, detect, search.
 
 ``samples/coco/train_siamese.py`` runs ``main()``. Every step is a function so that the
 quick start, the notebooks and the tests drive the same code.
@@ -172,24 +172,14 @@ def _json_default(value):
 # --------------------------------------------------------------------- detect
 def read_image(path: str) -> np.ndarray:
     """An RGB image [H, W, 3] from disk (grayscale repeated, alpha dropped)."""
-    import skimage.io
+    from siamese_mrcnn.search import read_rgb
 
     if not os.path.isfile(path):
         raise CLIError(f"image not found: {path}")
     try:
-        image = np.asarray(skimage.io.imread(path))
-    except (ValueError, OSError, SyntaxError) as error:
-        raise CLIError(f"{path}: cannot read the image: {error}") from error
-    if image.ndim == 3 and image.shape[2] in (2, 4):
-        image = image[..., :-1]
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    if image.ndim == 2:
-        image = np.stack([image] * 3, axis=-1)
-    if image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
-        raise CLIError(f"{path}: expected a grayscale, RGB or RGBA image, got shape "
-                       f"{image.shape}")
-    return image
+        return read_rgb(path)
+    except (ValueError, OSError) as error:
+        raise CLIError(str(error)) from error
 
 
 def reference_from_box(spec: str) -> np.ndarray:
@@ -280,6 +270,52 @@ def _save_picture(path: str, reference: np.ndarray, query: np.ndarray, result: d
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, bbox_inches="tight", dpi=100)
     plt.close(fig)
+
+
+# --------------------------------------------------------------------- search
+def cmd_search(args) -> dict:
+    """Searches a folder (or glob) of images for objects like one reference."""
+    from siamese_mrcnn.reference import MIN_REFERENCE_SIDE
+    from siamese_mrcnn.search import list_images, search_collection, summary_line
+
+    if bool(args.reference) == bool(args.reference_box):
+        raise CLIError("give exactly one of --reference or --reference-box")
+    if args.batch < 1:
+        raise CLIError(f"--batch must be >= 1, got {args.batch}")
+    if args.top < 0:
+        raise CLIError(f"--top must be >= 0, got {args.top}")
+    if os.path.isdir(args.model):
+        raise CLIError(f"--model {args.model}: a folder (an exported model) cannot be "
+                       "searched with yet; pass the weights file (.h5) or last")
+    overrides = parse_set(args.set)
+    split = check_split(args.split)
+    config = build_config(args.config, dict(overrides, IMAGES_PER_GPU=args.batch,
+                                            GPU_COUNT=1),
+                          evaluation=True, **run_names(args.config, split))
+    check_model_spec(args.model)
+    try:
+        files = list_images(args.images)
+    except ValueError as error:
+        raise CLIError(str(error)) from error
+    reference = (read_image(args.reference) if args.reference
+                 else reference_from_box(args.reference_box))
+    if min(reference.shape[:2]) < MIN_REFERENCE_SIDE:
+        raise CLIError(f"the reference is {reference.shape[0]}x{reference.shape[1]} pixels; "
+                       f"expected at least {MIN_REFERENCE_SIDE}x{MIN_REFERENCE_SIDE}")
+
+    from siamese_mrcnn.model import SiameseMaskRCNN
+
+    model = SiameseMaskRCNN("inference", config, args.logs)
+    checkpoint = init_weights(model, args.model)
+    try:
+        summary = search_collection(model, reference, files, args.output,
+                                    min_score=args.min_score, top=args.top,
+                                    progress=not args.quiet)
+    except ValueError as error:  # a results.jsonl that is not ours, a bad reference
+        raise CLIError(str(error)) from error
+    summary["model"] = checkpoint
+    print(summary_line(summary))
+    return summary
 
 
 # ----------------------------------------------------------------------- main
@@ -387,6 +423,31 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--output", default=None, help="picture with the detections (PNG)")
     detect.add_argument("--json", default=None, help="detections as JSON")
     detect.set_defaults(func=cmd_detect)
+
+    search = sub.add_parser("search", parents=[common],
+                            help="search a folder of images for objects like a reference",
+                            description="Visual search by example: encode the reference "
+                                        "once, run every image (in batches, the next one "
+                                        "loaded while the model runs), append each "
+                                        "image's detections to OUT/results.jsonl and draw "
+                                        "the best in OUT/contact_sheet.png. Rerunning "
+                                        "with the same --output resumes.")
+    search.add_argument("--model", required=True, help="weights PATH.h5 or last")
+    search.add_argument("--reference", default=None, help="reference image")
+    search.add_argument("--reference-box", default=None, metavar="IMAGE:x,y,w,h",
+                        help="reference cut from IMAGE at the box (pixels)")
+    search.add_argument("--images", required=True,
+                        help="a folder of images or a glob such as 'photos/*.jpg'")
+    search.add_argument("--output", required=True,
+                        help="folder for results.jsonl and contact_sheet.png")
+    search.add_argument("--min-score", type=float, default=0.5,
+                        help="keep detections scoring at least this (default 0.5)")
+    search.add_argument("--top", type=int, default=16,
+                        help="images on the contact sheet (default 16)")
+    search.add_argument("--batch", type=int, default=4,
+                        help="images per model call (default 4)")
+    search.add_argument("--quiet", action="store_true", help="no progress bar")
+    search.set_defaults(func=cmd_search)
     return parser
 
 

@@ -220,16 +220,19 @@ class SiameseMaskRCNN(MaskRCNN):
     def detect_with_reference(self, reference_vectors: Sequence[np.ndarray],
                               images: Sequence[np.ndarray], verbose: int = 0,
                               random_detections: bool = False,
-                              rng: np.random.Generator | None = None) -> list[dict]:
+                              rng: np.random.Generator | None = None,
+                              molded: tuple | None = None) -> list[dict]:
         """detect() with references already encoded by encode_reference().
 
         Vectors with a leading dimension of 1 are broadcast over the batch.
+        molded: mold_inputs(images), when it was computed already (e.g. by a thread
+        that prepares the next batch while the model runs).
         """
         detector = self.sub_model("vector_detector")
         self._check_batch(images, "images")
         vectors = self._check_vectors(reference_vectors)
         images = [check_image(im, name=f"images[{i}]") for i, im in enumerate(images)]
-        molded_images, image_metas, windows = self.mold_inputs(images)
+        molded_images, image_metas, windows = molded or self.mold_inputs(images)
         anchors = self._batch_anchors(molded_images[0].shape)
         return self._detect_inputs(
             [molded_images, image_metas, *vectors, anchors], molded_images, windows,

@@ -1,0 +1,262 @@
+"""`train_siamese.py search`: one reference, a folder of images (siamese_mrcnn.search).
+
+A tiny model with fixed random weights (saved once) searches generated images of
+several sizes, next to a corrupt PNG and a text file. DETECTION_MIN_CONFIDENCE and
+--min-score are 0 so that the random model reports detections to write and draw.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from siamese_mrcnn import cli, search
+from tests.helpers.processes import QUIET_ENV, kill_group, run_python
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = str(REPO / "samples" / "coco" / "train_siamese.py")
+SIZES = [(64, 64), (70, 90), (50, 120), (96, 64)]
+EVERY_DETECTION = ["--config", "tiny", "--set", "DETECTION_MIN_CONFIDENCE=0",
+                   "--min-score", "0", "--quiet"]
+
+
+def _photo(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    image = rng.integers(90, 130, (height, width, 3)).astype(np.uint8)
+    for _ in range(2):
+        y, x = rng.integers(0, height - 16), rng.integers(0, width - 16)
+        image[y:y + 16, x:x + 16] = rng.integers(0, 256, 3)
+    return image
+
+
+def make_folder(folder: Path, count: int, seed: int = 0) -> list[str]:
+    """``count`` PNG photos of several sizes, a corrupt PNG and a text file."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    names = []
+    for i in range(count):
+        name = folder / f"photo_{i:03d}.png"
+        Image.fromarray(_photo(rng, *SIZES[i % len(SIZES)])).save(name)
+        names.append(str(name))
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not the rest of a png")
+    (folder / "notes.txt").write_text("not an image\n")
+    return names
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """A folder of 9 photos (+ 2 bad files), a reference, and tiny random weights."""
+    from siamese_mrcnn.config import preset
+    from siamese_mrcnn.model import SiameseMaskRCNN
+
+    root = tmp_path_factory.mktemp("search")
+    photos = make_folder(root / "photos", 9)
+    Image.fromarray(_photo(np.random.default_rng(7), 24, 20)).save(root / "ref.png")
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(root / "dot.png")
+    (root / "empty").mkdir()
+    model = SiameseMaskRCNN("inference", preset("tiny_eval"), str(root / "logs"))
+    model.save_weights(str(root / "tiny.h5"))
+    return {"root": root, "photos": photos}
+
+
+def run_search(work, output: str, *extra: str) -> int:
+    root = work["root"]
+    return cli.main(["search", "--model", str(root / "tiny.h5"), "--reference",
+                     str(root / "ref.png"), "--images", str(root / "photos"),
+                     "--output", output, "--batch", "2", *EVERY_DETECTION, *extra])
+
+
+def read_lines(path: Path) -> list[dict]:
+    text = path.read_text()
+    assert text.endswith("\n")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_search_writes_one_line_per_image_and_a_contact_sheet(work, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run_search(work, str(out)) == 0
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert summary.startswith("searched 11 files: 9 images now, 0 from an earlier run, "
+                              "2 skipped (unreadable)"), summary
+    records = read_lines(out / "results.jsonl")
+    assert sorted(r["file"] for r in records) == sorted(work["photos"])
+    for record in records:
+        image = np.asarray(Image.open(record["file"]))
+        assert (record["height"], record["width"]) == image.shape[:2]
+        scores = [d["score"] for d in record["detections"]]
+        assert scores == sorted(scores, reverse=True) and len(scores) <= 8
+        for detection in record["detections"]:
+            y1, x1, y2, x2 = detection["box"]
+            assert 0 <= y1 < y2 <= image.shape[0] and 0 <= x1 < x2 <= image.shape[1]
+            mask = mask_utils.decode(detection["mask"])
+            assert mask.shape == image.shape[:2]
+    assert any(r["detections"] for r in records)
+    sheet = np.asarray(Image.open(out / "contact_sheet.png"))
+    assert sheet.ndim == 3 and min(sheet.shape[:2]) > 100
+    assert not (out / "contact_sheet.partial.png").exists()
+
+    # A rerun finds everything done: nothing searched, nothing written twice.
+    before = (out / "results.jsonl").read_bytes()
+    assert run_search(work, str(out)) == 0
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "0 images now, 9 from an earlier run, 2 skipped" in summary, summary
+    assert (out / "results.jsonl").read_bytes() == before
+
+
+def test_results_do_not_depend_on_the_batch(work, tmp_path):
+    """Each image's detections are its own: batches of 1 and of 3 (padded) agree."""
+    runs = {}
+    for batch in ("1", "3"):
+        out = tmp_path / batch
+        assert run_search(work, str(out), "--batch", batch) == 0
+        runs[batch] = {r["file"]: r for r in read_lines(out / "results.jsonl")}
+    assert set(runs["1"]) == set(runs["3"])
+    for name, record in runs["1"].items():
+        assert_same_detections(record, runs["3"][name])
+
+
+def assert_same_detections(a: dict, b: dict) -> None:
+    assert len(a["detections"]) == len(b["detections"]), a["file"]
+    for x, y in zip(a["detections"], b["detections"]):
+        assert abs(x["score"] - y["score"]) <= 1e-4, a["file"]
+        assert np.abs(np.subtract(x["box"], y["box"])).max() <= 1, a["file"]
+
+
+def test_a_line_cut_short_by_a_kill_is_dropped_on_rerun(work, tmp_path, caplog):
+    out = tmp_path / "out"
+    assert run_search(work, str(out)) == 0
+    path = out / "results.jsonl"
+    complete = read_lines(path)
+    # What a kill in the middle of a write leaves: the first line again, cut short.
+    with open(path, "a") as f:
+        f.write(json.dumps(complete[0])[:40])
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-2]) + "\n" + lines[-1])  # lose one whole line too
+    assert run_search(work, str(out)) == 0
+    assert "unfinished last line" in caplog.text
+    records = read_lines(path)
+    assert sorted(r["file"] for r in records) == sorted(r["file"] for r in complete)
+
+
+def test_a_results_file_that_is_not_ours_is_an_error(work, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.jsonl").write_text('{"file": "a"}\nnot json\n{"file": "b"}\n')
+    assert run_search(work, str(out)) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "line 2 is not JSON" in err[0], err
+
+
+def test_killed_search_resumes_without_duplicates_or_gaps(work, tmp_path):
+    """SIGKILL the command once it has written its first batch, then run it again:
+    the results equal those of a run that was never stopped."""
+    root = work["root"]
+    photos = make_folder(tmp_path / "many", 60, seed=1)
+
+    def arguments(output: Path) -> list[str]:
+        return ["search", "--model", str(root / "tiny.h5"), "--reference",
+                str(root / "ref.png"), "--images", str(tmp_path / "many"), "--output",
+                str(output), "--batch", "2", *EVERY_DETECTION]
+
+    out = tmp_path / "killed"
+    results = out / "results.jsonl"
+    proc = subprocess.Popen([sys.executable, SCRIPT, *arguments(out)], cwd=str(REPO),
+                            env=dict(os.environ, **QUIET_ENV), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        # Generous: starting TensorFlow and building the model take seconds to minutes
+        # on a loaded machine; the first batch follows within a second.
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline and proc.poll() is None:
+            if results.exists() and results.stat().st_size > 0:
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, "the search ended before it could be killed"
+        assert results.exists(), "no result within 900 s"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            kill_group(proc)
+            proc.wait()
+    written = len(results.read_text().splitlines())  # a torn last line counts here
+    assert 0 < written < len(photos), written
+
+    resumed = run_python([SCRIPT, *arguments(out)])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (f"{written} from an earlier run" in resumed.stdout
+            or f"{written - 1} from an earlier run" in resumed.stdout), resumed.stdout
+    records = read_lines(results)
+    assert sorted(r["file"] for r in records) == sorted(photos)  # no gap, no duplicate
+
+    assert cli.main(arguments(tmp_path / "whole")) == 0
+    uninterrupted = {r["file"]: r for r in read_lines(tmp_path / "whole" / "results.jsonl")}
+    for record in records:
+        assert_same_detections(record, uninterrupted[record["file"]])
+
+
+BAD_INPUT = {
+    "empty folder": (["--images", "{root}/empty"], "no files found"),
+    "missing weights": (["--model", "{root}/nope.h5"], "weights file not found"),
+    "a one-pixel reference": (["--reference", "{root}/dot.png"], "expected at least 4x4"),
+    "a box of no size": (["--reference", None, "--reference-box", "{root}/ref.png:1,1,0,5"],
+                         "width and height must be > 0"),
+    "an exported model folder": (["--model", "{root}/empty"], "cannot be searched with yet"),
+    "no reference": (["--reference", None], "exactly one of --reference"),
+    "batch of 0": (["--batch", "0"], "--batch must be >= 1"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_is_one_line_and_exit_2(work, tmp_path, case, capsys):
+    root = work["root"]
+    options = {"--model": str(root / "tiny.h5"), "--reference": str(root / "ref.png"),
+               "--images": str(root / "photos"), "--output": str(tmp_path / "out")}
+    changes, expected = BAD_INPUT[case]
+    for key, value in zip(changes[::2], changes[1::2]):
+        options[key] = None if value is None else value.format(root=root)
+    argv = ["search"] + [v for k, value in options.items() if value is not None
+                         for v in (k, value)] + EVERY_DETECTION
+    assert cli.main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and expected in err[0], err
+    assert not (tmp_path / "out" / "results.jsonl").exists()
+
+
+def test_list_images_and_load_results_by_themselves(tmp_path):
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for name in ("b.png", "a.jpg", ".hidden.png"):
+        (folder / name).write_bytes(b"x")
+    (folder / "sub").mkdir()
+    assert search.list_images(str(folder)) == [str(folder / "a.jpg"), str(folder / "b.png")]
+    assert search.list_images(str(folder / "*.png")) == [str(folder / "b.png")]
+    with pytest.raises(ValueError, match="no files found"):
+        search.list_images(str(folder / "*.gif"))
+    assert search.load_results(str(tmp_path / "missing.jsonl")) == []
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"file": "a"}\n\n{"file": "b"}\n{"fi')
+    assert [r["file"] for r in search.load_results(str(path))] == ["a", "b"]
+    assert path.read_text() == '{"file": "a"}\n\n{"file": "b"}\n'
+    path.write_text('{"file": "a"}\n[1, 2]\n')
+    with pytest.raises(ValueError, match="line 2 is not a search result"):
+        search.load_results(str(path))
+
+
+def test_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["search", "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--model", "--reference", "--reference-box", "IMAGE:x,y,w,h", "--images",
+                   "--output", "--min-score", "--top", "--batch", "--quiet", "--config",
+                   "--set", "results.jsonl", "contact_sheet.png"):
+        assert option in text, option
