@@ -248,3 +248,18 @@ def test_breakdown_is_per_pair_with_the_untimed_rest():
     assert speed.breakdown(run) == pytest.approx({"load": 0.1, "detect": 0.5, "other": 0.4})
     # Never negative when the parts add up to more than the wall time (timer noise).
     assert speed.breakdown({"pairs": 1, "timing": {"detect": 1.0}, "wall": 0.9})["other"] == 0
+
+
+def test_search_speed_smoke(tmp_path):
+    """benchmarks/search_speed.py on 6 tiny images, one repeat: a report with the ratio of
+    search to the model alone, and both rates."""
+    output = tmp_path / "search.json"
+    done = run_python([str(REPO / "benchmarks" / "search_speed.py"), "--images", "6",
+                       "--batch", "2", "--repeats", "1", "--output", str(output)], cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(output.read_text())
+    rates = report["images_per_s"]
+    assert _positive(rates["search"]) and _positive(rates["model_only"])
+    assert report["search_over_model"] == pytest.approx(rates["search"] / rates["model_only"])
+    assert report["images"] == 6 and report["batch"] == 2
+    assert "search_over_model" in done.stdout
