@@ -230,3 +230,10 @@ class InferenceMixin:
     def sub_model_tensors(self, name: str) -> tuple[list, list]:
         """(inputs, outputs) of the inference graph that bound sub-model ``name``."""
         raise NotImplementedError(f"{type(self).__name__} defines no sub-model {name!r}")
+
+    def export(self, path: str) -> str:
+        """Writes a TensorFlow SavedModel at ``path`` (a new folder) whose signatures take
+        raw images and do the molding and unmolding in the graph (mrcnn.export)."""
+        from mrcnn.export import export_mask_rcnn
+
+        return export_mask_rcnn(self, path)

@@ -1,4 +1,4 @@
-"""The Siamese Mask R-CNN command line: train, evaluate, detect, search.
+"""The Siamese Mask R-CNN command line: train, evaluate, detect, search, export.
 
 ``samples/coco/train_siamese.py`` runs ``main()``. Every step is a function so that the
 quick start, the notebooks and the tests drive the same code.
@@ -318,6 +318,34 @@ def cmd_search(args) -> dict:
     return summary
 
 
+# --------------------------------------------------------------------- export
+def cmd_export(args) -> dict:
+    """Writes a TensorFlow SavedModel that takes raw images (siamese_mrcnn.export)."""
+    if args.shots is not None and args.shots < 1:
+        raise CLIError(f"--shots must be >= 1, got {args.shots}")
+    if os.path.exists(args.output):
+        raise CLIError(f"--output {args.output} exists already; choose a new folder")
+    overrides = parse_set(args.set)
+    split = check_split(args.split)
+    fields = dict(overrides, IMAGES_PER_GPU=1, GPU_COUNT=1)
+    if args.shots is not None:
+        fields["NUM_TARGETS"] = args.shots
+    config = build_config(args.config, fields, evaluation=True, **run_names(args.config, split))
+    check_model_spec(args.model)
+
+    from siamese_mrcnn.model import SiameseMaskRCNN
+
+    model = SiameseMaskRCNN("inference", config, args.logs)
+    checkpoint = init_weights(model, args.model)
+    try:
+        path = model.export(args.output)
+    except (ValueError, FileExistsError) as error:
+        raise CLIError(str(error)) from error
+    print(f"exported {checkpoint} ({config.NUM_TARGETS}-shot) to {path}: signatures "
+          "serving_default, encode_reference, detect_with_reference")
+    return {"model": checkpoint, "output": path, "shots": config.NUM_TARGETS}
+
+
 # ----------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of train | evaluate | detect."""
@@ -448,6 +476,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="images per model call (default 4)")
     search.add_argument("--quiet", action="store_true", help="no progress bar")
     search.set_defaults(func=cmd_search)
+
+    export = sub.add_parser("export", parents=[common],
+                            help="write a TensorFlow SavedModel that takes raw images",
+                            description="Export for serving: a SavedModel whose signatures "
+                                        "(serving_default, encode_reference, "
+                                        "detect_with_reference) take uint8 images of any "
+                                        "size and do the resizing and unmolding in the "
+                                        "graph; a client needs only tensorflow.")
+    export.add_argument("--model", required=True, help="weights PATH.h5 or last")
+    export.add_argument("--output", required=True, help="the SavedModel folder (new)")
+    export.add_argument("--shots", type=int, default=None,
+                        help="references per query, K (NUM_TARGETS; default the config's)")
+    export.set_defaults(func=cmd_export)
     return parser
 
 

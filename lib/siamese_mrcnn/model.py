@@ -418,6 +418,14 @@ class SiameseMaskRCNN(MaskRCNN):
                 break
 
     # ------------------------------------------------------------ checkpoints
+    def export(self, path: str) -> str:
+        """Writes a TensorFlow SavedModel at ``path`` (a new folder) with the signatures
+        serving_default, encode_reference and detect_with_reference, which take raw
+        images (siamese_mrcnn.export)."""
+        from siamese_mrcnn.export import export_siamese
+
+        return export_siamese(self, path)
+
     def get_latest_checkpoint(self) -> str:
         """The checkpoint of this run with the highest epoch number (a plain str;
         find_last() gives the same path, also readable as 2.1's (log_dir, path))."""
