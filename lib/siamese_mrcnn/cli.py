@@ -284,15 +284,14 @@ def cmd_search(args) -> dict:
         raise CLIError(f"--batch must be >= 1, got {args.batch}")
     if args.top < 0:
         raise CLIError(f"--top must be >= 0, got {args.top}")
-    if os.path.isdir(args.model):
-        raise CLIError(f"--model {args.model}: a folder (an exported model) cannot be "
-                       "searched with yet; pass the weights file (.h5) or last")
+    exported = os.path.isdir(args.model)
     overrides = parse_set(args.set)
     split = check_split(args.split)
     config = build_config(args.config, dict(overrides, IMAGES_PER_GPU=args.batch,
                                             GPU_COUNT=1),
                           evaluation=True, **run_names(args.config, split))
-    check_model_spec(args.model)
+    if not exported:
+        check_model_spec(args.model)
     try:
         files = list_images(args.images)
     except ValueError as error:
@@ -303,10 +302,19 @@ def cmd_search(args) -> dict:
         raise CLIError(f"the reference is {reference.shape[0]}x{reference.shape[1]} pixels; "
                        f"expected at least {MIN_REFERENCE_SIDE}x{MIN_REFERENCE_SIDE}")
 
-    from siamese_mrcnn.model import SiameseMaskRCNN
+    if exported:  # a SavedModel from `export`: --config, --set and --batch do not apply
+        from siamese_mrcnn.search import ExportedModel
 
-    model = SiameseMaskRCNN("inference", config, args.logs)
-    checkpoint = init_weights(model, args.model)
+        try:
+            model = ExportedModel(args.model)
+        except ValueError as error:
+            raise CLIError(f"--model {error}") from error
+        checkpoint = args.model
+    else:
+        from siamese_mrcnn.model import SiameseMaskRCNN
+
+        model = SiameseMaskRCNN("inference", config, args.logs)
+        checkpoint = init_weights(model, args.model)
     try:
         summary = search_collection(model, reference, files, args.output,
                                     min_score=args.min_score, top=args.top,
@@ -460,7 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "image's detections to OUT/results.jsonl and draw "
                                         "the best in OUT/contact_sheet.png. Rerunning "
                                         "with the same --output resumes.")
-    search.add_argument("--model", required=True, help="weights PATH.h5 or last")
+    search.add_argument("--model", required=True,
+                        help="weights PATH.h5, last, or the folder of an exported model")
     search.add_argument("--reference", default=None, help="reference image")
     search.add_argument("--reference-box", default=None, metavar="IMAGE:x,y,w,h",
                         help="reference cut from IMAGE at the box (pixels)")

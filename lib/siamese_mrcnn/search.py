@@ -204,12 +204,63 @@ def write_contact_sheet(records: Sequence[dict], reference: np.ndarray, path: st
     return path
 
 
+class ExportedModel:
+    """A SavedModel written by SiameseMaskRCNN.export, with the few methods
+    search_collection uses (one image per call; the graph molds, so mold_inputs does
+    nothing and the loading thread only reads)."""
+
+    def __init__(self, path: str):
+        import tensorflow as tf
+
+        self._tf = tf
+        if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+            raise ValueError(f"{path}: not a SavedModel (no saved_model.pb); expected a "
+                             "folder written by train_siamese.py export")
+        try:
+            served = tf.saved_model.load(path)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{path}: not a SavedModel written by export ({error})") from error
+        missing = {"encode_reference", "detect_with_reference"} - set(served.signatures)
+        if missing:
+            raise ValueError(f"{path}: the SavedModel has no signature {sorted(missing)} "
+                             "(expected one written by train_siamese.py export)")
+        self._encode = served.signatures["encode_reference"]
+        self._detect = served.signatures["detect_with_reference"]
+        self._served = served  # keeps the signatures' variables alive
+        self.config = _SearchConfig()
+
+    def encode_reference(self, references: Sequence) -> Any:
+        reference = np.asarray(references[0][0])
+        return self._encode(reference=self._tf.constant(reference))["vectors"]
+
+    def mold_inputs(self, images: Sequence[np.ndarray]) -> None:
+        return None
+
+    def detect_with_reference(self, vectors: Any, images: Sequence[np.ndarray],
+                              molded: Any = None) -> list[dict]:
+        results = []
+        for image in images:
+            out = self._detect(query=self._tf.constant(np.asarray(image, np.uint8)),
+                               vectors=vectors)
+            masks = out["masks"].numpy().astype(bool)  # [N, H, W]
+            results.append({"rois": out["boxes"].numpy(), "scores": out["scores"].numpy(),
+                            "class_ids": np.ones(len(masks), np.int32),
+                            "masks": np.moveaxis(masks, 0, -1)})
+        return results
+
+
+class _SearchConfig:
+    BATCH_SIZE = 1
+    NUM_TARGETS = 1  # the exported graph repeats one reference K times itself
+
+
 def search_collection(model, reference: np.ndarray, files: Sequence[str], output: str,
                       min_score: float = 0.5, top: int = 16, progress: bool = True) -> dict:
     """Searches ``files`` for objects like ``reference`` (see the module doc).
 
-    model: a SiameseMaskRCNN in inference mode with its weights loaded; its BATCH_SIZE
-    images run per call. Returns the summary (also printed by the command line).
+    model: a SiameseMaskRCNN in inference mode with its weights loaded (its BATCH_SIZE
+    images run per call), or an ExportedModel. Returns the summary (also printed by the
+    command line).
     """
     from tqdm import tqdm
 
@@ -265,5 +316,6 @@ def summary_line(summary: dict) -> str:
 
 
 __all__ = ["list_images", "read_rgb", "load_results", "detections_record", "prefetched",
+           "ExportedModel",
            "write_contact_sheet", "search_collection", "summary_line", "RESULTS_NAME",
            "SHEET_NAME"]

@@ -20,6 +20,7 @@ import tensorflow as tf
 from mrcnn import utils
 from siamese_mrcnn import cli
 from tests.helpers.processes import run_python
+from tests.helpers.settled import settle
 
 QUERY_SIZES = [(64, 64), (70, 90), (33, 47), (96, 64), (200, 150), (128, 128)]
 REFERENCE_SIZES = [(24, 20), (40, 28), (31, 33)]
@@ -73,28 +74,6 @@ def make_test_model(config):
     model = SiameseMaskRCNN("inference", config, "unused_logs")
     settle(model, [0.0, 0.5])
     return model
-
-
-def settle(model, class_bias) -> None:
-    """Random weights, made to give well-formed detections: no box regression (RPN or
-    head), so every detection is an anchor box; class logits scaled down and biased, so
-    scores are distinct and above 0.5. (Random box deltas give boxes a pixel thin, whose
-    ROI-aligned features change with the last bit of the arithmetic.)"""
-    for layer in _layers(model.keras_model):
-        if layer.name in ("rpn_bbox_pred", "mrcnn_bbox_fc"):
-            layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
-        if layer.name == "mrcnn_class_logits":
-            kernel, _ = layer.get_weights()
-            layer.set_weights([kernel * 0.01, np.asarray(class_bias, np.float32)])
-
-
-def _layers(model):
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _layers(layer)
-        if hasattr(layer, "layer"):  # TimeDistributed
-            yield layer.layer
 
 
 def images(sizes, seed: int) -> list:

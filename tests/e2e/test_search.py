@@ -21,6 +21,7 @@ from pycocotools import mask as mask_utils
 
 from siamese_mrcnn import cli, search
 from tests.helpers.processes import QUIET_ENV, kill_group, run_python
+from tests.helpers.settled import settle
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = str(REPO / "samples" / "coco" / "train_siamese.py")
@@ -63,6 +64,7 @@ def work(tmp_path_factory):
     Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(root / "dot.png")
     (root / "empty").mkdir()
     model = SiameseMaskRCNN("inference", preset("tiny_eval"), str(root / "logs"))
+    settle(model, [0.0, 0.5])
     model.save_weights(str(root / "tiny.h5"))
     return {"root": root, "photos": photos}
 
@@ -128,6 +130,25 @@ def assert_same_detections(a: dict, b: dict) -> None:
     for x, y in zip(a["detections"], b["detections"]):
         assert abs(x["score"] - y["score"]) <= 1e-4, a["file"]
         assert np.abs(np.subtract(x["box"], y["box"])).max() <= 1, a["file"]
+
+
+def test_search_with_the_exported_model_finds_the_same(work, tmp_path):
+    """`--model DIR` of `export`: the SavedModel searches (one image per call) and finds
+    what the weights file finds."""
+    root = work["root"]
+    assert cli.main(["export", "--model", str(root / "tiny.h5"), "--output",
+                     str(tmp_path / "served"), "--config", "tiny", "--set",
+                     "DETECTION_MIN_CONFIDENCE=0"]) == 0
+    assert run_search(work, str(tmp_path / "weights")) == 0
+    assert cli.main(["search", "--model", str(tmp_path / "served"), "--reference",
+                     str(root / "ref.png"), "--images", str(root / "photos"), "--output",
+                     str(tmp_path / "exported"), "--min-score", "0", "--quiet"]) == 0
+    weights = {r["file"]: r for r in read_lines(tmp_path / "weights" / "results.jsonl")}
+    exported = read_lines(tmp_path / "exported" / "results.jsonl")
+    assert sorted(r["file"] for r in exported) == sorted(weights)
+    for record in exported:
+        assert_same_detections(record, weights[record["file"]])
+    assert (tmp_path / "exported" / "contact_sheet.png").is_file()
 
 
 def test_a_line_cut_short_by_a_kill_is_dropped_on_rerun(work, tmp_path, caplog):
@@ -209,7 +230,7 @@ BAD_INPUT = {
     "a one-pixel reference": (["--reference", "{root}/dot.png"], "expected at least 4x4"),
     "a box of no size": (["--reference", None, "--reference-box", "{root}/ref.png:1,1,0,5"],
                          "width and height must be > 0"),
-    "an exported model folder": (["--model", "{root}/empty"], "cannot be searched with yet"),
+    "a folder that is no export": (["--model", "{root}/empty"], "not a SavedModel"),
     "no reference": (["--reference", None], "exactly one of --reference"),
     "batch of 0": (["--batch", "0"], "--batch must be >= 1"),
 }
