@@ -263,3 +263,6 @@ def test_search_speed_smoke(tmp_path):
     assert report["search_over_model"] == pytest.approx(rates["search"] / rates["model_only"])
     assert report["images"] == 6 and report["batch"] == 2
     assert "search_over_model" in done.stdout
+    latency = report["export"]["seconds_per_image"]
+    assert _positive(latency["exported"]) and _positive(latency["detect"])
+    assert report["export_over_detect"] == pytest.approx(latency["exported"] / latency["detect"])

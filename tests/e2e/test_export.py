@@ -275,3 +275,13 @@ def test_export_command_errors_are_one_line(exported, case, capsys, tmp_path):
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and expected in err[0], err
     assert not (tmp_path / "new").exists()
+
+
+def test_export_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["export", "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--model", "--output", "--shots", "--config", "--set", "serving_default",
+                   "encode_reference", "detect_with_reference"):
+        assert option in text, option
