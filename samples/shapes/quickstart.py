@@ -185,6 +185,51 @@ def draw_examples(data_dir: str, checkpoint: str, config, one_shot, path: str,
     return path
 
 
+def export_and_search(data_dir: str, checkpoint: str, config, one_shot, out: str,
+                      seed: int = 2) -> dict:
+    """The deployment path: exports the trained model (a SavedModel that takes raw
+    images), then searches the val images with it for one held-out category, given one
+    reference cut from a val image. Writes OUT/exported/ and OUT/search/ (reference.png,
+    results.jsonl, contact_sheet.png); returns the search summary."""
+    import shutil
+
+    from PIL import Image
+
+    from mrcnn import utils
+    from siamese_mrcnn.coco import IndexedCocoDataset
+    from siamese_mrcnn.config import config_from_overrides
+    from siamese_mrcnn.model import SiameseMaskRCNN
+    from siamese_mrcnn.search import ExportedModel, list_images, search_collection
+
+    exported, found = os.path.join(out, "exported"), os.path.join(out, "search")
+    for folder in (exported, found):  # this run's model, not an earlier one's
+        shutil.rmtree(folder, ignore_errors=True)
+    model = SiameseMaskRCNN("inference", config_from_overrides(config, {"IMAGES_PER_GPU": 1}),
+                            os.path.join(out, "logs"))
+    model.load_weights(checkpoint, by_name=True)
+    model.export(exported)
+
+    dataset = IndexedCocoDataset()
+    dataset.load_coco(data_dir, "val", year="2017")
+    dataset.prepare()
+    rng = np.random.default_rng(seed)
+    category = int(rng.choice([int(c) for c in one_shot
+                               if len(dataset.category_image_index[int(c)])]))
+    image_id = int(rng.choice(dataset.category_image_index[category]))
+    masks, class_ids = dataset.load_mask(image_id)
+    y1, x1, y2, x2 = utils.extract_bboxes(masks)[
+        int(rng.choice(np.flatnonzero(class_ids == category)))]
+    crop = dataset.load_image(image_id)[y1:y2, x1:x2]
+    os.makedirs(found)
+    Image.fromarray(crop.astype(np.uint8)).save(os.path.join(found, "reference.png"))
+    files = list_images(os.path.join(data_dir, "val2017"))
+    summary = search_collection(ExportedModel(exported), crop, files, found,
+                                min_score=0.7, top=16, progress=False)
+    summary.update({"category": dataset.class_info[category]["name"],
+                    "exported": exported})
+    return summary
+
+
 def table_cell(mean: float, interval) -> str:
     """'mean [low, high]' in percent; COCO's -1 (no ground truth evaluated) as n/a."""
     if mean < 0:
@@ -253,6 +298,9 @@ def main(argv=None) -> int:
         timings["evaluate_s"] = time.time() - t
         picture = draw_examples(data_dir, checkpoint, inference_config, one_shot,
                                 os.path.join(out, "one_shot_detections.png"))
+        t = time.time()
+        search = export_and_search(data_dir, checkpoint, inference_config, one_shot, out)
+        timings["export_search_s"] = time.time() - t
     except CLIError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -263,7 +311,7 @@ def main(argv=None) -> int:
         "background_classes": [int(c) for c in background], "timings": timings,
         "config": {k: (list(v) if isinstance(v, tuple) else v)
                    for k, v in QUICKSTART_CONFIG.items()},
-        "overrides": overrides,
+        "overrides": overrides, "search": search,
     })
     with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2, default=float)
@@ -277,6 +325,11 @@ def main(argv=None) -> int:
                             results[f"{key}_ap50{suffix}_interval"])
                  for suffix in ("", "_segm")]
         print(f"{label:38} {cells[0]:>22} {cells[1]:>22}")
+    from siamese_mrcnn.search import summary_line
+
+    print(f"\nexported model: {search['exported']} (train_siamese.py search --model it)\n"
+          f"search for a {search['category']} (held out) in the val images: "
+          f"{summary_line(search)}")
     print(f"\nresults: {os.path.join(out, 'results.json')}\npicture: {picture}\n"
           f"total {timings['total_s'] / 60:.1f} min")
     return 0

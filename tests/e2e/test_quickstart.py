@@ -88,7 +88,8 @@ def test_results_json_has_the_six_ap50s_as_fractions_with_intervals(runs):
         assert results["details"][name]["runs"] == 1
     assert results["details"]["one_shot"]["class_ids"] == ONE_SHOT
     assert results["details"]["random"]["class_ids"] == ONE_SHOT
-    assert set(results["timings"]) == {"data_s", "train_s", "evaluate_s", "total_s"}
+    assert set(results["timings"]) == {"data_s", "train_s", "evaluate_s", "export_search_s",
+                                       "total_s"}
 
 
 @slow
@@ -105,6 +106,22 @@ def test_checkpoint_and_picture_are_written(runs):
         assert image.format == "PNG" and min(image.size) > 100
     # The generated data set (COCO layout) is under --out too.
     assert (out / "data" / "annotations" / "instances_val2017.json").is_file()
+
+
+@slow
+def test_the_model_is_exported_and_searches_the_val_images(runs):
+    out, search = runs["out"], runs["results"]["search"]
+    assert (out / "exported" / "saved_model.pb").is_file()
+    assert (out / "search" / "reference.png").is_file()
+    val_images = sorted((out / "data" / "val2017").iterdir())
+    assert search["images"] == len(val_images) == quickstart.PROFILES["quick"]["val"]
+    assert search["searched_now"] == len(val_images) and search["skipped"] == 0
+    lines = (out / "search" / "results.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["file"] for line in lines) == [str(p) for p in val_images]
+    for line in lines:
+        assert all(d["score"] >= 0.7 for d in json.loads(line)["detections"])
+    assert (search["contact_sheet"] is None) == (search["with_detections"] == 0)
+    assert "search for a " in runs["first"].stdout
 
 
 @slow
