@@ -275,7 +275,6 @@ def _save_picture(path: str, reference: np.ndarray, query: np.ndarray, result: d
 # --------------------------------------------------------------------- search
 def cmd_search(args) -> dict:
     """Searches a folder (or glob) of images for objects like one reference."""
-    from siamese_mrcnn.reference import MIN_REFERENCE_SIDE
     from siamese_mrcnn.search import list_images, search_collection, summary_line
 
     if bool(args.reference) == bool(args.reference_box):
@@ -298,6 +297,8 @@ def cmd_search(args) -> dict:
         raise CLIError(str(error)) from error
     reference = (read_image(args.reference) if args.reference
                  else reference_from_box(args.reference_box))
+    from siamese_mrcnn.reference import MIN_REFERENCE_SIDE  # imports TensorFlow
+
     if min(reference.shape[:2]) < MIN_REFERENCE_SIDE:
         raise CLIError(f"the reference is {reference.shape[0]}x{reference.shape[1]} pixels; "
                        f"expected at least {MIN_REFERENCE_SIDE}x{MIN_REFERENCE_SIDE}")
