@@ -483,7 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--top", type=int, default=16,
                         help="images on the contact sheet (default 16)")
     search.add_argument("--batch", type=int, default=4,
-                        help="images per model call (default 4)")
+                        help="images per model call (default 4; an exported model runs "
+                             "one image per call, and --config/--set do not apply to it)")
     search.add_argument("--quiet", action="store_true", help="no progress bar")
     search.set_defaults(func=cmd_search)
 
