@@ -203,19 +203,35 @@ def reference_from_box(spec: str) -> np.ndarray:
     return crop
 
 
-def cmd_detect(args) -> dict:
-    """Detects the objects like the reference in the query; writes a picture and JSON."""
+def check_one_reference(args) -> None:
+    """--reference and --reference-box: exactly one (detect, search)."""
     if bool(args.reference) == bool(args.reference_box):
         raise CLIError("give exactly one of --reference or --reference-box")
+
+
+def read_reference(args) -> np.ndarray:
+    """The reference image of --reference, or the crop of --reference-box."""
+    return (read_image(args.reference) if args.reference
+            else reference_from_box(args.reference_box))
+
+
+def inference_config(args, **forced):
+    """The evaluation config of --config / --split / --set, with ``forced`` fields over
+    --set (detect, search, export)."""
     overrides = parse_set(args.set)
     split = check_split(args.split)
+    return build_config(args.config, dict(overrides, **forced), evaluation=True,
+                        **run_names(args.config, split))
+
+
+def cmd_detect(args) -> dict:
+    """Detects the objects like the reference in the query; writes a picture and JSON."""
+    check_one_reference(args)
     # One query at a time, whatever the configuration trained with.
-    config = build_config(args.config, dict(overrides, IMAGES_PER_GPU=1, GPU_COUNT=1),
-                          evaluation=True, **run_names(args.config, split))
+    config = inference_config(args, IMAGES_PER_GPU=1, GPU_COUNT=1)
     check_model_spec(args.model)
     query = read_image(args.image)
-    reference = (read_image(args.reference) if args.reference
-                 else reference_from_box(args.reference_box))
+    reference = read_reference(args)
 
     from siamese_mrcnn.model import SiameseMaskRCNN
 
@@ -277,26 +293,20 @@ def cmd_search(args) -> dict:
     """Searches a folder (or glob) of images for objects like one reference."""
     from siamese_mrcnn.search import list_images, search_collection, summary_line
 
-    if bool(args.reference) == bool(args.reference_box):
-        raise CLIError("give exactly one of --reference or --reference-box")
+    check_one_reference(args)
     if args.batch < 1:
         raise CLIError(f"--batch must be >= 1, got {args.batch}")
     if args.top < 0:
         raise CLIError(f"--top must be >= 0, got {args.top}")
     exported = os.path.isdir(args.model)
-    overrides = parse_set(args.set)
-    split = check_split(args.split)
-    config = build_config(args.config, dict(overrides, IMAGES_PER_GPU=args.batch,
-                                            GPU_COUNT=1),
-                          evaluation=True, **run_names(args.config, split))
+    config = inference_config(args, IMAGES_PER_GPU=args.batch, GPU_COUNT=1)
     if not exported:
         check_model_spec(args.model)
     try:
         files = list_images(args.images)
     except ValueError as error:
         raise CLIError(str(error)) from error
-    reference = (read_image(args.reference) if args.reference
-                 else reference_from_box(args.reference_box))
+    reference = read_reference(args)
     from siamese_mrcnn.reference import MIN_REFERENCE_SIDE  # imports TensorFlow
 
     if min(reference.shape[:2]) < MIN_REFERENCE_SIDE:
@@ -334,12 +344,8 @@ def cmd_export(args) -> dict:
         raise CLIError(f"--shots must be >= 1, got {args.shots}")
     if os.path.exists(args.output):
         raise CLIError(f"--output {args.output} exists already; choose a new folder")
-    overrides = parse_set(args.set)
-    split = check_split(args.split)
-    fields = dict(overrides, IMAGES_PER_GPU=1, GPU_COUNT=1)
-    if args.shots is not None:
-        fields["NUM_TARGETS"] = args.shots
-    config = build_config(args.config, fields, evaluation=True, **run_names(args.config, split))
+    shots = {} if args.shots is None else {"NUM_TARGETS": args.shots}
+    config = inference_config(args, IMAGES_PER_GPU=1, GPU_COUNT=1, **shots)
     check_model_spec(args.model)
 
     from siamese_mrcnn.model import SiameseMaskRCNN
@@ -444,24 +450,27 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(func=cmd_evaluate)
 
-    detect = sub.add_parser("detect", parents=[common],
+    # detect and search: one reference, as an image or a box on an image.
+    reference = argparse.ArgumentParser(add_help=False)
+    reference.add_argument("--reference", default=None, help="reference image")
+    reference.add_argument("--reference-box", default=None, metavar="IMAGE:x,y,w,h",
+                           help="reference cropped from IMAGE at box x,y,w,h (pixels; x, y "
+                                "the top left corner)")
+
+    detect = sub.add_parser("detect", parents=[common, reference],
                             help="find objects like a reference in a query image",
                             description="Detect the objects of the reference's category in "
                                         "a query image; draws them with the reference "
                                         "inset.")
     detect.add_argument("--model", required=True, help="weights PATH.h5 or last")
     detect.add_argument("--image", required=True, help="query image")
-    detect.add_argument("--reference", default=None, help="reference image")
-    detect.add_argument("--reference-box", default=None, metavar="IMAGE:x,y,w,h",
-                        help="reference cropped from IMAGE at box x,y,w,h (pixels; x, y "
-                             "the top left corner)")
     detect.add_argument("--min-score", type=float, default=0.0,
                         help="drop detections below this score")
     detect.add_argument("--output", default=None, help="picture with the detections (PNG)")
     detect.add_argument("--json", default=None, help="detections as JSON")
     detect.set_defaults(func=cmd_detect)
 
-    search = sub.add_parser("search", parents=[common],
+    search = sub.add_parser("search", parents=[common, reference],
                             help="search a folder of images for objects like a reference",
                             description="Visual search by example: encode the reference "
                                         "once, run every image (in batches, the next one "
@@ -471,9 +480,6 @@ def build_parser() -> argparse.ArgumentParser:
                                         "with the same --output resumes.")
     search.add_argument("--model", required=True,
                         help="weights PATH.h5, last, or the folder of an exported model")
-    search.add_argument("--reference", default=None, help="reference image")
-    search.add_argument("--reference-box", default=None, metavar="IMAGE:x,y,w,h",
-                        help="reference cut from IMAGE at the box (pixels)")
     search.add_argument("--images", required=True,
                         help="a folder of images or a glob such as 'photos/*.jpg'")
     search.add_argument("--output", required=True,
