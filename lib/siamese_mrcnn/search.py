@@ -267,7 +267,8 @@ def search_collection(model, reference: np.ndarray, files: Sequence[str], output
     os.makedirs(output, exist_ok=True)
     results_path = os.path.join(output, RESULTS_NAME)
     started = time.perf_counter()
-    done = {r["file"] for r in load_results(results_path)}
+    records = load_results(results_path)  # earlier runs' lines, then this run's
+    done = {r["file"] for r in records}
     todo = [f for f in files if f not in done]
     # One encoding of the reference (k copies for a k-shot model), broadcast over batches.
     vectors = model.encode_reference([[reference] * model.config.NUM_TARGETS])
@@ -283,9 +284,11 @@ def search_collection(model, reference: np.ndarray, files: Sequence[str], output
             if ready["images"]:
                 results = model.detect_with_reference(vectors, ready["padded"],
                                                       molded=ready["molded"])
-                lines = [json.dumps(detections_record(path, image.shape, result, min_score))
-                         for path, image, result in zip(ready["paths"], ready["images"],
-                                                        results)]
+                new = [detections_record(path, image.shape, result, min_score)
+                       for path, image, result in zip(ready["paths"], ready["images"],
+                                                      results)]
+                records += new
+                lines = [json.dumps(record) for record in new]
                 # One write per batch, flushed to disk: a kill loses at most this batch.
                 out.write("\n".join(lines) + "\n")
                 out.flush()
@@ -294,7 +297,7 @@ def search_collection(model, reference: np.ndarray, files: Sequence[str], output
             bar.update(len(paths))
     seconds = time.perf_counter() - started
     listed = set(files)
-    records = [r for r in load_results(results_path) if r["file"] in listed]
+    records = [r for r in records if r["file"] in listed]
     sheet = write_contact_sheet(records, reference, os.path.join(output, SHEET_NAME), top)
     return {
         "images": len(files), "searched_now": searched,
