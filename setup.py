@@ -23,11 +23,12 @@ class build_py_with_pth(build_py):
         return super().get_outputs(*args, **kwargs) + [os.path.join(self.build_lib, HOOK_PTH)]
 
 here = Path(__file__).parent
-requirements = [
-    line.strip()
-    for line in (here / "requirements.txt").read_text().splitlines()
-    if line.strip() and not line.startswith("#")
-]
+def read_requirements(name: str) -> list:
+    return [line.strip() for line in (here / name).read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+
+
+requirements = read_requirements("requirements.txt")
 
 setup(
     name="siamese-mask-rcnn-tf2",
@@ -44,5 +45,8 @@ setup(
         # GPU users: pip install -e .[gpu] installs the CUDA build next to the CPU one;
         # uninstall tensorflow-cpu afterwards (see README).
         "gpu": ["tensorflow[and-cuda]==2.21.0"],
+        # The web page: python -m siamese_mrcnn.app (requirements-app.txt).
+        "app": read_requirements("requirements-app.txt"),
     },
+    package_data={"siamese_mrcnn.app": ["static/*"]},
 )

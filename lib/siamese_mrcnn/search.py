@@ -254,13 +254,27 @@ class _SearchConfig:
     NUM_TARGETS = 1  # the exported graph repeats one reference K times itself
 
 
-def search_collection(model, reference: np.ndarray, files: Sequence[str], output: str,
-                      min_score: float = 0.5, top: int = 16, progress: bool = True) -> dict:
+def shots(reference: np.ndarray | Sequence[np.ndarray], k: int) -> list[np.ndarray]:
+    """The k references of one query: one image repeated k times, or a list of 1 to k
+    images repeated in turn (ValueError for more than k)."""
+    references = [reference] if isinstance(reference, np.ndarray) else list(reference)
+    if not 1 <= len(references) <= k:
+        raise ValueError(f"expected 1 to {k} reference(s) for this {k}-shot model, got "
+                         f"{len(references)}")
+    return [references[i % len(references)] for i in range(k)]
+
+
+def search_collection(model, reference: np.ndarray | Sequence[np.ndarray],
+                      files: Sequence[str], output: str, min_score: float = 0.5,
+                      top: int = 16, progress: bool = True,
+                      on_batch: Optional[Callable[[list[dict], int], None]] = None) -> dict:
     """Searches ``files`` for objects like ``reference`` (see the module doc).
 
     model: a SiameseMaskRCNN in inference mode with its weights loaded (its BATCH_SIZE
-    images run per call), or an ExportedModel. Returns the summary (also printed by the
-    command line).
+    images run per call), or an ExportedModel. reference: one image, or up to
+    NUM_TARGETS images for a k-shot model (see ``shots``). on_batch(new_records,
+    files_done) is called after each batch (the web page's progress). Returns the
+    summary (also printed by the command line).
     """
     from tqdm import tqdm
 
@@ -271,10 +285,11 @@ def search_collection(model, reference: np.ndarray, files: Sequence[str], output
     done = {r["file"] for r in records}
     todo = [f for f in files if f not in done]
     # One encoding of the reference (k copies for a k-shot model), broadcast over batches.
-    vectors = model.encode_reference([[reference] * model.config.NUM_TARGETS])
+    references = shots(reference, model.config.NUM_TARGETS)
+    vectors = model.encode_reference([references])
     size = model.config.BATCH_SIZE
     batches = [todo[i:i + size] for i in range(0, len(todo), size)]
-    searched, skipped = 0, 0
+    searched, skipped, finished = 0, 0, 0
     with open(results_path, "a", encoding="utf-8") as out, \
             tqdm(total=len(todo), unit="img", disable=not progress, desc="search") as bar:
         for paths, ready in prefetched(batches, lambda b: _prepare_batch(model, b)):
@@ -294,11 +309,17 @@ def search_collection(model, reference: np.ndarray, files: Sequence[str], output
                 out.flush()
                 os.fsync(out.fileno())
                 searched += len(lines)
+            else:
+                new = []
             bar.update(len(paths))
+            finished += len(paths)
+            if on_batch is not None:
+                on_batch(new, finished)
     seconds = time.perf_counter() - started
     listed = set(files)
     records = [r for r in records if r["file"] in listed]
-    sheet = write_contact_sheet(records, reference, os.path.join(output, SHEET_NAME), top)
+    sheet = write_contact_sheet(records, references[0], os.path.join(output, SHEET_NAME),
+                                top)
     return {
         "images": len(files), "searched_now": searched,
         "from_earlier_runs": len(done & listed), "skipped": skipped,
@@ -319,6 +340,6 @@ def summary_line(summary: dict) -> str:
 
 
 __all__ = ["list_images", "read_rgb", "load_results", "detections_record", "prefetched",
-           "ExportedModel",
+           "ExportedModel", "shots",
            "write_contact_sheet", "search_collection", "summary_line", "RESULTS_NAME",
            "SHEET_NAME"]

@@ -21,51 +21,23 @@ from pycocotools import mask as mask_utils
 
 from siamese_mrcnn import cli, search
 from tests.helpers.processes import QUIET_ENV, kill_group, run_python
-from tests.helpers.settled import settle
+from tests.helpers.photos import make_folder, photo, tiny_weights
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = str(REPO / "samples" / "coco" / "train_siamese.py")
-SIZES = [(64, 64), (70, 90), (50, 120), (96, 64)]
 EVERY_DETECTION = ["--config", "tiny", "--set", "DETECTION_MIN_CONFIDENCE=0",
                    "--min-score", "0", "--quiet"]
-
-
-def _photo(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    image = rng.integers(90, 130, (height, width, 3)).astype(np.uint8)
-    for _ in range(2):
-        y, x = rng.integers(0, height - 16), rng.integers(0, width - 16)
-        image[y:y + 16, x:x + 16] = rng.integers(0, 256, 3)
-    return image
-
-
-def make_folder(folder: Path, count: int, seed: int = 0) -> list[str]:
-    """``count`` PNG photos of several sizes, a corrupt PNG and a text file."""
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    names = []
-    for i in range(count):
-        name = folder / f"photo_{i:03d}.png"
-        Image.fromarray(_photo(rng, *SIZES[i % len(SIZES)])).save(name)
-        names.append(str(name))
-    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not the rest of a png")
-    (folder / "notes.txt").write_text("not an image\n")
-    return names
 
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """A folder of 9 photos (+ 2 bad files), a reference, and tiny random weights."""
-    from siamese_mrcnn.config import preset
-    from siamese_mrcnn.model import SiameseMaskRCNN
-
     root = tmp_path_factory.mktemp("search")
     photos = make_folder(root / "photos", 9)
-    Image.fromarray(_photo(np.random.default_rng(7), 24, 20)).save(root / "ref.png")
+    Image.fromarray(photo(np.random.default_rng(7), 24, 20)).save(root / "ref.png")
     Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(root / "dot.png")
     (root / "empty").mkdir()
-    model = SiameseMaskRCNN("inference", preset("tiny_eval"), str(root / "logs"))
-    settle(model, [0.0, 0.5])
-    model.save_weights(str(root / "tiny.h5"))
+    tiny_weights(root / "tiny.h5")
     return {"root": root, "photos": photos}
 
 
