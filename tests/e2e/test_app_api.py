@@ -320,3 +320,11 @@ def test_a_k_shot_model_takes_up_to_k_references_each_with_its_box(work):
         assert four.status_code == 400 and "expected 1 to 3" in four.json()["error"]
     finally:
         engine.close()
+
+
+def test_the_server_shutdown_closes_the_engine(work):
+    engine = Engine(work["model"], "tiny.h5", images=str(work["root"] / "photos"))
+    with TestClient(create_app(engine, close_engine=True)) as client:  # runs the lifespan
+        assert client.get("/api/info").status_code == 200
+        assert os.path.isdir(engine.workdir)
+    assert not os.path.exists(engine.workdir)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -102,12 +103,16 @@ def quickstart_scenario(out: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def server(scenario):
+def server(scenario, tmp_path_factory):
+    """The server, started as a user starts it, with a temporary folder of its own
+    (TMPDIR) so that the test can see what it leaves there."""
     port = free_port()
     command = [sys.executable, "-m", "siamese_mrcnn.app", *scenario["args"], "--images",
                str(scenario["folder"]), "--port", str(port)]
     env = dict(os.environ, **QUIET_ENV)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "lib"), env.get("PYTHONPATH", "")])
+    temporary = tmp_path_factory.mktemp("server_tmp")
+    env["TMPDIR"] = str(temporary)
     proc = subprocess.Popen(command, cwd=str(ROOT), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -126,7 +131,7 @@ def server(scenario):
                 pass
             assert time.monotonic() < deadline, "the server did not start (hung?)"
             time.sleep(0.5)
-        yield url
+        yield {"url": url, "proc": proc, "tmp": temporary}
     finally:
         kill_group(proc)
         proc.communicate()
@@ -164,6 +169,7 @@ def expected(records: list, minimum: float) -> dict:
 
 def test_the_page_end_to_end_in_chromium(scenario, server, tmp_path):
     sync_playwright = _browser_or_skip()
+    url = server["url"]
     requests = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
@@ -171,7 +177,8 @@ def test_the_page_end_to_end_in_chromium(scenario, server, tmp_path):
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.on("request", lambda r: requests.append(r.url))
-            page.goto(server + "/")
+            assert list(server["tmp"].iterdir()) != []  # the jobs folder, made at start
+            page.goto(url + "/")
             page.wait_for_selector("body[data-ready=true]")
 
             # 1. The reference, and a box dragged on it with the mouse.
@@ -202,7 +209,7 @@ def test_the_page_end_to_end_in_chromium(scenario, server, tmp_path):
             page.click("#run-uploads")
             page.wait_for_selector("#results[data-state=done]", timeout=RUN_TIMEOUT_MS)
             assert page.text_content("#error") == ""
-            records = api_detect(server, scenario["reference"], box, scenario["queries"])
+            records = api_detect(url, scenario["reference"], box, scenario["queries"])
             assert shown(page) == expected(records, 0.5)
             assert shown(page)["total"] > 0
 
@@ -242,3 +249,8 @@ def test_the_page_end_to_end_in_chromium(scenario, server, tmp_path):
             assert "must be an image" in page.text_content("#error")
         finally:
             browser.close()
+
+    # 6. Stopped as Ctrl-C or a service manager stops it: its temporary files are gone.
+    server["proc"].send_signal(signal.SIGTERM)
+    server["proc"].wait(timeout=300)  # a hang bound; it exits in about a second
+    assert list(server["tmp"].iterdir()) == []

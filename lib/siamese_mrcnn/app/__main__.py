@@ -87,13 +87,13 @@ def serve(args) -> None:
                     max_pixels=args.max_pixels)
     engine = load_engine(args)
     try:
-        app = create_app(engine, limits)
+        app = create_app(engine, limits, close_engine=True)  # closed at the shutdown
         print(f"serving {engine.model_name} ({engine.shots}-shot) on "
               f"http://{args.host}:{args.port}/" + (f"; folder: {args.images} "
               f"({len(engine.folder_files)} files)" if args.images else ""), flush=True)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:
-        engine.close()
+        engine.close()  # if the server never started (a port in use); closing twice is fine
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,7 @@ loop stays free.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -149,9 +150,21 @@ def _min_score(form) -> float:
     return value
 
 
-def create_app(engine: Engine, limits: Optional[Limits] = None) -> Starlette:
-    """The Starlette application around ``engine`` (the caller closes the engine)."""
+def create_app(engine: Engine, limits: Optional[Limits] = None,
+               close_engine: bool = False) -> Starlette:
+    """The Starlette application around ``engine``. close_engine: the server's shutdown
+    closes the engine (its thread, its temporary folder). uvicorn ends a Ctrl-C or
+    SIGTERM by raising the signal again after the shutdown, so a ``finally`` around
+    ``uvicorn.run`` would never run: the lifespan is where the cleanup happens."""
     limits = limits or Limits()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        try:
+            yield
+        finally:
+            if close_engine:
+                await asyncio.get_running_loop().run_in_executor(None, engine.close)
 
     async def run_model(function, *args):
         return await asyncio.get_running_loop().run_in_executor(engine.executor, function,
@@ -237,7 +250,7 @@ def create_app(engine: Engine, limits: Optional[Limits] = None) -> Starlette:
         Route("/api/folder/{name}", folder_image),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=limits.max_bytes)
     return app
 
