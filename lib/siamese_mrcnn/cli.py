@@ -17,7 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from mrcnn.cli_support import CLIError, add_set_option, parse_set, run_command  # noqa: F401
+from mrcnn.cli_support import (CLIError, add_set_option, parse_set,  # noqa: F401
+                               run_command, user_input)
 # What the subcommands read (--config, --dataset/--split, --schedule, --model), re-exported
 # under their old names.
 from siamese_mrcnn.cli_inputs import (MODEL_CHOICES, annotation_file,  # noqa: F401
@@ -95,18 +96,8 @@ def parse_eval_types(text: str) -> list:
     return types
 
 
-def cmd_evaluate(args) -> dict:
-    """The paper's one-shot protocol; prints a table, writes the JSON of --output."""
-    overrides = parse_set(args.set)
-    split = check_split(args.split)
-    eval_types = parse_eval_types(args.eval_type)
-    if args.runs < 1:
-        raise CLIError(f"--runs must be >= 1, got {args.runs}")
-    if args.limit < 0:
-        raise CLIError(f"--limit must be >= 0 (0: all images), got {args.limit}")
-    config = build_config(args.config, overrides, evaluation=True, NUM_TARGETS=args.shots,
-                          **run_names(args.config, split))
-    check_model_spec(args.model)
+def evaluation_dataset(args, split: str):
+    """The --dataset/--subset data set with the --classes of ``split`` active."""
     [(dataset, coco)], one_shot, background = load_split_datasets(
         args.dataset, args.year, split, 0, subset=args.subset)
     classes = {"one-shot": one_shot, "background": background,
@@ -114,12 +105,62 @@ def cmd_evaluate(args) -> dict:
     if len(classes) == 0:
         raise CLIError(f"--classes {args.classes}: split {split} has no such classes")
     dataset.set_active_classes(classes)
+    return dataset, coco
+
+
+def cmd_evaluate(args) -> dict:
+    """The paper's one-shot protocol; prints a table, writes the JSON of --output.
+    --shard I/N writes one part instead; --merge computes the table from all parts."""
+    overrides = parse_set(args.set)
+    split = check_split(args.split)
+    if args.merge:
+        return merge_evaluation(args, split)
+    eval_types = parse_eval_types(args.eval_type)
+    if args.runs < 1:
+        raise CLIError(f"--runs must be >= 1, got {args.runs}")
+    if args.limit < 0:
+        raise CLIError(f"--limit must be >= 0 (0: all images), got {args.limit}")
+    shard = None
+    if args.shard:
+        from siamese_mrcnn.shards import parse_shard
+
+        with user_input("--shard"):
+            shard = parse_shard(args.shard)
+        if args.random_baseline:
+            raise CLIError("--shard: the random-boxes baseline cannot be sharded (its boxes "
+                           "depend on the batches); evaluate it in one process")
+        if not args.output:
+            raise CLIError("--shard needs --output (the part file, e.g. part0.json)")
+    if not args.model:
+        raise CLIError("evaluate needs --model (or --merge with the part files)")
+    config = build_config(args.config, overrides, evaluation=True, NUM_TARGETS=args.shots,
+                          **run_names(args.config, split))
+    check_model_spec(args.model)
+    dataset, coco = evaluation_dataset(args, split)
 
     from siamese_mrcnn.evaluation import run_evaluation
     from siamese_mrcnn.model import SiameseMaskRCNN
 
     model = SiameseMaskRCNN("inference", config, args.logs)
     checkpoint = init_weights(model, args.model)
+    meta = {"checkpoint": checkpoint, "dataset": args.dataset,
+            "subset": args.subset, "split": split, "classes": args.classes,
+            "shots": config.NUM_TARGETS, "limit": args.limit,
+            "random_baseline": bool(args.random_baseline), "runs": args.runs,
+            "seed": args.seed, "overrides": overrides}
+    if shard is not None:
+        from siamese_mrcnn.shards import evaluate_shard, write_shard
+
+        part = evaluate_shard(model, dataset, shard, runs=args.runs, seed=args.seed,
+                              eval_type=eval_types, limit=args.limit,
+                              verbose=0 if args.quiet else 1)
+        part["meta"] = meta
+        write_shard(part, args.output)
+        done = len(part["run_records"][0]["pairs"]) + len(part["run_records"][0]["skipped"])
+        print(f"shard {shard[0]}/{shard[1]}: {done} of {part['total_pairs']} pairs x "
+              f"{args.runs} run(s); wrote {args.output} (merge all {shard[1]} with "
+              "evaluate --merge)")
+        return part
     try:
         summary = run_evaluation(model, dataset, coco, runs=args.runs, seed=args.seed,
                                  eval_type=eval_types, limit=args.limit,
@@ -128,17 +169,34 @@ def cmd_evaluate(args) -> dict:
     except ValueError as error:
         raise CLIError(str(error)) from error
     results = summary.to_dict()
-    results["meta"] = {"checkpoint": checkpoint, "dataset": args.dataset,
-                       "subset": args.subset, "split": split, "classes": args.classes,
-                       "shots": config.NUM_TARGETS, "limit": args.limit,
-                       "random_baseline": bool(args.random_baseline), "runs": args.runs,
-                       "seed": args.seed, "overrides": overrides}
+    results["meta"] = meta
+    return report_evaluation(results, args.output)
+
+
+def merge_evaluation(args, split: str) -> dict:
+    """evaluate --merge part0.json ...: the statistics of the sharded evaluation."""
+    from siamese_mrcnn.shards import merge_shards, read_shard
+
+    with user_input("--merge"):
+        shards = [read_shard(path) for path in args.merge]
+    dataset, coco = evaluation_dataset(args, split)
+    with user_input("--merge"):
+        summary = merge_shards(shards, dataset, coco, verbose=0 if args.quiet else 1,
+                               names=args.merge)
+    results = summary.to_dict()
+    results["meta"] = dict(shards[0].get("meta", {}), merged=list(args.merge))
+    return report_evaluation(results, args.output)
+
+
+def report_evaluation(results: dict, output: str | None) -> dict:
+    """Prints the table; writes the JSON to ``output`` (temporary name, then renamed)."""
     print(format_results_table(results))
-    if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w", encoding="utf-8") as f:
+    if output:
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        with open(output + ".partial", "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2, default=_json_default)
-        logger.info("Wrote %s", args.output)
+        os.replace(output + ".partial", output)
+        logger.info("Wrote %s", output)
     return results
 
 
@@ -426,9 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
                                           "(per statistic each run's value, mean, interval; "
                                           "per-class AP50).")
     evaluate.add_argument("--dataset", required=True, help="COCO-format root")
-    evaluate.add_argument("--model", required=True,
+    evaluate.add_argument("--model", default=None,
                           help="PATH.h5 or last (the latest checkpoint of the run of "
-                               "--config/--split/--set)")
+                               "--config/--split/--set); required but with --merge")
     evaluate.add_argument("--subset", default="val", help="subset to test on (default val)")
     evaluate.add_argument("--classes", default="one-shot", choices=CLASS_SETS,
                           help="categories to evaluate: one-shot (held out), background "
@@ -447,6 +505,14 @@ def build_parser() -> argparse.ArgumentParser:
                           help="random boxes: detections moved at random (the paper's "
                                "baseline)")
     evaluate.add_argument("--output", default=None, help="write the results JSON here")
+    evaluate.add_argument("--shard", default=None, metavar="I/N",
+                          help="evaluate only every N-th pair, starting at pair I, of the "
+                               "same seeded protocol, and write them to --output (a part "
+                               "file); run I = 0..N-1 anywhere, then --merge")
+    evaluate.add_argument("--merge", nargs="+", default=None, metavar="PART.json",
+                          help="the statistics of a sharded evaluation from all N part "
+                               "files (with the same --dataset/--subset/--split/--classes; "
+                               "no model needed); equal to the unsharded evaluation")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(func=cmd_evaluate)
 

@@ -150,6 +150,23 @@ def evaluate_protocol(model: Any, dataset: Any, dataset_object: COCO,
         raise ValueError("dataset_type: only 'coco' is supported, got {!r}".format(dataset_type))
     check_model_config(model)
     types = parse_eval_types(eval_type)
+    image_ids, chosen, queries = protocol_pairs(dataset, limit, image_ids, class_index)
+    root = seed_sequence(seed)
+    t_start = time.perf_counter()
+    detected = detect_pairs(model, dataset, queries, root, random_detections=random_detections,
+                            shared_reference=shared_reference,
+                            allow_same_image=allow_same_image, workers=workers,
+                            cache_queries=cache_queries, verbose=verbose)
+    results = [r for _, pair_results in detected["pairs"] for r in pair_results]
+    return score_pairs(dataset, dataset_object, results, image_ids, chosen, types, verbose,
+                       detected, seed_label(root), t_start,
+                       keep_results=keep_results)
+
+
+def protocol_pairs(dataset: Any, limit: int = 0, image_ids: Optional[Sequence[int]] = None,
+                   class_index: Any = None) -> tuple:
+    """(image ids, chosen class ids, queries): what the protocol evaluates. queries:
+    [(internal image id, [internal class ids])], the pairs in their fixed order."""
     check_indexed(dataset)
     image_ids = requested_images(dataset, image_ids, limit)
     chosen = chosen_classes(dataset, class_index)
@@ -158,21 +175,40 @@ def evaluate_protocol(model: Any, dataset: Any, dataset_object: COCO,
     if not_active:
         logger.warning("Classes %s are averaged over but not active: they get no references "
                        "(AP 0)", not_active)
-    queries = evaluation_pairs(dataset, image_ids, active.intersection(chosen.tolist()))
-    root = seed_sequence(seed)
-    workers = getattr(model.config, "WORKERS", 0) if workers is None else workers
+    return image_ids, chosen, evaluation_pairs(dataset, image_ids,
+                                               active.intersection(chosen.tolist()))
 
+
+def detect_pairs(model: Any, dataset: Any, queries: list, root: np.random.SeedSequence, *,
+                 random_detections: bool = False, shared_reference: bool = False,
+                 allow_same_image: bool = False, workers: Optional[int] = None,
+                 cache_queries: bool = True, verbose: int = 1) -> dict:
+    """Runs the pairs of ``queries``. Returns {"pairs": [((image id, class id), COCO
+    results)] in the order of ``queries``, "skipped": [(image id, class id)], "total":
+    the number of pairs, "timing": {...}, "seconds": detection wall time}."""
+    workers = getattr(model.config, "WORKERS", 0) if workers is None else workers
     t_start = time.perf_counter()
     detector = PairRunner(model, dataset, root, random_detections, shared_reference,
-                             allow_same_image, workers or 0, cache_queries)
+                          allow_same_image, workers or 0, cache_queries)
     total = sum(len(categories) for _, categories in queries)
-    results = []
+    pairs = []
     with progress_bar(total, verbose, "Evaluating") as progress:
         for image_id, category, detection in detector.run(queries, progress):
-            results.extend(detections_to_coco(detection, dataset.image_info[image_id]["id"],
-                                              source_category_id(dataset, category)))
-    t_detections = time.perf_counter() - t_start
+            pairs.append(((int(image_id), int(category)), detections_to_coco(
+                detection, dataset.image_info[image_id]["id"],
+                source_category_id(dataset, category))))
+    return {"pairs": pairs, "skipped": list(detector.skipped), "total": total,
+            "timing": dict(detector.timing), "seconds": time.perf_counter() - t_start}
 
+
+def score_pairs(dataset: Any, dataset_object: COCO, results: list, image_ids: Sequence[int],
+                chosen: Sequence[int], types: tuple, verbose: int, detected: dict,
+                seed: Any, t_start: float, keep_results: bool = False) -> EvaluationResult:
+    """COCOeval of ``results`` (COCO detections of every pair, in the pairs' order) per
+    eval type, and the EvaluationResult; detected: detect_pairs()'s skipped, total,
+    timing and seconds (of all shards, when merged)."""
+    total, skipped = detected["total"], detected["skipped"]
+    t_detections = detected["seconds"]
     coco_image_ids = [int(dataset.image_info[i]["id"]) for i in image_ids]
     coco_category_ids = [source_category_id(dataset, c) for c in chosen]
     stats, per_class, coco_evals = {}, {}, {}
@@ -181,12 +217,12 @@ def evaluate_protocol(model: Any, dataset: Any, dataset_object: COCO,
                                   current)
         if verbose > 0:
             logger.info("Evaluation '%s' over %d classes, %d images, %d pairs:", current,
-                        len(chosen), len(coco_image_ids), total - len(detector.skipped))
+                        len(chosen), len(coco_image_ids), total - len(skipped))
         stats[current] = coco_eval.summarize(verbose=verbose)
         per_class[current] = per_class_ap50(coco_eval, dataset, chosen)
         coco_evals[current] = coco_eval
     total_time = time.perf_counter() - t_start
-    timing = dict(detector.timing, detections=t_detections, total=total_time,
+    timing = dict(detected["timing"], detections=t_detections, total=total_time,
                   pairs_per_second=total / t_detections if t_detections > 0 else 0.0)
     if verbose > 0:
         # The paper code's lines (it timed per image, one pair per image and category).
@@ -197,6 +233,6 @@ def evaluate_protocol(model: Any, dataset: Any, dataset_object: COCO,
         eval_types=types, class_ids=[int(c) for c in chosen],
         class_names=[class_name_of(dataset, c) for c in chosen],
         coco_image_ids=coco_image_ids, stats=stats, per_class_ap50=per_class,
-        coco_evals=coco_evals, num_pairs=total - len(detector.skipped),
-        skipped_pairs=detector.skipped, timing=timing, seed=seed_label(root),
+        coco_evals=coco_evals, num_pairs=total - len(skipped),
+        skipped_pairs=skipped, timing=timing, seed=seed,
         results=results if keep_results else None)

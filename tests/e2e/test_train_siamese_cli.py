@@ -562,3 +562,79 @@ def test_split_datasets_read_the_train_file_once(work, monkeypatch):
     train_ids = {info["id"] for info in train.image_info}
     assert train_ids.isdisjoint(info["id"] for info in val.image_info)
     assert list(train.get_active_classes()) == list(background)
+
+
+# ------------------------------------------------------------- sharded evaluation
+def evaluate_in_process(work: Path, *extra) -> int:
+    """evaluate every category on the 12 val images, 2 runs, every detection kept."""
+    return cli.main(["evaluate", "--dataset", str(work / "data"), "--runs", "2",
+                     "--classes", "all", "--eval-type", "bbox,segm", "--seed", "5",
+                     "--logs", str(work / "logs"), "--quiet", *TINY_SET,
+                     "DETECTION_MIN_CONFIDENCE=0", *map(str, extra)])
+
+
+@slow
+def test_three_shards_merged_equal_the_unsharded_evaluation(work, trained, tmp_path, capsys):
+    from siamese_mrcnn.model import SiameseMaskRCNN
+    from tests.helpers.settled import settle
+
+    # The 2-epoch model finds nothing (all statistics 0, equal for any reason): settled,
+    # its detections are anchor boxes with foreground scores, some of them on objects.
+    config = cli.build_config("small", cli.parse_set(TINY_SET[1:]), evaluation=True)
+    model = SiameseMaskRCNN("inference", config, str(tmp_path / "logs"))
+    model.load_weights(str(trained["log_dir"] / "siamese_mrcnn_0002.h5"), by_name=True)
+    settle(model, [0.0, 0.5])
+    checkpoint = tmp_path / "settled.h5"
+    model.save_weights(str(checkpoint))
+    assert evaluate_in_process(work, "--model", checkpoint, "--output",
+                               tmp_path / "all.json") == 0
+    parts = [tmp_path / f"part{i}.json" for i in range(3)]
+    for i, part in enumerate(parts):
+        assert evaluate_in_process(work, "--model", checkpoint, "--shard", f"{i}/3",
+                                   "--output", part) == 0
+        assert f"shard {i}/3:" in capsys.readouterr().out
+    # Any order of the parts; no model.
+    assert evaluate_in_process(work, "--merge", *reversed(parts), "--output",
+                               tmp_path / "merged.json") == 0
+    table = capsys.readouterr().out
+    assert "(2 run(s)" in table
+    whole = json.loads((tmp_path / "all.json").read_text())
+    merged = json.loads((tmp_path / "merged.json").read_text())
+    for key in ("stats", "per_class_ap50", "seeds", "class_ids", "eval_types", "runs"):
+        assert merged[key] == whole[key], key
+    # Not a comparison of zeros: the model finds something in every run.
+    assert all(v > 0 for v in whole["stats"]["bbox"]["AR100"]["runs"]), whole["stats"]["bbox"]
+    pairs = [json.loads(p.read_text())["run_records"][0]["pairs"] for p in parts]
+    positions = sorted(k for part in pairs for k, _ in part)
+    assert positions == list(range(len(positions))) and all(len(p) > 0 for p in pairs)
+    assert merged["meta"]["merged"] == [str(p) for p in reversed(parts)]
+
+
+@pytest.mark.parametrize("case, words", [
+    ("missing shard", "expected shards 0..2 once each; missing [2]"),
+    ("corrupt part", "not a shard file (corrupt JSON"),
+    ("bad shard", "--shard expects I/N with 0 <= I < N"),
+    ("random baseline", "the random-boxes baseline cannot be sharded"),
+    ("no output", "--shard needs --output"),
+    ("no model", "evaluate needs --model"),
+])
+def test_sharded_evaluation_errors_are_one_line(work, tmp_path, case, words, capsys):
+    part = {"format": "siamese-mrcnn-shard/1", "shard": 0, "num_shards": 3, "runs": 1,
+            "seed": 0, "eval_types": ["bbox"], "coco_image_ids": [], "class_ids": [],
+            "total_pairs": 0, "shots": 1, "run_records": [{"pairs": [], "skipped": [],
+                                                           "timing": {}, "seconds": 0}]}
+    (tmp_path / "p0.json").write_text(json.dumps(part))
+    (tmp_path / "p1.json").write_text(json.dumps(dict(part, shard=1)))
+    (tmp_path / "bad.json").write_text('{"format": "siamese-mrcnn-shard/1", "sha')
+    args = {
+        "missing shard": ["--merge", tmp_path / "p0.json", tmp_path / "p1.json"],
+        "corrupt part": ["--merge", tmp_path / "p0.json", tmp_path / "bad.json"],
+        "bad shard": ["--model", "none", "--shard", "3/3", "--output", tmp_path / "x"],
+        "random baseline": ["--model", "none", "--shard", "0/2", "--random-baseline",
+                            "--output", tmp_path / "x"],
+        "no output": ["--model", "none", "--shard", "0/2"],
+        "no model": [],
+    }[case]
+    assert evaluate_in_process(work, *args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0], err
