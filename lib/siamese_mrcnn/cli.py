@@ -21,15 +21,16 @@ from mrcnn.cli_support import (CLIError, add_set_option, parse_set,  # noqa: F40
                                run_command, user_input)
 # What the subcommands read (--config, --dataset/--split, --schedule, --model), re-exported
 # under their old names.
-from siamese_mrcnn.cli_inputs import (MODEL_CHOICES, annotation_file,  # noqa: F401
-                                      build_config, check_model_spec, check_split,
-                                      init_weights, load_split_datasets, resolve_schedule,
-                                      run_names)
+from siamese_mrcnn.cli_inputs import (EVAL_TYPES, MODEL_CHOICES,  # noqa: F401
+                                      annotation_file, build_config, check_model_spec,
+                                      check_split, init_weights, json_default,
+                                      load_split_datasets, parse_eval_types,
+                                      resolve_schedule, run_names)
+from siamese_mrcnn.cli_report import add_report_parser
 
 logger = logging.getLogger(__name__)
 
 CLASS_SETS = ("one-shot", "background", "all")
-EVAL_TYPES = ("bbox", "segm")
 
 
 # ---------------------------------------------------------------------- train
@@ -87,13 +88,6 @@ def cmd_train(args) -> dict:
 
 
 # ------------------------------------------------------------------- evaluate
-def parse_eval_types(text: str) -> list:
-    """'bbox,segm' -> ['bbox', 'segm'] (each one of EVAL_TYPES, at least one)."""
-    types = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [t for t in types if t not in EVAL_TYPES]
-    if not types or bad:
-        raise CLIError(f"--eval-type: expected bbox, segm or bbox,segm, got {text!r}")
-    return types
 
 
 def evaluation_dataset(args, split: str):
@@ -219,12 +213,7 @@ def format_results_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+_json_default = json_default  # the old private name
 
 
 # --------------------------------------------------------------------- detect
@@ -572,6 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--shots", type=int, default=None,
                         help="references per query, K (NUM_TARGETS; default the config's)")
     export.set_defaults(func=cmd_export)
+    add_report_parser(sub, common)
     return parser
 
 

@@ -12,6 +12,8 @@ import logging
 import os
 from typing import Any
 
+import numpy as np
+
 from mrcnn.cli_support import CLIError
 
 # The command line's messages come from one logger, whichever module says them.
@@ -245,3 +247,24 @@ def init_weights(model, spec: str, schedule: dict | None = None) -> str:
         raise CLIError(f"--model {spec}: {error}") from error
     except OSError as error:  # h5py: not an HDF5 file, truncated, unreadable
         raise CLIError(f"--model {spec}: cannot read the weights: {error}") from error
+
+
+EVAL_TYPES = ("bbox", "segm")
+
+
+def parse_eval_types(text: str) -> list:
+    """'bbox,segm' -> ['bbox', 'segm'] (each one of EVAL_TYPES, at least one)."""
+    types = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in types if t not in EVAL_TYPES]
+    if not types or bad:
+        raise CLIError(f"--eval-type: expected bbox, segm or bbox,segm, got {text!r}")
+    return types
+
+
+def json_default(value):
+    """json.dump's default for numpy scalars and arrays (result files)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")

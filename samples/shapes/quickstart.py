@@ -331,7 +331,9 @@ def main(argv=None) -> int:
           f"search for a {search['category']} (held out) in the val images: "
           f"{summary_line(search)}")
     print(f"\nresults: {os.path.join(out, 'results.json')}\npicture: {picture}\n"
-          f"total {timings['total_s'] / 60:.1f} min")
+          f"total {timings['total_s'] / 60:.1f} min\n"
+          f"try it in a web page: make app (python -m siamese_mrcnn.app --model "
+          f"{search['exported']} --images {os.path.join(out, 'data', 'val2017')})")
     return 0
 
 

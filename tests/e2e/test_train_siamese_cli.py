@@ -573,19 +573,26 @@ def evaluate_in_process(work: Path, *extra) -> int:
                      "DETECTION_MIN_CONFIDENCE=0", *map(str, extra)])
 
 
-@slow
-def test_three_shards_merged_equal_the_unsharded_evaluation(work, trained, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def settled(trained, tmp_path_factory) -> Path:
+    """The 2-epoch checkpoint, settled: it finds nothing as it is (every statistic 0,
+    equal for any reason); settled, its detections are anchor boxes with foreground
+    scores, some of them on objects."""
     from siamese_mrcnn.model import SiameseMaskRCNN
     from tests.helpers.settled import settle
 
-    # The 2-epoch model finds nothing (all statistics 0, equal for any reason): settled,
-    # its detections are anchor boxes with foreground scores, some of them on objects.
+    root = tmp_path_factory.mktemp("settled")
     config = cli.build_config("small", cli.parse_set(TINY_SET[1:]), evaluation=True)
-    model = SiameseMaskRCNN("inference", config, str(tmp_path / "logs"))
+    model = SiameseMaskRCNN("inference", config, str(root / "logs"))
     model.load_weights(str(trained["log_dir"] / "siamese_mrcnn_0002.h5"), by_name=True)
     settle(model, [0.0, 0.5])
-    checkpoint = tmp_path / "settled.h5"
-    model.save_weights(str(checkpoint))
+    model.save_weights(str(root / "settled.h5"))
+    return root / "settled.h5"
+
+
+@slow
+def test_three_shards_merged_equal_the_unsharded_evaluation(work, settled, tmp_path, capsys):
+    checkpoint = settled
     assert evaluate_in_process(work, "--model", checkpoint, "--output",
                                tmp_path / "all.json") == 0
     parts = [tmp_path / f"part{i}.json" for i in range(3)]
@@ -636,5 +643,64 @@ def test_sharded_evaluation_errors_are_one_line(work, tmp_path, case, words, cap
         "no model": [],
     }[case]
     assert evaluate_in_process(work, *args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0], err
+
+
+# ------------------------------------------------------------------------ report
+@slow
+def test_report_writes_both_tables_and_the_figures_and_reuses_its_cells(work, settled,
+                                                                        tmp_path, capsys):
+    common = ["report", "--dataset", str(work / "data"), "--runs", "2", "--limit", "6",
+              "--shots", "1,2", "--seed", "1", "--logs", str(work / "logs"), "--quiet",
+              *TINY_SET, "DETECTION_MIN_CONFIDENCE=0"]
+    out = tmp_path / "report"
+    assert cli.main([*common, "--models", f"{settled},{settled}", "--output",
+                     str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "8 cell(s) evaluated, 0 read" in printed
+    table2 = (out / "table2.md").read_text()
+    assert table2.splitlines()[0] == "|  |  | S1 | S2 | mean |"
+    labels = [line.split("|")[1].strip() + "/" + line.split("|")[2].strip()
+              for line in table2.splitlines()[2:] if line.startswith("| ")]
+    assert labels == [f"{row}/{kind}" for row in (
+        "Siamese, background", "Siamese, one-shot", "Random boxes, one-shot",
+        "Siamese 2-shot, one-shot") for kind in ("boxes", "masks")]
+    rows = json.loads((out / "table2.json").read_text())
+    cell = json.loads((out / "cells" / "s2_one-shot_2shot.json").read_text())
+    assert cell["meta"]["shots"] == 2 and cell["runs"] == 2
+    two_shot = next(r for r in rows if r["row"] == "Siamese 2-shot, one-shot"
+                    and r["kind"] == "boxes")
+    assert two_shot["values"]["S2"]["runs"] == cell["stats"]["bbox"]["AP50"]["runs"]
+    for row in rows:  # the mean column: run r averaged over the splits, then its mean
+        s1, s2, mean = (row["values"][k] for k in ("S1", "S2", "mean"))
+        averaged = (np.array(s1["runs"]) + np.array(s2["runs"])) / 2
+        assert mean["runs"] == pytest.approx(averaged.tolist())
+        assert mean["mean"] == pytest.approx((s1["mean"] + s2["mean"]) / 2)
+        assert mean["low"] <= mean["mean"] <= mean["high"]
+    table1 = (out / "table1.md").read_text()
+    assert "| Siamese, one-shot, mean of the splits |" in table1
+    assert any(v > 0 for r in rows for v in r["values"]["S1"]["runs"])  # not all zeros
+    for name in ("confusion_bbox.png", "confusion_segm.json", "ap50_by_instances.png"):
+        assert (out / "figures_s1" / name).is_file(), name
+
+    # Again from its cells (no models): the same tables, nothing evaluated.
+    again = tmp_path / "again"
+    assert cli.main([*common, "--splits", "2", "--results", str(out / "cells"), "--output",
+                     str(again)]) == 0
+    assert "0 cell(s) evaluated, 8 read" in capsys.readouterr().out
+    assert (again / "table2.md").read_text() == table2
+    assert (again / "table1.md").read_text() == table1
+
+
+@pytest.mark.parametrize("args, words", [
+    ([], "give --models"),
+    (["--splits", "2"], "no result and no model for split(s) ['1', '2']"),
+    (["--models", "missing.h5"], "missing.h5"),
+    (["--models", "none", "--shots", "1,x"], "--shots expects numbers"),
+])
+def test_report_errors_are_one_line(work, tmp_path, args, words, capsys):
+    assert cli.main(["report", "--dataset", str(work / "data"), "--output",
+                     str(tmp_path / "r"), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and words in err[0], err
