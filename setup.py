@@ -48,5 +48,6 @@ setup(
         # The web page: python -m siamese_mrcnn.app (requirements-app.txt).
         "app": read_requirements("requirements-app.txt"),
     },
-    package_data={"siamese_mrcnn.app": ["static/*"]},
+    package_data={"siamese_mrcnn.app": ["static/*"],
+                  "siamese_mrcnn": ["imagenet_classes/*.txt"]},
 )

@@ -130,7 +130,7 @@ def test_readme_layout_names_every_module_and_no_missing_one():
     every name it gives exists (the issue "One design": the layout matches the tree)."""
     sections = readme_layout()
     folders = ("lib/mrcnn/", "lib/siamese_mrcnn/", "lib/siamese_mrcnn/app/", "samples/coco/",
-               "samples/shapes/", "benchmarks/")
+               "samples/shapes/", "samples/imagenet/", "benchmarks/")
     assert set(folders) <= set(sections), sorted(sections)
     for folder in folders:
         files = {f for f in os.listdir(os.path.join(ROOT, folder))

@@ -1,0 +1,118 @@
+"""samples/imagenet/pretrain.py on a generated ImageNet-layout folder: 3 classes of the
+687 list and one that is not in it; the loss falls, a rerun resumes, and the backbone
+file fills the Siamese model's ResNet."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from samples.imagenet import pretrain
+from siamese_mrcnn.pretraining import LIST_DIR, class_list, learning_rate, list_subset
+
+LISTED = Path(LIST_DIR, "imagenet-687.txt").read_text().split()[:3]
+UNLISTED = "n02084071"  # dog: in ImageNet, overlaps COCO, so not in the 687 list
+COLOURS = [(220, 30, 30), (30, 200, 40), (40, 60, 230), (200, 200, 0)]
+
+
+def make_imagenet(root: Path, per_class: int, seed: int = 0) -> None:
+    """train/ and val/ with one colour per class (the classes are learnable), noise on top."""
+    rng = np.random.default_rng(seed)
+    for subset, count in (("train", per_class), ("val", 3)):
+        for wnid, colour in zip(LISTED + [UNLISTED], COLOURS):
+            folder = root / subset / wnid
+            folder.mkdir(parents=True)
+            for i in range(count):
+                image = np.clip(rng.normal(colour, 40, (40, 48, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(image).save(folder / f"{wnid}_{i}.JPEG", format="JPEG")
+
+
+def test_class_lists_and_learning_rate():
+    assert len(class_list("imagenet-687", ".")) == 687
+    assert len(class_list("imagenet-771", ".")) == 771
+    assert UNLISTED not in class_list("imagenet-687", ".")
+    assert [learning_rate(e, 0.1, (2, 4)) for e in range(5)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001])
+    with pytest.raises(ValueError, match="expected one of imagenet-687"):
+        class_list("imagenet-22k", ".")
+
+
+def test_pretrain_learns_resumes_and_fills_the_backbone(tmp_path, capsys):
+    make_imagenet(tmp_path / "data", per_class=8)
+    listed = list_subset(str(tmp_path / "data"), "train", class_list("imagenet-687", "."))
+    assert listed.wnids == sorted(LISTED, key=LISTED.index) and len(listed.files) == 24
+
+    common = ["--data", str(tmp_path / "data"), "--classes", "imagenet-687", "--batch", "6",
+              "--image-size", "32", "--backbone", "resnet_tiny", "--lr", "0.4",
+              "--decay-epochs", "100", "--logs", str(tmp_path / "logs"), "--output",
+              str(tmp_path / "imagenet_687.h5")]
+    assert pretrain.main([*common, "--epochs", "4"]) == 0
+    assert "3 classes, epochs 1..4" in capsys.readouterr().out
+    run = tmp_path / "logs" / "pretrain_imagenet-687"
+    assert sorted(p.name for p in run.glob("*.h5")) == [
+        f"pretrain_imagenet-687_{e:04d}.h5" for e in (1, 2, 3, 4)]
+    assert (run / "classes.txt").read_text().split() == LISTED
+
+    # Resumed: only epoch 5 runs, from the weights of epoch 4.
+    from siamese_mrcnn.pretraining import pretrain as pretrain_fn
+
+    result = pretrain_fn(str(tmp_path / "data"), "imagenet-687", str(run),
+                         str(tmp_path / "imagenet_687.h5"), epochs=5, batch_size=6,
+                         image_size=32, architecture="resnet_tiny", base_lr=0.4,
+                         decay_epochs=(100,), verbose=0)
+    assert result["initial_epoch"] == 4 and len(result["history"]["loss"]) == 1
+    assert (run / "pretrain_imagenet-687_0005.h5").is_file()
+    assert pretrain.main([*common, "--epochs", "5"]) == 0
+    assert "nothing to train (epoch 5 reached)" in capsys.readouterr().out
+
+    # The backbone file fills every array of the Siamese model's ResNet.
+    from mrcnn import weights as weights_io
+    from siamese_mrcnn.config import preset
+    from siamese_mrcnn.model import SiameseMaskRCNN
+    from siamese_mrcnn.pretraining import build_classifier
+
+    layout = weights_io.read_layout(str(tmp_path / "imagenet_687.h5"))
+    assert not any(name.startswith("fc") for name in layout)  # the backbone only
+    model = SiameseMaskRCNN("inference", preset("tiny_eval"), str(tmp_path / "m"))
+    report = model.load_imagenet_weights(weights_path=str(tmp_path / "imagenet_687.h5"))
+    resnet = model.keras_model.get_layer("resnet_model")
+    assert len(report.loaded) == len(resnet.weights) > 100
+    assert not report.mismatched and not report.unused_in_file
+    classifier, backbone = build_classifier("resnet_tiny", 3, 32)
+    classifier.load_weights(str(run / "pretrain_imagenet-687_0005.h5"))
+    trained = weights_io.weight_map(backbone)
+    loaded = weights_io.weight_map(resnet)
+    assert sorted(loaded) == sorted(trained)
+    for key, variable in loaded.items():
+        np.testing.assert_array_equal(np.asarray(variable), np.asarray(trained[key]), key)
+
+
+def test_the_loss_falls(tmp_path):
+    from siamese_mrcnn.pretraining import pretrain as pretrain_fn
+
+    make_imagenet(tmp_path / "data", per_class=8, seed=1)
+    result = pretrain_fn(str(tmp_path / "data"), "imagenet-687", str(tmp_path / "run"),
+                         str(tmp_path / "b.h5"), epochs=6, batch_size=6, image_size=32,
+                         architecture="resnet_tiny", base_lr=0.4, decay_epochs=(100,),
+                         verbose=0)
+    loss = result["history"]["loss"]
+    assert loss[-1] < 0.7 * loss[0], loss
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--data", "{missing}"], "train: not found"),
+    (["--data", "{empty}"], "no images of the 687 classes"),
+    (["--data", "{data}", "--decay-epochs", "a,b"], "--decay-epochs"),
+    (["--data", "{data}", "--image-size", "8"], "--image-size must be >= 32"),
+])
+def test_errors_are_one_line(tmp_path, args, words, capsys):
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    make_imagenet(tmp_path / "data", per_class=1)
+    names = {"missing": str(tmp_path / "nope"), "empty": str(tmp_path / "empty"),
+             "data": str(tmp_path / "data")}
+    assert pretrain.main([a.format(**names) for a in args]
+                         + ["--logs", str(tmp_path / "logs")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0], err
