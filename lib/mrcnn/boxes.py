@@ -221,3 +221,15 @@ def denorm_boxes(boxes: np.ndarray, shape) -> np.ndarray:
     scale = np.array([h - 1, w - 1, h - 1, w - 1])
     shift = np.array([0, 0, 1, 1])
     return np.around(np.multiply(boxes, scale) + shift).astype(np.int32)
+
+
+def norm_boxes_ops(boxes, shape):
+    """norm_boxes in keras.ops (any backend): pixel boxes [..., 4] -> normalized
+    float32. shape: (height, width), ints or scalar tensors."""
+    from keras import ops
+
+    h = ops.cast(shape[0], "float32")
+    w = ops.cast(shape[1], "float32")
+    scale = ops.stack([h, w, h, w]) - 1.0  # [4]
+    shift = ops.convert_to_tensor([0.0, 0.0, 1.0, 1.0])
+    return (ops.cast(boxes, "float32") - shift) / scale

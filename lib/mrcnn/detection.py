@@ -6,12 +6,19 @@ from typing import Any, Optional, Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from mrcnn import utils
+from mrcnn.backend_ops import non_max_suppression_ops
+from mrcnn.boxes import decode_box_deltas, norm_boxes_ops
 from mrcnn.molding import parse_image_meta_graph
 from mrcnn.layer_args import float_list, resolve_fields
 from mrcnn.proposals import apply_box_deltas_graph, clip_boxes_graph, norm_boxes_graph
+
+try:  # the TensorFlow backend's graph; JAX and PyTorch run refine_detections_ops
+    import tensorflow as tf
+except ImportError:  # a machine with JAX or PyTorch only
+    tf = None
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +110,46 @@ def refine_detections(rois: tf.Tensor, probs: tf.Tensor, deltas: tf.Tensor,
     return detections  # [max_instances, 6]
 
 
+def refine_detections_ops(rois, probs, deltas, window, *, bbox_std_dev: Sequence[float],
+                          min_confidence: float, max_instances: int,
+                          nms_threshold: float):
+    """refine_detections in keras.ops with static shapes (JAX and PyTorch): the same
+    detections, in the same order.
+
+    rois [N, 4], probs [N, C], deltas [N, C, 4], window [4] (normalized).
+    Returns [max_instances, (y1, x1, y2, x2, class_id, score)], zero padded.
+    """
+    class_ids = ops.cast(ops.argmax(probs, axis=1), "int32")  # [N]
+    class_scores = ops.take_along_axis(probs, class_ids[:, None], axis=1)[:, 0]  # [N]
+    specific = ops.take_along_axis(deltas, class_ids[:, None, None], axis=1)[:, 0]  # [N, 4]
+    refined = decode_box_deltas(ops.cast(rois, "float32"),
+                                specific * np.asarray(bbox_std_dev, np.float32),
+                                ops.exp, ops.stack)  # [N, 4]
+    low = ops.stack([window[0], window[1], window[0], window[1]])
+    high = ops.stack([window[2], window[3], window[2], window[3]])
+    refined = ops.maximum(ops.minimum(refined, high), low)  # clipped to the window
+    keep = class_ids > 0
+    if min_confidence:
+        keep = ops.logical_and(keep, class_scores >= min_confidence)
+    kept = ops.zeros_like(keep)
+    for class_id in range(1, int(probs.shape[1])):  # NMS per class, max_instances each
+        members = ops.logical_and(keep, class_ids == class_id)
+        chosen, _ = non_max_suppression_ops(refined, class_scores, max_instances,
+                                            nms_threshold, valid=members)
+        hits = ops.any(ops.arange(refined.shape[0])[:, None] == chosen[None], axis=1)
+        kept = ops.logical_or(kept, hits)
+    ranked = ops.where(kept, class_scores, -1.0)  # scores are >= 0
+    top, ix = ops.top_k(ranked, min(max_instances, int(refined.shape[0])))
+    detections = ops.concatenate([ops.take(refined, ix, axis=0),
+                                  ops.cast(ops.take(class_ids, ix), "float32")[:, None],
+                                  ops.take(class_scores, ix)[:, None]], axis=1)
+    detections = ops.where((top >= 0)[:, None], detections, 0.0)
+    gap = max_instances - int(detections.shape[0])
+    if gap:
+        detections = ops.concatenate([detections, ops.zeros((gap, 6))], axis=0)
+    return detections  # [max_instances, 6]
+
+
 @keras.saving.register_keras_serializable(package="mrcnn")
 class DetectionLayer(keras.layers.Layer):
     """Classified proposals and their deltas -> final detections.
@@ -154,6 +201,8 @@ class DetectionLayer(keras.layers.Layer):
             raise ValueError("DetectionLayer expects [rois, mrcnn_class, mrcnn_bbox, "
                              f"image_meta], got {len(inputs)} inputs")
         rois, mrcnn_class, mrcnn_bbox, image_meta = inputs
+        if keras.backend.backend() != "tensorflow":
+            return self.call_ops(inputs)
 
         # Images of a batch share one molded size: the first one's normalizes all windows.
         m = parse_image_meta_graph(image_meta)
@@ -171,6 +220,17 @@ class DetectionLayer(keras.layers.Layer):
         # Matterport reshapes to BATCH_SIZE; per replica the batch is IMAGES_PER_GPU.
         return tf.reshape(detections_batch,
                           [self.images_per_gpu, self.detection_max_instances, 6])
+
+    def call_ops(self, inputs):
+        """call() in keras.ops (the JAX and PyTorch backends)."""
+        rois, mrcnn_class, mrcnn_bbox, image_meta = (ops.cast(x, "float32") for x in inputs)
+        m = parse_image_meta_graph(image_meta)
+        window = norm_boxes_ops(m["window"], m["image_shape"][0][:2])  # [batch, 4]
+        return ops.stack([refine_detections_ops(
+            rois[b], mrcnn_class[b], mrcnn_bbox[b], window[b],
+            bbox_std_dev=self.bbox_std_dev, min_confidence=self.detection_min_confidence,
+            max_instances=self.detection_max_instances,
+            nms_threshold=self.detection_nms_threshold) for b in range(self.images_per_gpu)])
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0][0], self.detection_max_instances, 6)

@@ -11,7 +11,7 @@ from typing import Callable
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 
 @keras.saving.register_keras_serializable(package="mrcnn")
@@ -30,9 +30,9 @@ class AnchorsLayer(keras.layers.Layer):
         self.anchors = np.asarray(anchors, dtype=np.float32)  # [num_anchors, 4]
 
     def call(self, image):
-        batch = tf.shape(image)[0]
-        anchors = tf.constant(self.anchors)
-        return tf.broadcast_to(anchors[None], [batch, self.anchors.shape[0], 4])
+        batch = ops.shape(image)[0]
+        anchors = ops.convert_to_tensor(self.anchors)
+        return ops.broadcast_to(anchors[None], [batch, self.anchors.shape[0], 4])
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.anchors.shape[0], 4)
@@ -51,10 +51,10 @@ class NormBoxes(keras.layers.Layer):
     """
 
     def call(self, inputs):
-        from mrcnn.proposals import norm_boxes_graph
+        from mrcnn.boxes import norm_boxes_ops
 
         boxes, image = inputs  # [batch, N, 4], [batch, H, W, C]
-        return norm_boxes_graph(boxes, tf.shape(image)[1:3])
+        return norm_boxes_ops(boxes, ops.shape(image)[1:3])
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]
@@ -87,7 +87,7 @@ class Identity(keras.layers.Layer):
     """Names a tensor (Matterport's ``output_rois`` Lambda)."""
 
     def call(self, x):
-        return tf.identity(x)
+        return ops.copy(x)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -126,7 +126,7 @@ class LossLayer(keras.layers.Layer):
         return functools.partial(getattr(module, name), *self.leading_args)
 
     def call(self, inputs):
-        return tf.reshape(self._function()(*inputs), [])
+        return ops.reshape(self._function()(*inputs), [])
 
     def compute_output_shape(self, input_shape):
         return ()

@@ -12,7 +12,7 @@ import logging
 from typing import Optional, Sequence, Union
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +58,10 @@ def is_frozen(train_bn) -> bool:
     return train_bn is False
 
 
-def _dims(tensor: tf.Tensor) -> list:
-    """Shape of `tensor` as a list: Python ints where static, scalar tensors where not."""
-    static = tensor.shape.as_list()
-    dynamic = tf.shape(tensor)
-    return [dim if dim is not None else dynamic[i] for i, dim in enumerate(static)]
+def _dims(tensor) -> list:
+    """Shape of `tensor` as a list: Python ints where static, scalar tensors where not
+    (any backend; under JAX and PyTorch every dimension is static)."""
+    return list(ops.shape(tensor))
 
 
 @keras.saving.register_keras_serializable(package="mrcnn")
@@ -109,12 +108,12 @@ class TimeDistributed(keras.layers.Wrapper):
 
     def call(self, inputs, training=None):
         dims = _dims(inputs)  # [batch, time, d1, d2, ...]
-        merged = tf.reshape(inputs, [-1] + dims[2:])  # [batch * time, d1, d2, ...]
+        merged = ops.reshape(inputs, [-1] + dims[2:])  # [batch * time, d1, d2, ...]
         kwargs = {}
         if self.layer._call_has_training_arg:
             kwargs["training"] = training
         outputs = self.layer(merged, **kwargs)  # [batch * time, o1, o2, ...]
-        return tf.reshape(outputs, dims[:2] + _dims(outputs)[1:])  # [batch, time, o1, ...]
+        return ops.reshape(outputs, dims[:2] + _dims(outputs)[1:])  # [batch, time, o1, ...]
 
 
 def unit_axes(input_shape, axes: Sequence[int], layer_name: str, verb: str) -> list:
@@ -142,7 +141,7 @@ class Squeeze(keras.layers.Layer):
 
     def call(self, inputs):
         self._check(inputs.shape)
-        return tf.squeeze(inputs, axis=self.axis)
+        return ops.squeeze(inputs, axis=self.axis)
 
     def compute_output_shape(self, input_shape):
         axes = self._check(input_shape)
@@ -176,7 +175,7 @@ class RepeatAlongAxis(keras.layers.Layer):
         axis = self._check(inputs.shape)
         multiples = [1] * len(inputs.shape)
         multiples[axis] = self.repeats
-        return tf.tile(inputs, multiples)
+        return ops.tile(inputs, multiples)
 
     def compute_output_shape(self, input_shape):
         axis = self._check(input_shape)

@@ -15,7 +15,14 @@ from typing import Optional, Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
+
+from mrcnn.backend_ops import non_max_suppression_padded
+
+try:  # the TensorFlow backend's graph; JAX and PyTorch run call_ops (keras.ops)
+    import tensorflow as tf
+except ImportError:  # a machine with JAX or PyTorch only
+    tf = None
 
 from mrcnn import utils
 from mrcnn.boxes import decode_box_deltas
@@ -129,11 +136,37 @@ class ProposalLayer(keras.layers.Layer):
             raise ValueError(f"proposal_count must be >= 1, got {proposal_count}")
 
     def call(self, inputs):
+        if keras.backend.backend() != "tensorflow":
+            return self.call_ops(inputs)
         scores, deltas, pre_nms_anchors = self._top_anchors(inputs)
         _, boxes = self._refine(pre_nms_anchors, deltas)
         # No small-box filter: it hurts small objects (Matterport, after Xinlei Chen).
         proposals = utils.batch_slice([boxes, scores], self._nms, self.images_per_gpu)
         return proposals  # [batch, proposal_count, 4]
+
+    def call_ops(self, inputs):
+        """call() in keras.ops with static shapes (the JAX and PyTorch backends)."""
+        if len(inputs) != 3:
+            raise ValueError(
+                f"ProposalLayer expects [rpn_probs, rpn_bbox, anchors], got {len(inputs)} inputs")
+        scores = ops.cast(inputs[0][:, :, 1], "float32")  # [batch, A]
+        deltas = ops.cast(inputs[1], "float32") * np.reshape(
+            np.array(self.rpn_bbox_std_dev, np.float32), [1, 1, 4])  # [batch, A, 4]
+        anchors = ops.cast(inputs[2], "float32")  # [batch, A, 4]
+        limit = min(self.pre_nms_limit, int(anchors.shape[1]))
+        scores, ix = ops.top_k(scores, limit)  # [batch, L], sorted
+        deltas = ops.take_along_axis(deltas, ix[..., None], axis=1)  # [batch, L, 4]
+        anchors = ops.take_along_axis(anchors, ix[..., None], axis=1)  # [batch, L, 4]
+        boxes = decode_box_deltas(ops.reshape(anchors, (-1, 4)), ops.reshape(deltas, (-1, 4)),
+                                  ops.exp, ops.stack)
+        boxes = ops.clip(ops.reshape(boxes, (-1, limit, 4)), 0.0, 1.0)  # the unit window
+        proposals = []
+        for b in range(self.images_per_gpu):
+            kept, _ = non_max_suppression_padded(boxes[b], scores[b], self.proposal_count,
+                                                 self.nms_threshold)
+            chosen = ops.take(boxes[b], ops.maximum(kept, 0), axis=0)
+            proposals.append(ops.where((kept >= 0)[:, None], chosen, 0.0))
+        return ops.stack(proposals)  # [batch, proposal_count, 4]
 
     def _top_anchors(self, inputs) -> tuple:
         """(scores [batch, L], deltas [batch, L, 4], anchors [batch, L, 4]) of the

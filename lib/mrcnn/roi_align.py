@@ -5,9 +5,15 @@ import logging
 from typing import Sequence
 
 import keras
-import tensorflow as tf
+from keras import ops
 
+from mrcnn.backend_ops import crop_and_resize
 from mrcnn.molding import parse_image_meta_graph
+
+try:  # the TensorFlow backend's graph; JAX and PyTorch run call_ops (keras.ops)
+    import tensorflow as tf
+except ImportError:  # a machine with JAX or PyTorch only
+    tf = None
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +43,17 @@ def roi_level_graph(boxes: tf.Tensor, image_shape: tf.Tensor) -> tf.Tensor:
     roi_level = log2_graph(tf.sqrt(h * w) / (224.0 / tf.sqrt(image_area)))
     roi_level = tf.minimum(5, tf.maximum(2, 4 + tf.cast(tf.round(roi_level), tf.int32)))
     return tf.squeeze(roi_level, 2)  # [batch, num_boxes]
+
+
+def roi_level_ops(boxes, image_shape):
+    """roi_level_graph in keras.ops: [batch, N, 4] normalized boxes -> [batch, N] int32
+    levels 2..5 (padding boxes, of area 0, go to level 2 as in the TF graph)."""
+    h = boxes[..., 2] - boxes[..., 0]
+    w = boxes[..., 3] - boxes[..., 1]
+    area = ops.cast(image_shape[0] * image_shape[1], "float32")
+    size = ops.sqrt(ops.maximum(h * w, 1e-30)) / (224.0 / ops.sqrt(area))
+    level = 4 + ops.cast(ops.round(ops.log(size) / ops.log(2.0)), "int32")
+    return ops.where(h * w > 0, ops.clip(level, 2, 5), 2)
 
 
 @keras.saving.register_keras_serializable(package="mrcnn")
@@ -71,6 +88,8 @@ class PyramidROIAlign(keras.layers.Layer):
         if len(inputs) != 6:
             raise ValueError("PyramidROIAlign expects [boxes, image_meta, P2, P3, P4, P5], "
                              f"got {len(inputs)} inputs")
+        if keras.backend.backend() != "tensorflow":
+            return self.call_ops(inputs)
         boxes = inputs[0]  # [batch, num_boxes, 4]
         image_meta = inputs[1]  # [batch, META]
         feature_maps = inputs[2:]  # P2..P5, each [batch, h, w, C]
@@ -107,6 +126,22 @@ class PyramidROIAlign(keras.layers.Layer):
         pooled = tf.reshape(pooled, shape)
         pooled.set_shape(self._output_shape(boxes.shape, feature_maps[0].shape))
         return pooled  # [batch, num_boxes, ph, pw, C]
+
+    def call_ops(self, inputs):
+        """call() in keras.ops with static shapes (the JAX and PyTorch backends): every
+        box is cropped from every level and the crop of its own level kept."""
+        boxes = ops.stop_gradient(ops.cast(inputs[0], "float32"))  # [batch, N, 4]
+        image_shape = parse_image_meta_graph(inputs[1])["image_shape"][0]  # [3]
+        feature_maps = inputs[2:]
+        batch, count = int(boxes.shape[0]), int(boxes.shape[1])
+        level = ops.reshape(roi_level_ops(boxes, image_shape), (-1,))  # [batch * N]
+        flat = ops.reshape(boxes, (-1, 4))
+        index = ops.repeat(ops.arange(batch, dtype="int32"), count)  # the image of each box
+        pooled = 0.0
+        for i, level_id in enumerate(range(2, 6)):
+            crops = crop_and_resize(feature_maps[i], flat, index, self.pool_shape)
+            pooled = pooled + ops.where((level == level_id)[:, None, None, None], crops, 0.0)
+        return ops.reshape(pooled, (batch, count, *self.pool_shape, -1))
 
     def _output_shape(self, boxes_shape, feature_shape) -> tuple:
         return tuple(boxes_shape[:2]) + self.pool_shape + (feature_shape[-1],)

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from mrcnn import utils
 from mrcnn.molding import check_image, mold_image
@@ -24,8 +24,7 @@ class MergeReferences(keras.layers.Layer):
     """[batch, k, T, T, 3] -> [batch * k, T, T, 3] (references folded into the batch)."""
 
     def call(self, references):
-        shape = tf.shape(references)
-        return tf.reshape(references, tf.concat([[-1], shape[2:]], axis=0))
+        return ops.reshape(references, [-1, *ops.shape(references)[2:]])
 
     def compute_output_shape(self, input_shape):
         batch, k = input_shape[0], input_shape[1]
@@ -42,8 +41,7 @@ class SplitReferences(keras.layers.Layer):
         self.num_references = int(num_references)
 
     def call(self, features):
-        shape = tf.shape(features)
-        return tf.reshape(features, tf.concat([[-1, self.num_references], shape[1:]], axis=0))
+        return ops.reshape(features, [-1, self.num_references, *ops.shape(features)[1:]])
 
     def compute_output_shape(self, input_shape):
         return (None, self.num_references) + tuple(input_shape[1:])

@@ -1,0 +1,169 @@
+"""The few graph ops that ``keras.ops`` lacks, one implementation per backend.
+
+- ``crop_and_resize``: bilinear crops of boxes from feature maps (ROI align with one
+  sample per bin), the semantics of ``tf.image.crop_and_resize`` (normalized boxes
+  whose corners map to pixel centres 0 and size - 1; samples outside the map are 0).
+- ``non_max_suppression_padded``: greedy NMS with a static output size, the
+  semantics of ``tf.image.non_max_suppression`` (IoU strictly above the threshold
+  suppresses; corners in either order; equal scores keep the lower index first).
+
+Under the TensorFlow backend both call TensorFlow's kernels. Under JAX and PyTorch
+they are written with ``keras.ops`` on static shapes (every output has a size known
+when the graph is traced, as ``jax.jit`` needs): the crop gathers the four neighbours
+of every sample, the NMS runs a ``fori_loop`` over the boxes in score order on their
+IoU matrix. ``tests/mrcnn/test_backend_ops.py`` checks each against TensorFlow's op
+on random boxes and on edge cases, under each backend installed.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import ops
+
+
+def _tensorflow() -> bool:
+    return keras.backend.backend() == "tensorflow"
+
+
+def crop_and_resize(images, boxes, box_indices, crop_size: Sequence[int]):
+    """Bilinear crops.
+
+    images: [batch, height, width, channels]
+    boxes: [num_boxes, (y1, x1, y2, x2)] normalized (0..1 spans the map)
+    box_indices: [num_boxes] int, the image of each box
+    crop_size: (crop_height, crop_width)
+    Returns: [num_boxes, crop_height, crop_width, channels] float32
+    """
+    crop_height, crop_width = (int(s) for s in crop_size)
+    if _tensorflow():
+        import tensorflow as tf
+
+        return tf.image.crop_and_resize(images, boxes, box_indices,
+                                        (crop_height, crop_width), method="bilinear")
+    return crop_and_resize_ops(images, boxes, box_indices, (crop_height, crop_width))
+
+
+def crop_and_resize_ops(images, boxes, box_indices, crop_size: Sequence[int]):
+    """crop_and_resize in keras.ops (any backend; what JAX and PyTorch run)."""
+    crop_height, crop_width = (int(s) for s in crop_size)
+    images = ops.cast(images, "float32")
+    boxes = ops.cast(boxes, "float32")
+    height, width = images.shape[1], images.shape[2]
+    ys = _sample_positions(boxes[:, 0], boxes[:, 2], crop_height, height)  # [n, ch]
+    xs = _sample_positions(boxes[:, 1], boxes[:, 3], crop_width, width)  # [n, cw]
+    batch = ops.cast(box_indices, "int32")
+    top, y_lerp, y_valid = _neighbours(ys, height)
+    left, x_lerp, x_valid = _neighbours(xs, width)
+
+    def gather(y, x):  # y [n, ch], x [n, cw] -> [n, ch, cw, C]
+        flat = ops.reshape(images, (-1, images.shape[-1]))  # [b * h * w, C]
+        index = (batch[:, None, None] * height + y[:, :, None]) * width + x[:, None, :]
+        return ops.reshape(ops.take(flat, ops.reshape(index, (-1,)), axis=0),
+                           (-1, crop_height, crop_width, images.shape[-1]))
+
+    bottom = ops.minimum(top + 1, height - 1)
+    right = ops.minimum(left + 1, width - 1)
+    x_lerp = x_lerp[:, None, :, None]
+    top_row = gather(top, left) + (gather(top, right) - gather(top, left)) * x_lerp
+    bottom_row = gather(bottom, left) + (gather(bottom, right) - gather(bottom, left)) * x_lerp
+    crops = top_row + (bottom_row - top_row) * y_lerp[:, :, None, None]
+    valid = ops.logical_and(y_valid[:, :, None], x_valid[:, None, :])[..., None]
+    return ops.where(valid, crops, ops.zeros_like(crops))
+
+
+def _sample_positions(start, end, count: int, size: int):
+    """Positions (in pixels) of ``count`` samples from start to end (normalized)."""
+    if count > 1:
+        step = (end - start) * (size - 1) / (count - 1)  # [n]
+        return start[:, None] * (size - 1) + ops.arange(count, dtype="float32")[None] * step[:, None]
+    return (0.5 * (start + end) * (size - 1))[:, None]
+
+
+# Samples within this many pixels of the map's edge count as on it. A box that spans
+# the map puts its last sample exactly on the last pixel, where XLA's arithmetic (a
+# division done as a multiplication by the reciprocal) can land a few ulps outside;
+# TensorFlow's kernel lands on it.
+EDGE_TOLERANCE = 1e-3
+
+
+def _neighbours(position, size: int):
+    """(floor index clipped to the map, fraction, inside the map) of sample positions."""
+    valid = ops.logical_and(position >= -EDGE_TOLERANCE,
+                            position <= size - 1 + EDGE_TOLERANCE)
+    position = ops.clip(position, 0.0, float(size - 1))
+    low = ops.floor(position)
+    fraction = position - low
+    low = ops.cast(ops.clip(low, 0, size - 1), "int32")
+    return low, fraction, valid
+
+
+def non_max_suppression_padded(boxes, scores, max_output_size: int, iou_threshold: float):
+    """Greedy NMS of one image with a static output size.
+
+    boxes: [N, (y1, x1, y2, x2)]; scores: [N]
+    Returns (indices [max_output_size] int32, the kept boxes in score order then -1,
+    count: the number kept, int32 scalar).
+    """
+    max_output_size = int(max_output_size)
+    if _tensorflow():
+        import tensorflow as tf
+
+        kept = tf.image.non_max_suppression(boxes, scores, max_output_size, iou_threshold)
+        count = tf.shape(kept)[0]
+        padded = tf.pad(kept, [[0, max_output_size - count]], constant_values=-1)
+        return tf.ensure_shape(padded, [max_output_size]), count
+    return non_max_suppression_ops(boxes, scores, max_output_size, iou_threshold)
+
+
+def non_max_suppression_ops(boxes, scores, max_output_size: int, iou_threshold: float,
+                            valid=None):
+    """non_max_suppression_padded in keras.ops (any backend; what JAX and PyTorch run).
+    valid: [N] bool, the boxes that take part (the others are neither kept nor
+    suppress): NMS of a subset, with indices into the whole set."""
+    max_output_size = int(max_output_size)
+    boxes = ops.cast(boxes, "float32")
+    scores = ops.cast(scores, "float32")
+    n = boxes.shape[0]
+    # Score order, ties by index: argsort of -score is stable in keras.ops.
+    order = ops.argsort(-scores)
+    ordered = ops.take(boxes, order, axis=0)
+    iou = _iou_matrix(ordered)  # [N, N]
+    taking = (ops.ones((n,), dtype="bool") if valid is None
+              else ops.take(ops.cast(valid, "bool"), order))
+
+    def step(i, keep):
+        # Box i survives when no kept box before it overlaps it above the threshold.
+        overlapped = ops.any(ops.logical_and(keep, iou[i] > iou_threshold))
+        survives = ops.logical_and(taking[i], ops.logical_not(overlapped))
+        return ops.where(ops.arange(n) == i, survives, keep)
+
+    keep = ops.fori_loop(0, n, step, ops.zeros((n,), dtype="bool"))
+    # The kept positions in order, then the rest: a stable sort on "not kept".
+    rank = ops.argsort(ops.cast(ops.logical_not(keep), "int32"))
+    count = ops.minimum(ops.sum(ops.cast(keep, "int32")), max_output_size)
+    width = min(max_output_size, n)
+    chosen = ops.take(order, rank[:width])
+    chosen = ops.where(ops.arange(width) < count, ops.cast(chosen, "int32"), -1)
+    if width < max_output_size:
+        chosen = ops.concatenate([chosen, -ops.ones((max_output_size - width,), "int32")])
+    return chosen, count
+
+
+def _iou_matrix(boxes):
+    """IoU of every pair of boxes [N, 4] (corners in either order; 0 for empty boxes)."""
+    y1 = ops.minimum(boxes[:, 0], boxes[:, 2])
+    y2 = ops.maximum(boxes[:, 0], boxes[:, 2])
+    x1 = ops.minimum(boxes[:, 1], boxes[:, 3])
+    x2 = ops.maximum(boxes[:, 1], boxes[:, 3])
+    area = (y2 - y1) * (x2 - x1)
+    height = ops.maximum(ops.minimum(y2[:, None], y2[None]) - ops.maximum(y1[:, None], y1[None]), 0)
+    width = ops.maximum(ops.minimum(x2[:, None], x2[None]) - ops.maximum(x1[:, None], x1[None]), 0)
+    inter = height * width
+    union = area[:, None] + area[None] - inter
+    empty = ops.logical_or(area[:, None] <= 0, area[None] <= 0)
+    return ops.where(empty, ops.zeros_like(inter), inter / ops.where(union > 0, union, 1.0))
+
+
+__all__ = ["crop_and_resize", "crop_and_resize_ops", "non_max_suppression_padded",
+           "non_max_suppression_ops"]

@@ -1,0 +1,140 @@
+"""mrcnn.backend_ops: the keras.ops implementations (what JAX and PyTorch run) against
+TensorFlow's kernels, on random boxes and edge cases: boxes partly or wholly outside
+the map, empty and flipped boxes, 1x1 crops, more outputs asked than boxes, equal
+scores. Run here under TensorFlow, and again under JAX in a fresh interpreter."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mrcnn.backend_ops import (crop_and_resize, crop_and_resize_ops,
+                               non_max_suppression_ops, non_max_suppression_padded)
+from tests.helpers.processes import run_python
+
+
+def crop_cases() -> list:
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(2, 13, 17, 5)).astype(np.float32)
+    inside = np.sort(rng.uniform(0, 1, (12, 2, 2)), axis=1).transpose(0, 2, 1).reshape(12, 4)
+    boxes = np.concatenate([
+        inside[:, [0, 1, 2, 3]],
+        [[-0.3, -0.2, 0.6, 1.4], [1.1, 1.2, 1.5, 1.9], [-0.5, -0.5, -0.1, -0.2]],  # outside
+        [[0.4, 0.3, 0.4, 0.8], [0.5, 0.5, 0.5, 0.5]],  # empty
+        [[0.9, 0.8, 0.1, 0.2]],  # flipped
+        [[0.0, 0.0, 1.0, 1.0]],  # the whole map: samples on the last pixel
+    ]).astype(np.float32)
+    indices = (np.arange(len(boxes)) % 2).astype(np.int32)
+    return [(images, boxes, indices, size) for size in ((7, 7), (1, 1), (14, 3))]
+
+
+def nms_cases() -> list:
+    rng = np.random.default_rng(1)
+    centres = rng.uniform(0, 1, (60, 2))
+    sizes = rng.uniform(0.05, 0.4, (60, 2))
+    boxes = np.concatenate([centres - sizes / 2, centres + sizes / 2], 1)[:, [0, 1, 2, 3]]
+    boxes = boxes.astype(np.float32)
+    scores = rng.permutation(60).astype(np.float32) / 60  # distinct
+    edge = boxes.copy()
+    edge[5] = [0.3, 0.3, 0.3, 0.6]  # empty
+    edge[6] = edge[7][[2, 3, 0, 1]]  # box 7 flipped
+    edge[8] = edge[9]  # a duplicate
+    ties = scores.copy()
+    ties[::3] = 0.5  # equal scores among overlapping boxes too
+    return [(boxes, scores, 10, 0.5), (boxes, scores, 100, 0.3), (boxes, scores, 60, 0.0),
+            (edge, scores, 30, 0.7), (boxes, ties, 40, 0.5), (boxes[:1], scores[:1], 5, 0.5)]
+
+
+def tf_nms(boxes, scores, size, threshold) -> np.ndarray:
+    kept = tf.image.non_max_suppression(boxes, scores, size, threshold).numpy()
+    return np.concatenate([kept, -np.ones(size - len(kept), np.int32)])
+
+
+@pytest.mark.parametrize("case", range(3))
+def test_crop_and_resize_ops_equals_tensorflow(case):
+    images, boxes, indices, size = crop_cases()[case]
+    want = tf.image.crop_and_resize(images, boxes, indices, size).numpy()
+    got = np.asarray(crop_and_resize_ops(images, boxes, indices, size))
+    assert got.shape == want.shape == (len(boxes), *size, 5)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(crop_and_resize(images, boxes, indices, size)),
+                                  want)  # the TensorFlow backend's path is TF's kernel
+    assert np.all(want[13] == 0)  # wholly outside: zeros
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_nms_ops_equals_tensorflow(case):
+    boxes, scores, size, threshold = nms_cases()[case]
+    want = tf_nms(boxes, scores, size, threshold)
+    got, count = non_max_suppression_ops(boxes, scores, size, threshold)
+    np.testing.assert_array_equal(np.asarray(got), want)
+    assert int(count) == int(np.sum(want >= 0))
+    padded, tf_count = non_max_suppression_padded(boxes, scores, size, threshold)
+    np.testing.assert_array_equal(np.asarray(padded), want)
+    assert int(tf_count) == int(count)
+
+
+def test_nms_keeps_the_lower_index_among_equal_scores():
+    boxes = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [0.5, 0.5, 1.5, 1.5]], np.float32)
+    scores = np.array([0.7, 0.7, 0.7], np.float32)
+    got, count = non_max_suppression_ops(boxes, scores, 3, 0.5)
+    assert np.asarray(got).tolist() == tf_nms(boxes, scores, 3, 0.5).tolist() == [0, 2, -1]
+    assert int(count) == 2
+
+
+def test_nms_of_a_subset_equals_nms_of_the_gathered_boxes():
+    boxes, scores, _, _ = nms_cases()[0]
+    valid = np.random.default_rng(3).random(len(boxes)) < 0.5
+    subset = np.flatnonzero(valid)
+    want = subset[tf.image.non_max_suppression(boxes[subset], scores[subset], 20, 0.4).numpy()]
+    got, count = non_max_suppression_ops(boxes, scores, 20, 0.4, valid=valid)
+    got = np.asarray(got)
+    assert got[:int(count)].tolist() == want.tolist() and np.all(got[int(count):] == -1)
+
+
+# The same comparisons under JAX: a fresh interpreter with KERAS_BACKEND=jax runs the
+# ops on the cases and writes what it got; this process compares with TensorFlow.
+JAX_SCRIPT = r"""
+import json, os, sys
+import numpy as np
+sys.path[:0] = [sys.argv[2], sys.argv[3]]
+import keras
+assert keras.backend.backend() == "jax", keras.backend.backend()
+import jax
+from mrcnn.backend_ops import crop_and_resize, non_max_suppression_padded
+from tests.mrcnn.test_backend_ops import crop_cases, nms_cases
+out = {}
+for i, (images, boxes, indices, size) in enumerate(crop_cases()):
+    out[f"crop{i}"] = np.asarray(crop_and_resize(images, boxes, indices, size))
+nms = jax.jit(non_max_suppression_padded, static_argnums=(2, 3))
+for i, (boxes, scores, size, threshold) in enumerate(nms_cases()):
+    kept, count = nms(boxes, scores, size, threshold)
+    out[f"nms{i}"], out[f"count{i}"] = np.asarray(kept), np.asarray(count)
+np.savez(sys.argv[1], **out)
+print(json.dumps({"traces": nms._cache_size()}))
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_the_ops_under_jax_equal_tensorflow(tmp_path):
+    from tests.helpers.processes import ROOT
+
+    script = tmp_path / "under_jax.py"
+    script.write_text(JAX_SCRIPT)
+    done = run_python([script, tmp_path / "out.npz", ROOT / "lib", ROOT],
+                      extra_env={"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = np.load(tmp_path / "out.npz")
+    for i, (images, boxes, indices, size) in enumerate(crop_cases()):
+        want = tf.image.crop_and_resize(images, boxes, indices, size).numpy()
+        np.testing.assert_allclose(got[f"crop{i}"], want, atol=1e-5, rtol=1e-5)
+    for i, (boxes, scores, size, threshold) in enumerate(nms_cases()):
+        want = tf_nms(boxes, scores, size, threshold)
+        np.testing.assert_array_equal(got[f"nms{i}"], want, err_msg=f"nms case {i}")
+        assert int(got[f"count{i}"]) == int(np.sum(want >= 0))
+    # One trace per distinct (size, threshold), not one per call.
+    distinct = len({(size, threshold, boxes.shape) for boxes, _, size, threshold in nms_cases()})
+    assert json.loads(done.stdout.strip().splitlines()[-1])["traces"] == distinct
