@@ -9,7 +9,10 @@ import logging
 import numbers
 from typing import Any, Union
 
-import tensorflow as tf
+try:  # JAX and PyTorch machines may have no TensorFlow: its paths then never run
+    import tensorflow as tf
+except ImportError:
+    tf = None
 
 logger = logging.getLogger(__name__)
 

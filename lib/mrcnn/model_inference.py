@@ -123,6 +123,10 @@ class InferenceMixin:
         outputs = (model or self.keras_model).predict_on_batch(model_inputs)
         detections = np.asarray(outputs[0])
         mrcnn_mask = np.asarray(outputs[3]) if self.with_masks(self.config) else None
+        if mrcnn_mask is not None and mrcnn_mask.dtype.itemsize < 4:
+            # bfloat16 (mixed_bfloat16) is no numpy type that scikit-image resizes;
+            # float16 and bfloat16 both widen to float32 exactly.
+            mrcnn_mask = mrcnn_mask.astype(np.float32)
         return detections, mrcnn_mask
 
     def unmold_batch(self, detections: np.ndarray, mrcnn_mask: np.ndarray | None,

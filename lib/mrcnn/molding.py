@@ -10,7 +10,10 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-import tensorflow as tf
+try:  # JAX and PyTorch machines may have no TensorFlow: its paths then never run
+    import tensorflow as tf
+except ImportError:
+    tf = None
 
 
 ############################################################

@@ -18,7 +18,10 @@ from __future__ import annotations
 import logging
 
 import keras
-import tensorflow as tf
+try:  # JAX and PyTorch machines may have no TensorFlow: its paths then never run
+    import tensorflow as tf
+except ImportError:
+    tf = None
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,10 @@ from typing import Any, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
-import tensorflow as tf
+try:  # JAX and PyTorch machines may have no TensorFlow: its paths then never run
+    import tensorflow as tf
+except ImportError:
+    tf = None
 
 from mrcnn import utils
 from mrcnn.layer_args import float_list, resolve_fields

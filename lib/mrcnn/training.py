@@ -16,7 +16,10 @@ import re
 from typing import Iterable, Sequence
 
 import keras
-import tensorflow as tf
+try:  # JAX and PyTorch machines may have no TensorFlow: its paths then never run
+    import tensorflow as tf
+except ImportError:
+    tf = None
 
 from mrcnn.config import LOSS_NAMES
 from mrcnn.h5_model import LegacyH5Weights

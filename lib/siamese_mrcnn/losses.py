@@ -6,7 +6,10 @@ counts, and there are no per-data-set active classes.
 """
 from __future__ import annotations
 
-import tensorflow as tf
+try:  # JAX and PyTorch machines may have no TensorFlow: its paths then never run
+    import tensorflow as tf
+except ImportError:
+    tf = None
 
 from mrcnn.losses import mean_or_zero
 

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The GPU measurements, on the lent machine (JAX, no TensorFlow; see benchmarks/README.md):
+#   bash benchmarks/gpu.sh            # large_eval, 3 images per call, float32 and bf16
+# Where keras is missing and a folder .whl of wheels is there (keras, namex, optree
+# for Python 3.12), they are installed under /tmp/site first. CONFIG, BATCHES, POLICIES and ITERATIONS override the
+# defaults (the CPU check: CONFIG=tiny_eval BATCHES=2 ITERATIONS=3 bash benchmarks/gpu.sh).
+# Each measurement is one JSON line in $RESULTS (default benchmarks/results/gpu.jsonl).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+CONFIG=${CONFIG:-large_eval}
+BATCHES=${BATCHES:-"3 12"}
+POLICIES=${POLICIES:-"float32 mixed_bfloat16"}
+ITERATIONS=${ITERATIONS:-30}
+RESULTS=${RESULTS:-benchmarks/results/gpu.jsonl}
+PYTHON=${PYTHON:-python3}
+if [ -d .whl ] && ! $PYTHON -c "import keras" 2>/dev/null; then
+    $PYTHON -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export KERAS_BACKEND=jax PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
+mkdir -p "$(dirname "$RESULTS")"
+command -v nvidia-smi >/dev/null && nvidia-smi -L
+status=0
+for batch in $BATCHES; do
+    for policy in $POLICIES; do
+        $PYTHON benchmarks/gpu.py --config "$CONFIG" --batch "$batch" --policy "$policy" \
+            --iterations "$ITERATIONS" --output "$RESULTS" || status=1
+    done
+done
+exit $status

@@ -1,0 +1,115 @@
+"""The Siamese model under the JAX backend detects what it detects under TensorFlow.
+
+This process (TensorFlow) writes tiny weights and the inputs, and detects; a fresh
+interpreter with KERAS_BACKEND=jax, where importing TensorFlow fails (as on a machine
+that has none), loads the same .h5 file by name and detects on the same inputs, with
+detect() and with encode_reference + detect_with_reference. Boxes must agree to a
+pixel, scores to 1e-4, masks but for boundary pixels.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from tests.helpers.photos import photo
+from tests.helpers.processes import ROOT, run_python
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("jax") is None,
+                                reason="jax is not installed (requirements-test.txt)")
+
+NO_TENSORFLOW = r"""
+import importlib.abc, sys
+class _NoTensorFlow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ImportError("No module named 'tensorflow' (blocked by the test)")
+sys.meta_path.insert(0, _NoTensorFlow())
+"""
+
+DETECT = r"""
+import json, sys
+import numpy as np
+work = sys.argv[1]
+import keras
+from siamese_mrcnn.config import preset
+from siamese_mrcnn.model import SiameseMaskRCNN
+inputs = np.load(work + "/inputs.npz")
+model = SiameseMaskRCNN("inference", preset("tiny_eval", DETECTION_MIN_CONFIDENCE=0.0),
+                        work + "/logs")
+model.load_weights(work + "/w.h5", by_name=True)
+reference = inputs["reference"]
+queries = [inputs[k] for k in sorted(inputs) if k.startswith("query")]
+out = {}
+vectors = model.encode_reference([[reference]])
+for i, query in enumerate(queries):
+    for how, result in (("detect", model.detect([[reference]], [query])[0]),
+                        ("encoded", model.detect_with_reference(vectors, [query])[0])):
+        for key in ("rois", "scores", "masks"):
+            out[f"{how}{i}_{key}"] = result[key]
+np.savez(work + "/" + keras.backend.backend() + ".npz", **out)
+print(json.dumps({"backend": keras.backend.backend(),
+                  "tensorflow_loaded": "tensorflow" in sys.modules}))
+"""
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """Tiny settled weights with a mask head whose masks are neither empty nor full,
+    three queries of different sizes and a reference."""
+    from siamese_mrcnn.config import preset
+    from siamese_mrcnn.model import SiameseMaskRCNN
+    from tests.helpers.settled import settle
+
+    root = tmp_path_factory.mktemp("backends")
+    model = SiameseMaskRCNN("inference", preset("tiny_eval"), str(root / "logs"))
+    settle(model, [0.0, 0.5])
+    mask = model.keras_model.get_layer("mrcnn_mask")
+    kernel, bias = mask.get_weights()
+    mask.set_weights([kernel * 40.0, bias])  # masks with real boundaries
+    model.save_weights(str(root / "w.h5"))
+    rng = np.random.default_rng(0)
+    inputs = {"reference": photo(rng, 40, 36)}
+    for i, size in enumerate([(64, 64), (70, 90), (96, 64)]):
+        inputs[f"query{i}"] = photo(rng, *size)
+    np.savez(root / "inputs.npz", **inputs)
+    (root / "detect.py").write_text(DETECT)
+    (root / "site").mkdir()
+    (root / "site" / "sitecustomize.py").write_text(NO_TENSORFLOW)
+    return root
+
+
+def run_backend(work, backend: str) -> dict:
+    extra = {"KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu",
+             "PYTHONPATH": f"{work / 'site'}:{ROOT / 'lib'}:{ROOT}"}
+    done = run_python([work / "detect.py", work], extra_env=extra)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_jax_detects_what_tensorflow_detects_without_tensorflow(work):
+    reference = np.load(work / "inputs.npz")
+    tf_run = run_python([work / "detect.py", work],
+                        extra_env={"PYTHONPATH": f"{ROOT / 'lib'}:{ROOT}"})
+    assert tf_run.returncode == 0, tf_run.stderr[-3000:]
+    info = run_backend(work, "jax")
+    assert info == {"backend": "jax", "tensorflow_loaded": False}
+    want, got = np.load(work / "tensorflow.npz"), np.load(work / "jax.npz")
+    masks_compared = 0
+    for i in range(3):
+        for how in ("detect", "encoded"):
+            key = f"{how}{i}"
+            assert len(got[f"{key}_scores"]) == len(want[f"{key}_scores"]) > 0, key
+            np.testing.assert_allclose(got[f"{key}_scores"], want[f"{key}_scores"],
+                                       atol=1e-4, err_msg=key)
+            assert np.abs(got[f"{key}_rois"] - want[f"{key}_rois"]).max() <= 1, key
+            a, b = got[f"{key}_masks"], want[f"{key}_masks"]
+            assert a.shape == b.shape == reference[f"query{i}"].shape[:2] + (len(a[0, 0]),)
+            for n in range(a.shape[-1]):
+                union = (a[..., n] | b[..., n]).sum()
+                if union:
+                    assert (a[..., n] & b[..., n]).sum() / union >= 0.95, (key, n)
+                    masks_compared += 1
+    assert masks_compared >= 6  # the masks were not all empty
