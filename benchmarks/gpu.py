@@ -8,7 +8,9 @@ Random weights (speed does not depend on them) and random images of the config's
 size. Measures, after one warm-up call (the compile):
 - graph: the detection graph alone (vector_detector: molded queries and encoded
   references in, detections and masks out), images/s;
-- detect: detect() end to end (molding, graph, unmolding the masks on the CPU), images/s;
+- detect: detect() end to end (molding, graph, unmolding the masks on the CPU),
+  images/s; with random weights it depends on how many detections pass the threshold
+  (each mask is resized on the CPU), so only the graph figure compares across runs;
 - the compile time, the spread of the timed calls (a retrace per call would show as
   calls as slow as the first), and the accelerator's peak memory.
 Prints one JSON object and appends it to --output.
@@ -76,6 +78,7 @@ def main(argv=None) -> int:
 
     first = timed(graph, 1)[0]
     graph_times = timed(graph, args.iterations)
+
     targets = [[reference] * config.NUM_TARGETS] * args.batch
     detect_first = timed(lambda: model.detect(targets, images), 1)[0]
     detect_times = timed(lambda: model.detect(targets, images), max(3, args.iterations // 4))
