@@ -121,41 +121,28 @@ def non_max_suppression_ops(boxes, scores, max_output_size: int, iou_threshold: 
     """non_max_suppression_padded in keras.ops (any backend; what JAX and PyTorch run).
     valid: [N] bool, the boxes that take part (the others are neither kept nor
     suppress): NMS of a subset, with indices into the whole set."""
-    chosen, count = batched_non_max_suppression_ops(
-        boxes[None], scores[None], max_output_size, iou_threshold,
-        None if valid is None else valid[None])
-    return chosen[0], count[0]
-
-
-def batched_non_max_suppression_ops(boxes, scores, max_output_size: int,
-                                    iou_threshold: float, valid=None):
-    """NMS of every image of a batch at once, in keras.ops.
-
-    boxes [B, N, 4], scores [B, N], valid [B, N] bool or None.
-    Returns (indices [B, max_output_size] int32, -1 padded; counts [B] int32).
-    """
     max_output_size = int(max_output_size)
     boxes = ops.cast(boxes, "float32")
     scores = ops.cast(scores, "float32")
-    n = int(boxes.shape[1])
-    # Score order, ties by index (a stable sort; jnp.argsort is stable).
-    order = ops.argsort(-scores, axis=-1)  # [B, N]
-    ordered = ops.take_along_axis(boxes, order[..., None], axis=1)  # [B, N, 4]
-    iou = _iou_matrix(ordered)  # [B, N, N]
-    taking = (ops.ones_like(scores, dtype="bool") if valid is None
-              else ops.take_along_axis(ops.cast(valid, "bool"), order, axis=1))
+    n = boxes.shape[0]
+    # Score order, ties by index: argsort of -score is stable in keras.ops.
+    order = ops.argsort(-scores)
+    ordered = ops.take(boxes, order, axis=0)
+    iou = _iou_matrix(ordered)  # [N, N]
+    taking = (ops.ones((n,), dtype="bool") if valid is None
+              else ops.take(ops.cast(valid, "bool"), order))
 
     # Greedy NMS as a fixed point: box i is kept when no kept box before it overlaps it
     # above the threshold. Each pass decides at least one more box for good (box k's
     # answer depends only on boxes before it), so from "all kept" it reaches the greedy
     # answer in at most N passes, and in practice in as many as the longest chain of
-    # suppressions. Each pass is one [B, N, N] reduction for the whole batch: far fewer
-    # sequential steps on an accelerator than a loop over the boxes of each image.
+    # suppressions. Each pass is one [N, N] reduction: far fewer sequential steps on an
+    # accelerator than a loop over the N boxes.
     earlier = ops.arange(n)[:, None] < ops.arange(n)[None, :]  # [j, i]: j before i
-    overlaps = ops.logical_and(iou > iou_threshold, earlier[None])
+    overlaps = ops.logical_and(iou > iou_threshold, earlier)
 
     def step(keep):
-        suppressed = ops.any(ops.logical_and(keep[:, :, None], overlaps), axis=1)
+        suppressed = ops.any(ops.logical_and(keep[:, None], overlaps), axis=0)
         return ops.logical_and(taking, ops.logical_not(suppressed))
 
     def cond(keep, changed, passes):
@@ -167,41 +154,31 @@ def batched_non_max_suppression_ops(boxes, scores, max_output_size: int,
 
     keep, _, _ = ops.while_loop(cond, body, (taking, ops.convert_to_tensor(True),
                                              ops.convert_to_tensor(0)))
-    # Output slot m holds the (m+1)-th kept box in score order: no sort needed.
+    # The kept positions in order, then the rest: a stable sort on "not kept".
+    rank = ops.argsort(ops.cast(ops.logical_not(keep), "int32"))
+    count = ops.minimum(ops.sum(ops.cast(keep, "int32")), max_output_size)
     width = min(max_output_size, n)
-    position = ops.cumsum(ops.cast(keep, "int32"), axis=1)  # [B, N]
-    slots = ops.arange(1, width + 1, dtype="int32")[None, :, None]  # [1, W, 1]
-    hit = ops.logical_and(position[:, None, :] == slots, keep[:, None, :])  # [B, W, N]
-    where = ops.argmax(ops.cast(hit, "int32"), axis=-1)  # [B, W]
-    count = ops.minimum(ops.sum(ops.cast(keep, "int32"), axis=1), max_output_size)  # [B]
-    chosen = ops.take_along_axis(order, where, axis=1)
-    chosen = ops.where(ops.arange(width)[None] < count[:, None],
-                       ops.cast(chosen, "int32"), -1)
+    chosen = ops.take(order, rank[:width])
+    chosen = ops.where(ops.arange(width) < count, ops.cast(chosen, "int32"), -1)
     if width < max_output_size:
-        chosen = ops.concatenate(
-            [chosen, -ops.ones((int(boxes.shape[0]), max_output_size - width), "int32")],
-            axis=1)
+        chosen = ops.concatenate([chosen, -ops.ones((max_output_size - width,), "int32")])
     return chosen, count
 
 
 def _iou_matrix(boxes):
-    """IoU of every pair of boxes [..., N, 4] -> [..., N, N] (corners in either order;
-    0 for empty boxes)."""
-    y1 = ops.minimum(boxes[..., 0], boxes[..., 2])
-    y2 = ops.maximum(boxes[..., 0], boxes[..., 2])
-    x1 = ops.minimum(boxes[..., 1], boxes[..., 3])
-    x2 = ops.maximum(boxes[..., 1], boxes[..., 3])
+    """IoU of every pair of boxes [N, 4] (corners in either order; 0 for empty boxes)."""
+    y1 = ops.minimum(boxes[:, 0], boxes[:, 2])
+    y2 = ops.maximum(boxes[:, 0], boxes[:, 2])
+    x1 = ops.minimum(boxes[:, 1], boxes[:, 3])
+    x2 = ops.maximum(boxes[:, 1], boxes[:, 3])
     area = (y2 - y1) * (x2 - x1)
-
-    def pairwise(low, high):
-        return ops.maximum(ops.minimum(high[..., :, None], high[..., None, :])
-                           - ops.maximum(low[..., :, None], low[..., None, :]), 0)
-
-    inter = pairwise(y1, y2) * pairwise(x1, x2)
-    union = area[..., :, None] + area[..., None, :] - inter
-    empty = ops.logical_or(area[..., :, None] <= 0, area[..., None, :] <= 0)
+    height = ops.maximum(ops.minimum(y2[:, None], y2[None]) - ops.maximum(y1[:, None], y1[None]), 0)
+    width = ops.maximum(ops.minimum(x2[:, None], x2[None]) - ops.maximum(x1[:, None], x1[None]), 0)
+    inter = height * width
+    union = area[:, None] + area[None] - inter
+    empty = ops.logical_or(area[:, None] <= 0, area[None] <= 0)
     return ops.where(empty, ops.zeros_like(inter), inter / ops.where(union > 0, union, 1.0))
 
 
 __all__ = ["crop_and_resize", "crop_and_resize_ops", "non_max_suppression_padded",
-           "non_max_suppression_ops", "batched_non_max_suppression_ops"]
+           "non_max_suppression_ops"]

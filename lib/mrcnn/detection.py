@@ -9,7 +9,7 @@ import numpy as np
 from keras import ops
 
 from mrcnn import utils
-from mrcnn.backend_ops import batched_non_max_suppression_ops
+from mrcnn.backend_ops import non_max_suppression_ops
 from mrcnn.boxes import decode_box_deltas, norm_boxes_ops
 from mrcnn.molding import parse_image_meta_graph
 from mrcnn.layer_args import float_list, resolve_fields
@@ -113,45 +113,41 @@ def refine_detections(rois: tf.Tensor, probs: tf.Tensor, deltas: tf.Tensor,
 def refine_detections_ops(rois, probs, deltas, window, *, bbox_std_dev: Sequence[float],
                           min_confidence: float, max_instances: int,
                           nms_threshold: float):
-    """refine_detections in keras.ops with static shapes (JAX and PyTorch), for a whole
-    batch at once: the same detections, in the same order.
+    """refine_detections in keras.ops with static shapes (JAX and PyTorch): the same
+    detections, in the same order.
 
-    rois [B, N, 4], probs [B, N, C], deltas [B, N, C, 4], window [B, 4] (normalized).
-    Returns [B, max_instances, (y1, x1, y2, x2, class_id, score)], zero padded.
+    rois [N, 4], probs [N, C], deltas [N, C, 4], window [4] (normalized).
+    Returns [max_instances, (y1, x1, y2, x2, class_id, score)], zero padded.
     """
-    batch, n = int(rois.shape[0]), int(rois.shape[1])
-    class_ids = ops.cast(ops.argmax(probs, axis=-1), "int32")  # [B, N]
-    class_scores = ops.take_along_axis(probs, class_ids[..., None], axis=-1)[..., 0]
-    specific = ops.take_along_axis(deltas, class_ids[..., None, None], axis=2)[:, :, 0]
-    refined = decode_box_deltas(ops.reshape(ops.cast(rois, "float32"), (-1, 4)),
-                                ops.reshape(specific, (-1, 4))
-                                * np.asarray(bbox_std_dev, np.float32),
-                                ops.exp, ops.stack)
-    refined = ops.reshape(refined, (batch, n, 4))
-    low = ops.stack([window[:, 0], window[:, 1], window[:, 0], window[:, 1]], axis=1)
-    high = ops.stack([window[:, 2], window[:, 3], window[:, 2], window[:, 3]], axis=1)
-    refined = ops.maximum(ops.minimum(refined, high[:, None]), low[:, None])  # clipped
+    class_ids = ops.cast(ops.argmax(probs, axis=1), "int32")  # [N]
+    class_scores = ops.take_along_axis(probs, class_ids[:, None], axis=1)[:, 0]  # [N]
+    specific = ops.take_along_axis(deltas, class_ids[:, None, None], axis=1)[:, 0]  # [N, 4]
+    refined = decode_box_deltas(ops.cast(rois, "float32"),
+                                specific * np.asarray(bbox_std_dev, np.float32),
+                                ops.exp, ops.stack)  # [N, 4]
+    low = ops.stack([window[0], window[1], window[0], window[1]])
+    high = ops.stack([window[2], window[3], window[2], window[3]])
+    refined = ops.maximum(ops.minimum(refined, high), low)  # clipped to the window
     keep = class_ids > 0
     if min_confidence:
         keep = ops.logical_and(keep, class_scores >= min_confidence)
     kept = ops.zeros_like(keep)
-    for class_id in range(1, int(probs.shape[-1])):  # NMS per class, max_instances each
+    for class_id in range(1, int(probs.shape[1])):  # NMS per class, max_instances each
         members = ops.logical_and(keep, class_ids == class_id)
-        chosen, _ = batched_non_max_suppression_ops(refined, class_scores, max_instances,
-                                                    nms_threshold, valid=members)
-        hits = ops.any(ops.arange(n)[None, :, None] == chosen[:, None, :], axis=-1)
+        chosen, _ = non_max_suppression_ops(refined, class_scores, max_instances,
+                                            nms_threshold, valid=members)
+        hits = ops.any(ops.arange(refined.shape[0])[:, None] == chosen[None], axis=1)
         kept = ops.logical_or(kept, hits)
     ranked = ops.where(kept, class_scores, -1.0)  # scores are >= 0
-    top, ix = ops.top_k(ranked, min(max_instances, n))  # [B, K]
-    detections = ops.concatenate([
-        ops.take_along_axis(refined, ix[..., None], axis=1),
-        ops.cast(ops.take_along_axis(class_ids, ix, axis=1), "float32")[..., None],
-        ops.take_along_axis(class_scores, ix, axis=1)[..., None]], axis=-1)
-    detections = ops.where((top >= 0)[..., None], detections, 0.0)
-    gap = max_instances - int(detections.shape[1])
+    top, ix = ops.top_k(ranked, min(max_instances, int(refined.shape[0])))
+    detections = ops.concatenate([ops.take(refined, ix, axis=0),
+                                  ops.cast(ops.take(class_ids, ix), "float32")[:, None],
+                                  ops.take(class_scores, ix)[:, None]], axis=1)
+    detections = ops.where((top >= 0)[:, None], detections, 0.0)
+    gap = max_instances - int(detections.shape[0])
     if gap:
-        detections = ops.concatenate([detections, ops.zeros((batch, gap, 6))], axis=1)
-    return detections  # [B, max_instances, 6]
+        detections = ops.concatenate([detections, ops.zeros((gap, 6))], axis=0)
+    return detections  # [max_instances, 6]
 
 
 @keras.saving.register_keras_serializable(package="mrcnn")
@@ -230,11 +226,11 @@ class DetectionLayer(keras.layers.Layer):
         rois, mrcnn_class, mrcnn_bbox, image_meta = (ops.cast(x, "float32") for x in inputs)
         m = parse_image_meta_graph(image_meta)
         window = norm_boxes_ops(m["window"], m["image_shape"][0][:2])  # [batch, 4]
-        return refine_detections_ops(
-            rois, mrcnn_class, mrcnn_bbox, window, bbox_std_dev=self.bbox_std_dev,
-            min_confidence=self.detection_min_confidence,
+        return ops.stack([refine_detections_ops(
+            rois[b], mrcnn_class[b], mrcnn_bbox[b], window[b],
+            bbox_std_dev=self.bbox_std_dev, min_confidence=self.detection_min_confidence,
             max_instances=self.detection_max_instances,
-            nms_threshold=self.detection_nms_threshold)
+            nms_threshold=self.detection_nms_threshold) for b in range(self.images_per_gpu)])
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0][0], self.detection_max_instances, 6)

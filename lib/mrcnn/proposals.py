@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from mrcnn.backend_ops import batched_non_max_suppression_ops
+from mrcnn.backend_ops import non_max_suppression_padded
 
 try:  # the TensorFlow backend's graph; JAX and PyTorch run call_ops (keras.ops)
     import tensorflow as tf
@@ -160,10 +160,13 @@ class ProposalLayer(keras.layers.Layer):
         boxes = decode_box_deltas(ops.reshape(anchors, (-1, 4)), ops.reshape(deltas, (-1, 4)),
                                   ops.exp, ops.stack)
         boxes = ops.clip(ops.reshape(boxes, (-1, limit, 4)), 0.0, 1.0)  # the unit window
-        kept, _ = batched_non_max_suppression_ops(boxes, scores, self.proposal_count,
-                                                  self.nms_threshold)  # [batch, P]
-        chosen = ops.take_along_axis(boxes, ops.maximum(kept, 0)[..., None], axis=1)
-        return ops.where((kept >= 0)[..., None], chosen, 0.0)  # [batch, P, 4], zero padded
+        proposals = []
+        for b in range(self.images_per_gpu):
+            kept, _ = non_max_suppression_padded(boxes[b], scores[b], self.proposal_count,
+                                                 self.nms_threshold)
+            chosen = ops.take(boxes[b], ops.maximum(kept, 0), axis=0)
+            proposals.append(ops.where((kept >= 0)[:, None], chosen, 0.0))
+        return ops.stack(proposals)  # [batch, proposal_count, 4]
 
     def _top_anchors(self, inputs) -> tuple:
         """(scores [batch, L], deltas [batch, L, 4], anchors [batch, L, 4]) of the
