@@ -165,6 +165,16 @@ def non_max_suppression_ops(boxes, scores, max_output_size: int, iou_threshold: 
     return chosen, count
 
 
+def top_k(x, k: int):
+    """(values, indices) of the k largest entries along the last axis, ties by the lower
+    index first, as TensorFlow's top_k and jax.lax.top_k give them; torch.topk does
+    not promise an order among ties, so PyTorch takes a stable sort instead."""
+    if keras.backend.backend() == "torch":
+        indices = ops.argsort(-x, axis=-1)[..., :k]  # keras' argsort is stable
+        return ops.take_along_axis(x, indices, axis=-1), indices
+    return ops.top_k(x, k)
+
+
 def _iou_matrix(boxes):
     """IoU of every pair of boxes [N, 4] (corners in either order; 0 for empty boxes)."""
     y1 = ops.minimum(boxes[:, 0], boxes[:, 2])
@@ -181,4 +191,4 @@ def _iou_matrix(boxes):
 
 
 __all__ = ["crop_and_resize", "crop_and_resize_ops", "non_max_suppression_padded",
-           "non_max_suppression_ops"]
+           "non_max_suppression_ops", "top_k"]

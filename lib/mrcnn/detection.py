@@ -9,7 +9,7 @@ import numpy as np
 from keras import ops
 
 from mrcnn import utils
-from mrcnn.backend_ops import non_max_suppression_ops
+from mrcnn.backend_ops import non_max_suppression_ops, top_k
 from mrcnn.boxes import decode_box_deltas, norm_boxes_ops
 from mrcnn.molding import parse_image_meta_graph
 from mrcnn.layer_args import float_list, resolve_fields
@@ -139,7 +139,7 @@ def refine_detections_ops(rois, probs, deltas, window, *, bbox_std_dev: Sequence
         hits = ops.any(ops.arange(refined.shape[0])[:, None] == chosen[None], axis=1)
         kept = ops.logical_or(kept, hits)
     ranked = ops.where(kept, class_scores, -1.0)  # scores are >= 0
-    top, ix = ops.top_k(ranked, min(max_instances, int(refined.shape[0])))
+    top, ix = top_k(ranked, min(max_instances, int(refined.shape[0])))
     detections = ops.concatenate([ops.take(refined, ix, axis=0),
                                   ops.cast(ops.take(class_ids, ix), "float32")[:, None],
                                   ops.take(class_scores, ix)[:, None]], axis=1)

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from mrcnn.backend_ops import non_max_suppression_padded
+from mrcnn.backend_ops import non_max_suppression_padded, top_k
 
 try:  # the TensorFlow backend's graph; JAX and PyTorch run call_ops (keras.ops)
     import tensorflow as tf
@@ -154,7 +154,7 @@ class ProposalLayer(keras.layers.Layer):
             np.array(self.rpn_bbox_std_dev, np.float32), [1, 1, 4])  # [batch, A, 4]
         anchors = ops.cast(inputs[2], "float32")  # [batch, A, 4]
         limit = min(self.pre_nms_limit, int(anchors.shape[1]))
-        scores, ix = ops.top_k(scores, limit)  # [batch, L], sorted
+        scores, ix = top_k(scores, limit)  # [batch, L], best first, ties by index
         deltas = ops.take_along_axis(deltas, ix[..., None], axis=1)  # [batch, L, 4]
         anchors = ops.take_along_axis(anchors, ix[..., None], axis=1)  # [batch, L, 4]
         boxes = decode_box_deltas(ops.reshape(anchors, (-1, 4)), ops.reshape(deltas, (-1, 4)),

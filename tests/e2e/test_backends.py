@@ -1,8 +1,9 @@
-"""The Siamese model under the JAX backend detects what it detects under TensorFlow.
+"""The Siamese model under the JAX and PyTorch backends detects what it detects under
+TensorFlow.
 
 This process (TensorFlow) writes tiny weights and the inputs, and detects; a fresh
-interpreter with KERAS_BACKEND=jax, where importing TensorFlow fails (as on a machine
-that has none), loads the same .h5 file by name and detects on the same inputs, with
+interpreter with KERAS_BACKEND=jax (or torch), where importing TensorFlow fails (as on
+a machine that has none), loads the same .h5 file by name and detects on the same inputs, with
 detect() and with encode_reference + detect_with_reference, one image per call and
 two. Boxes must agree to a
 pixel, scores to 1e-4, masks but for boundary pixels.
@@ -18,16 +19,23 @@ import pytest
 from tests.helpers.photos import photo
 from tests.helpers.processes import ROOT, run_python
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("jax") is None,
-                                reason="jax is not installed (requirements-test.txt)")
 
 NO_TENSORFLOW = r"""
-import importlib.abc, sys
-class _NoTensorFlow(importlib.abc.MetaPathFinder):
+# As if TensorFlow were not installed: every finder answers None for it, so that
+# importlib.util.find_spec("tensorflow") is None and importing it raises
+# ModuleNotFoundError (PyTorch's dynamo probes for it with find_spec).
+import sys
+class _Hidden:
+    def __init__(self, inner):
+        self.inner = inner
     def find_spec(self, name, path=None, target=None):
-        if name == "tensorflow" or name.startswith("tensorflow."):
-            raise ImportError("No module named 'tensorflow' (blocked by the test)")
-sys.meta_path.insert(0, _NoTensorFlow())
+        if name.split(".")[0] == "tensorflow":
+            return None
+        find = getattr(self.inner, "find_spec", None)
+        return find(name, path, target) if find else None
+    def __getattr__(self, attribute):
+        return getattr(self.inner, attribute)
+sys.meta_path[:] = [_Hidden(finder) for finder in sys.meta_path]
 """
 
 DETECT = r"""
@@ -71,7 +79,10 @@ def work(tmp_path_factory):
     from siamese_mrcnn.model import SiameseMaskRCNN
     from tests.helpers.settled import settle
 
+    import keras
+
     root = tmp_path_factory.mktemp("backends")
+    keras.utils.set_random_seed(3)  # the same weights every run: masks that are not empty
     model = SiameseMaskRCNN("inference", preset("tiny_eval"), str(root / "logs"))
     settle(model, [0.0, 0.5])
     mask = model.keras_model.get_layer("mrcnn_mask")
@@ -89,6 +100,14 @@ def work(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def tensorflow_run(work):
+    done = run_python([work / "detect.py", work],
+                      extra_env={"PYTHONPATH": f"{ROOT / 'lib'}:{ROOT}"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return np.load(work / "tensorflow.npz")
+
+
 def run_backend(work, backend: str) -> dict:
     extra = {"KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu",
              "PYTHONPATH": f"{work / 'site'}:{ROOT / 'lib'}:{ROOT}"}
@@ -97,14 +116,15 @@ def run_backend(work, backend: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_jax_detects_what_tensorflow_detects_without_tensorflow(work):
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_backend_detects_what_tensorflow_detects_without_tensorflow(work, tensorflow_run,
+                                                                     backend):
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed (requirements-test.txt)")
     reference = np.load(work / "inputs.npz")
-    tf_run = run_python([work / "detect.py", work],
-                        extra_env={"PYTHONPATH": f"{ROOT / 'lib'}:{ROOT}"})
-    assert tf_run.returncode == 0, tf_run.stderr[-3000:]
-    info = run_backend(work, "jax")
-    assert info == {"backend": "jax", "tensorflow_loaded": False}
-    want, got = np.load(work / "tensorflow.npz"), np.load(work / "jax.npz")
+    info = run_backend(work, backend)
+    assert info == {"backend": backend, "tensorflow_loaded": False}
+    want, got = tensorflow_run, np.load(work / f"{backend}.npz")
     masks_compared = 0
     for i in range(3):
         for how in ("detect", "encoded", "pair"):

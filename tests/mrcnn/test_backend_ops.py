@@ -1,7 +1,8 @@
 """mrcnn.backend_ops: the keras.ops implementations (what JAX and PyTorch run) against
 TensorFlow's kernels, on random boxes and edge cases: boxes partly or wholly outside
 the map, empty and flipped boxes, 1x1 crops, more outputs asked than boxes, equal
-scores. Run here under TensorFlow, and again under JAX in a fresh interpreter."""
+scores. Run here under TensorFlow, and again under JAX and PyTorch in fresh
+interpreters."""
 from __future__ import annotations
 
 import importlib.util
@@ -95,38 +96,48 @@ def test_nms_of_a_subset_equals_nms_of_the_gathered_boxes():
     assert got[:int(count)].tolist() == want.tolist() and np.all(got[int(count):] == -1)
 
 
-# The same comparisons under JAX: a fresh interpreter with KERAS_BACKEND=jax runs the
-# ops on the cases and writes what it got; this process compares with TensorFlow.
-JAX_SCRIPT = r"""
+# The same comparisons under JAX and PyTorch: a fresh interpreter with KERAS_BACKEND set
+# runs the ops on the cases and writes what it got; this process compares with
+# TensorFlow. Under JAX the NMS is jit-compiled, once per distinct static argument.
+OTHER_BACKEND_SCRIPT = r"""
 import json, os, sys
 import numpy as np
 sys.path[:0] = [sys.argv[2], sys.argv[3]]
 import keras
-assert keras.backend.backend() == "jax", keras.backend.backend()
-import jax
+backend = keras.backend.backend()
 from mrcnn.backend_ops import crop_and_resize, non_max_suppression_padded
 from tests.mrcnn.test_backend_ops import crop_cases, nms_cases
 out = {}
 for i, (images, boxes, indices, size) in enumerate(crop_cases()):
-    out[f"crop{i}"] = np.asarray(crop_and_resize(images, boxes, indices, size))
-nms = jax.jit(non_max_suppression_padded, static_argnums=(2, 3))
+    out[f"crop{i}"] = np.asarray(keras.ops.convert_to_numpy(
+        crop_and_resize(images, boxes, indices, size)))
+nms = non_max_suppression_padded
+if backend == "jax":
+    import jax
+    nms = jax.jit(non_max_suppression_padded, static_argnums=(2, 3))
 for i, (boxes, scores, size, threshold) in enumerate(nms_cases()):
     kept, count = nms(boxes, scores, size, threshold)
-    out[f"nms{i}"], out[f"count{i}"] = np.asarray(kept), np.asarray(count)
+    out[f"nms{i}"] = keras.ops.convert_to_numpy(kept)
+    out[f"count{i}"] = keras.ops.convert_to_numpy(count)
 np.savez(sys.argv[1], **out)
-print(json.dumps({"traces": nms._cache_size()}))
+print(json.dumps({"backend": backend,
+                  "traces": nms._cache_size() if backend == "jax" else None}))
 """
 
 
-@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
-def test_the_ops_under_jax_equal_tensorflow(tmp_path):
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_the_ops_under_another_backend_equal_tensorflow(tmp_path, backend):
     from tests.helpers.processes import ROOT
 
-    script = tmp_path / "under_jax.py"
-    script.write_text(JAX_SCRIPT)
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed (requirements-test.txt)")
+    script = tmp_path / "other_backend.py"
+    script.write_text(OTHER_BACKEND_SCRIPT)
     done = run_python([script, tmp_path / "out.npz", ROOT / "lib", ROOT],
-                      extra_env={"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"})
+                      extra_env={"KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"})
     assert done.returncode == 0, done.stderr[-3000:]
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    assert info["backend"] == backend
     got = np.load(tmp_path / "out.npz")
     for i, (images, boxes, indices, size) in enumerate(crop_cases()):
         want = tf.image.crop_and_resize(images, boxes, indices, size).numpy()
@@ -135,6 +146,7 @@ def test_the_ops_under_jax_equal_tensorflow(tmp_path):
         want = tf_nms(boxes, scores, size, threshold)
         np.testing.assert_array_equal(got[f"nms{i}"], want, err_msg=f"nms case {i}")
         assert int(got[f"count{i}"]) == int(np.sum(want >= 0))
-    # One trace per distinct (size, threshold), not one per call.
-    distinct = len({(size, threshold, boxes.shape) for boxes, _, size, threshold in nms_cases()})
-    assert json.loads(done.stdout.strip().splitlines()[-1])["traces"] == distinct
+    if backend == "jax":  # one trace per distinct (size, threshold, shape), not per call
+        distinct = len({(size, threshold, boxes.shape)
+                        for boxes, _, size, threshold in nms_cases()})
+        assert info["traces"] == distinct
