@@ -228,6 +228,19 @@ def test_the_page_end_to_end_in_chromium(scenario, server, tmp_path):
             assert len(requests) == before, requests[before:]
             assert scores  # the page was checked against real detections
 
+            # The download: search's results.jsonl format, what the slider shows.
+            with page.expect_download() as download:
+                page.click("#download")
+            saved = tmp_path / "results.jsonl"
+            download.value.save_as(str(saved))
+            lines = [json.loads(line) for line in saved.read_text().splitlines()]
+            assert sorted(r["file"] for r in lines) == sorted(r["file"] for r in records)
+            by_file = {r["file"]: r for r in records}
+            for line in lines:
+                assert set(line) == {"file", "height", "width", "detections"}
+                want = [d for d in by_file[line["file"]]["detections"] if d["score"] >= level]
+                assert line["detections"] == want
+
             # 4. The server's folder, with its progress bar.
             page.click("#run-folder")
             page.wait_for_selector("#results[data-state=done]", timeout=RUN_TIMEOUT_MS)
