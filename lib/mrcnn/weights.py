@@ -196,12 +196,30 @@ def save_weights(model: keras.Model, filepath: str) -> None:
             f.flush()
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
+        _pause_for_test(filepath)
         os.replace(tmp_path, filepath)
     except BaseException:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
         raise
     logger.info("Saved %d weights of %d layers to %s", len(entries), len(tops), filepath)
+
+
+#: Tests only: a file name (e.g. "siamese_mrcnn_0002.h5") whose save stops after the
+#: temporary file is written and before it is renamed, so that a test can kill the
+#: process at the worst moment (tests/e2e/test_train_siamese_cli.py).
+PAUSE_ENV = "MRCNN_TEST_PAUSE_BEFORE_RENAME"
+
+
+def _pause_for_test(filepath: str) -> None:
+    name = os.environ.get(PAUSE_ENV)
+    if not name or os.path.basename(filepath) != name:
+        return
+    with open(filepath + ".paused", "w", encoding="utf-8"):
+        pass  # the signal to the test: the temporary file is complete, not renamed
+    import time
+
+    time.sleep(600)  # the test kills the process long before
 
 
 ############################################################

@@ -166,6 +166,46 @@ def test_train_again_to_the_same_epoch_has_nothing_to_do(trained):
                                                 "siamese_mrcnn_0002.h5"]
 
 
+@slow
+def test_a_kill_during_a_checkpoint_write_leaves_nothing_that_resume_loads(work, tmp_path):
+    """SIGKILL while epoch 2's checkpoint is written (the test hook holds the writer
+    after the temporary file is complete, before the rename): no siamese_mrcnn_0002.h5
+    appears, and `--model last` resumes from epoch 1 and writes epoch 2."""
+    import signal
+    import sys
+    import time
+
+    from mrcnn.weights import PAUSE_ENV
+    from tests.helpers.processes import QUIET_ENV, kill_group
+
+    logs = tmp_path / "logs"
+    run_dir = logs / "siamese_mrcnn_shapes_i1"
+    common = ["--dataset", "data", "--schedule", "schedule.json", "--steps-per-epoch", "2",
+              "--validation-steps", "1", "--val-images", "8", "--logs", str(logs), *TINY_SET]
+    env = dict(os.environ, **QUIET_ENV, **{PAUSE_ENV: "siamese_mrcnn_0002.h5"})
+    proc = subprocess.Popen([sys.executable, SCRIPT, "train", "--model", "none", "--epochs",
+                             "2", *common], cwd=work, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    flag = run_dir / "siamese_mrcnn_0002.h5.paused"
+    try:
+        # Generous: two tiny epochs take well under a minute; this only catches a hang.
+        deadline = time.monotonic() + 900
+        while not flag.exists():
+            assert proc.poll() is None, f"training ended ({proc.returncode}) before the write"
+            assert time.monotonic() < deadline, "the checkpoint write never started"
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        kill_group(proc)
+    assert _checkpoints(run_dir) == ["siamese_mrcnn_0001.h5"]
+    assert list(run_dir.glob(".tmp_*.h5"))  # the complete but unrenamed file is left
+    resumed = ok(run_cli("train", "--model", "last", "--epochs", 2, *common, cwd=work))
+    output = resumed.stdout + resumed.stderr
+    assert re.search(r"epoch 2 to 2, weights \S*siamese_mrcnn_0001\.h5", output), output[-2000:]
+    assert _checkpoints(run_dir) == ["siamese_mrcnn_0001.h5", "siamese_mrcnn_0002.h5"]
+
+
 # --------------------------------------------------------------------- evaluate
 
 def _check_stats(results: dict, eval_types: list, runs: int) -> None:
