@@ -11,6 +11,8 @@ tests/siamese_mrcnn/test_mixed_precision.py on small graphs.
 """
 import json
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -266,3 +268,39 @@ def test_search_speed_smoke(tmp_path):
     latency = report["export"]["seconds_per_image"]
     assert _positive(latency["exported"]) and _positive(latency["detect"])
     assert report["export_over_detect"] == pytest.approx(latency["exported"] / latency["detect"])
+
+
+def test_gpu_script_cpu_check(tmp_path):
+    """benchmarks/gpu.sh as its CPU check: the JAX backend, tiny config, one JSON line
+    with the graph's rate, the compile and no slow calls (no retrace per call)."""
+    import importlib.util
+
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed (requirements-test.txt)")
+    results = tmp_path / "gpu.jsonl"
+    done = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu.sh")], cwd=REPO, capture_output=True,
+        text=True, timeout=1500,  # a hang bound: about 30 s on 2 idle cores
+        env={**os.environ, "CONFIG": "tiny_eval", "BATCHES": "2",
+             "POLICIES": "float32", "ITERATIONS": "4", "RESULTS": str(results),
+             "PYTHON": sys.executable, "JAX_PLATFORMS": "cpu"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    (line,) = [json.loads(x) for x in results.read_text().splitlines()]
+    assert line["backend"] == "jax" and line["batch"] == 2 and line["config"] == "tiny_eval"
+    assert _positive(line["graph_images_per_s"]) and _positive(line["detect_images_per_s"])
+    assert line["graph_first_call_s"] > line["graph_median_s"]  # the compile
+    assert line["slow_calls"] == 0
+
+
+def test_sharded_eval_smoke(tmp_path):
+    """benchmarks/sharded_eval.py with 2 shards on 6 images, one run: both wall times,
+    their ratio, and merged statistics equal to the unsharded ones."""
+    output = tmp_path / "sharded.json"
+    done = run_python([str(REPO / "benchmarks" / "sharded_eval.py"), "--shards", "2",
+                       "--images", "6", "--runs", "1", "--output", str(output)], cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert report["merged_equals_unsharded"] is True
+    assert _positive(report["one_process_s"]) and _positive(report["shard_processes_s"])
+    assert report["one_over_sharded"] == pytest.approx(
+        report["one_process_s"] / (report["shard_processes_s"] + report["merge_s"]))
