@@ -221,12 +221,22 @@ def _subset_ap50(coco_eval: customCOCOeval, keep: set) -> float:
 #  Writing data and figures
 ############################################################
 
-def save_json(data: Any, path: str) -> str:
-    """Writes data as indented JSON (creating the directory); returns the path."""
+def write_atomic(path: str, text: str) -> str:
+    """Writes text to PATH.partial, then renames it onto path (creating the directory):
+    a killed process never leaves a half-written file under the name. Returns path."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
+    temporary = path + ".partial"
+    with open(temporary, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(temporary, path)
     return path
+
+
+def save_json(data: Any, path: str, indent: Optional[int] = 2,
+              default: Optional[Callable] = None) -> str:
+    """Writes data as JSON (indented by default; json.dumps' default for other types),
+    atomically (write_atomic); returns the path."""
+    return write_atomic(path, json.dumps(data, indent=indent, default=default))
 
 
 def save_csv(rows: Sequence[dict], path: str, fieldnames: Optional[Sequence[str]] = None

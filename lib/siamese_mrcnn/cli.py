@@ -24,7 +24,7 @@ from mrcnn.cli_support import (CLIError, add_set_option, parse_set,  # noqa: F40
 from siamese_mrcnn.cli_inputs import (EVAL_TYPES, MODEL_CHOICES,  # noqa: F401
                                       annotation_file, build_config, check_model_spec,
                                       check_split, init_weights, json_default,
-                                      load_split_datasets, parse_eval_types,
+                                      load_inference_model, load_split_datasets, parse_eval_types,
                                       resolve_schedule, run_names)
 from siamese_mrcnn.cli_report import add_report_parser
 
@@ -186,10 +186,9 @@ def report_evaluation(results: dict, output: str | None) -> dict:
     """Prints the table; writes the JSON to ``output`` (temporary name, then renamed)."""
     print(format_results_table(results))
     if output:
-        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-        with open(output + ".partial", "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=2, default=_json_default)
-        os.replace(output + ".partial", output)
+        from siamese_mrcnn.analysis import save_json
+
+        save_json(results, output, default=json_default)
         logger.info("Wrote %s", output)
     return results
 
@@ -213,7 +212,6 @@ def format_results_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-_json_default = json_default  # the old private name
 
 
 # --------------------------------------------------------------------- detect
@@ -360,19 +358,8 @@ def cmd_search(args) -> dict:
         raise CLIError(f"the reference is {reference.shape[0]}x{reference.shape[1]} pixels; "
                        f"expected at least {MIN_REFERENCE_SIDE}x{MIN_REFERENCE_SIDE}")
 
-    if exported:  # a SavedModel from `export`: --config, --set and --batch do not apply
-        from siamese_mrcnn.search import ExportedModel
-
-        try:
-            model = ExportedModel(args.model)
-        except ValueError as error:
-            raise CLIError(f"--model {error}") from error
-        checkpoint = args.model
-    else:
-        from siamese_mrcnn.model import SiameseMaskRCNN
-
-        model = SiameseMaskRCNN("inference", config, args.logs)
-        checkpoint = init_weights(model, args.model)
+    # A SavedModel from `export` takes no --config, --set or --batch.
+    model, checkpoint = load_inference_model(args.model, config, args.logs)
     try:
         summary = search_collection(model, reference, files, args.output,
                                     min_score=args.min_score, top=args.top,

@@ -249,6 +249,24 @@ def init_weights(model, spec: str, schedule: dict | None = None) -> str:
         raise CLIError(f"--model {spec}: cannot read the weights: {error}") from error
 
 
+
+def load_inference_model(spec: str, config, logs: str) -> tuple:
+    """(model, name) of --model for search and the web page: an ExportedModel for a
+    folder written by `export` (config unused), else a SiameseMaskRCNN in inference mode
+    built from config with the weights of spec (init_weights). CLIError for a folder
+    that is not an export."""
+    if os.path.isdir(spec):
+        from siamese_mrcnn.search import ExportedModel
+
+        try:
+            return ExportedModel(spec), spec
+        except ValueError as error:
+            raise CLIError(f"--model {error}") from error
+    from siamese_mrcnn.model import SiameseMaskRCNN
+
+    model = SiameseMaskRCNN("inference", config, logs)
+    return model, init_weights(model, spec)
+
 EVAL_TYPES = ("bbox", "segm")
 
 

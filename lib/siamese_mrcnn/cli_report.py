@@ -94,6 +94,7 @@ def _read_results(folders: list, names: list) -> dict:
 
 
 def cmd_report(args) -> dict:
+    from siamese_mrcnn.analysis import save_json
     from siamese_mrcnn.coco import get_class_split
     from siamese_mrcnn.report import build_tables, markdown, report_cells, write_tables
 
@@ -131,10 +132,8 @@ def cmd_report(args) -> dict:
             results[cell.name] = dict(summary.to_dict(), meta={
                 "split": split, "classes": cell.classes, "shots": k,
                 "random_baseline": cell.random, "model": models.get(split, args.full)})
-            path = os.path.join(cell_dir, f"{cell.name}.json")
-            with open(path + ".partial", "w", encoding="utf-8") as f:
-                json.dump(results[cell.name], f, indent=2, default=json_default)
-            os.replace(path + ".partial", path)
+            save_json(results[cell.name], os.path.join(cell_dir, f"{cell.name}.json"),
+                      default=json_default)
     try:
         tables = build_tables(results, splits, shots, full=bool(args.full))
     except ValueError as error:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -32,7 +31,6 @@ CLASS_LISTS = ("imagenet-687", "imagenet-771", "imagenet-1k")
 LIST_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet_classes")
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 MEAN_PIXEL = np.array([123.7, 116.8, 103.9], dtype=np.float32)  # the detector's
-_CHECKPOINT = re.compile(r"pretrain_(?P<classes>[\w-]+)_(?P<epoch>\d{4})\.h5$")
 
 
 def class_list(name: str, train_dir: str) -> list[str]:
@@ -147,13 +145,23 @@ def learning_rate(epoch: int, base: float, decay_epochs: Sequence[int]) -> float
     return base / 10 ** sum(1 for d in decay_epochs if epoch >= d)
 
 
+#: The file of one epoch (AtomicCheckpoint formats {epoch:04d}).
+CHECKPOINT_NAME = "pretrain_{classes}_{epoch:04d}.h5"
+
+
+def checkpoint_name(classes: str, epoch: int) -> str:
+    return CHECKPOINT_NAME.format(classes=classes, epoch=epoch)
+
+
 def latest_checkpoint(run_dir: str, classes: str) -> tuple[Optional[str], int]:
     """(path, epoch) of the run's last checkpoint, or (None, 0)."""
+    from mrcnn.checkpoints import epoch_in_name
+
     best, epoch = None, 0
     for name in os.listdir(run_dir) if os.path.isdir(run_dir) else []:
-        match = _CHECKPOINT.match(name)
-        if match and match["classes"] == classes and int(match["epoch"]) > epoch:
-            best, epoch = os.path.join(run_dir, name), int(match["epoch"])
+        found = epoch_in_name(name)
+        if found and name == checkpoint_name(classes, found) and found > epoch:
+            best, epoch = os.path.join(run_dir, name), found
     return best, epoch
 
 
@@ -199,7 +207,8 @@ def pretrain(data_dir: str, classes: str, run_dir: str, output: str, epochs: int
         callbacks = [
             keras.callbacks.LearningRateScheduler(
                 lambda epoch: learning_rate(epoch, rate, decay_epochs)),
-            AtomicCheckpoint(os.path.join(run_dir, f"pretrain_{classes}_{{epoch:04d}}.h5")),
+            AtomicCheckpoint(os.path.join(run_dir,
+                                          CHECKPOINT_NAME.replace("{classes}", classes))),
         ]
         fit = model.fit(dataset(train, image_size, batch_size, True, seed),
                         validation_data=(dataset(val, image_size, batch_size, False)
@@ -216,4 +225,4 @@ def pretrain(data_dir: str, classes: str, run_dir: str, output: str, epochs: int
 
 __all__ = ["CLASS_LISTS", "class_list", "ImageFolder", "list_subset", "check_classes",
            "dataset", "build_classifier", "learning_rate", "latest_checkpoint",
-           "pretrain", "MEAN_PIXEL"]
+           "pretrain", "checkpoint_name", "CHECKPOINT_NAME", "MEAN_PIXEL"]

@@ -15,7 +15,6 @@ averaged over the splits (run r of every split, averaged), as a t-interval.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -68,6 +67,12 @@ def summarize(runs: np.ndarray, confidence: float = 0.95) -> dict:
             "runs": [float(v) for v in runs]}
 
 
+def cell_value(result: Optional[dict], eval_type: str) -> Optional[dict]:
+    """summarize() of a cell's AP50 runs; None without the cell or the eval type."""
+    runs = None if result is None else ap50_runs(result, eval_type)
+    return None if runs is None else summarize(runs)
+
+
 def split_mean(results: Sequence[dict], eval_type: str) -> Optional[dict]:
     """The mean column: the splits' runs averaged run by run, then a t-interval.
     None when a result lacks the eval type; ValueError when the run counts differ."""
@@ -105,10 +110,8 @@ def build_tables(results: dict, splits: Sequence[str], shots: Sequence[int],
     for label, classes, k, random in table_rows(shots):
         cells = [results.get(Cell(split, classes, k, random).name) for split in splits]
         for eval_type, kind in KINDS:
-            values = {}
-            for split, cell in zip(splits, cells):
-                runs = None if cell is None else ap50_runs(cell, eval_type)
-                values[f"S{split}"] = None if runs is None else summarize(runs)
+            values = {f"S{split}": cell_value(cell, eval_type)
+                      for split, cell in zip(splits, cells)}
             values["mean"] = (split_mean(cells, eval_type)
                               if all(c is not None for c in cells) else None)
             rows2.append({"row": label, "kind": kind, "eval_type": eval_type,
@@ -117,9 +120,7 @@ def build_tables(results: dict, splits: Sequence[str], shots: Sequence[int],
     full_result = results.get(Cell("full", "all").name) if full else None
     if full_result is not None:
         rows1.append({"row": "Siamese, all classes (full model)",
-                      **{kind: (None if ap50_runs(full_result, t) is None
-                                else summarize(ap50_runs(full_result, t)))
-                         for t, kind in KINDS}})
+                      **{kind: cell_value(full_result, t) for t, kind in KINDS}})
     for row in rows2:
         if row["kind"] == "boxes":
             rows1.append({"row": f"{row['row']}, mean of the splits",
@@ -147,19 +148,15 @@ def markdown(tables: dict, splits: Sequence[str]) -> dict:
 def write_tables(tables: dict, splits: Sequence[str], out_dir: str) -> dict:
     """table1/table2 .md and .json in out_dir (each written to a temporary name, then
     renamed). Returns the paths."""
-    os.makedirs(out_dir, exist_ok=True)
+    from siamese_mrcnn.analysis import save_json, write_atomic
+
     texts = markdown(tables, splits)
     paths = {}
     for name in ("table1", "table2"):
-        for ext, content in (("md", texts[name]), ("json", json.dumps(tables[name],
-                                                                       indent=2))):
-            path = os.path.join(out_dir, f"{name}.{ext}")
-            with open(path + ".partial", "w", encoding="utf-8") as f:
-                f.write(content)
-            os.replace(path + ".partial", path)
-            paths[f"{name}_{ext}"] = path
+        paths[f"{name}_md"] = write_atomic(os.path.join(out_dir, f"{name}.md"), texts[name])
+        paths[f"{name}_json"] = save_json(tables[name], os.path.join(out_dir, f"{name}.json"))
     return paths
 
 
-__all__ = ["Cell", "report_cells", "table_rows", "build_tables", "markdown", "write_tables",
-           "split_mean", "cell_text", "KINDS"]
+__all__ = ["Cell", "report_cells", "table_rows", "build_tables", "cell_value", "markdown",
+           "write_tables", "split_mean", "cell_text", "KINDS"]

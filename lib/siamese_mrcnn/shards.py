@@ -100,11 +100,9 @@ def evaluate_shard(model: Any, dataset: Any, shard: tuple[int, int], runs: int =
 def write_shard(shard: dict, path: str) -> None:
     """Writes a shard's JSON to a temporary name, then renames it: a killed process
     never leaves a half-written part that a merge would read."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = f"{path}.partial"
-    with open(temporary, "w", encoding="utf-8") as f:
-        json.dump(shard, f)
-    os.replace(temporary, path)
+    from siamese_mrcnn.analysis import save_json
+
+    save_json(shard, path, indent=None)
 
 
 def read_shard(path: str) -> dict:

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 def load_engine(args):
     """The Engine of --model (weights or an export) and --images; CLIError for a bad one."""
     from siamese_mrcnn.app.engine import Engine
-    from siamese_mrcnn.cli import check_model_spec, inference_config, init_weights
+    from siamese_mrcnn.cli import check_model_spec, inference_config, load_inference_model
     from siamese_mrcnn.search import list_images
 
     if args.batch < 1:
@@ -60,21 +60,11 @@ def load_engine(args):
             list_images(args.images)
         except ValueError as error:
             raise CLIError(str(error)) from error
-    if os.path.isdir(args.model):
-        from siamese_mrcnn.search import ExportedModel
-
-        try:
-            model = ExportedModel(args.model)
-        except ValueError as error:
-            raise CLIError(f"--model {error}") from error
-        name = args.model
-    else:
+    config = None
+    if not os.path.isdir(args.model):  # an export takes no --config/--set/--batch
         config = inference_config(args, IMAGES_PER_GPU=args.batch, GPU_COUNT=1)
         check_model_spec(args.model)
-        from siamese_mrcnn.model import SiameseMaskRCNN
-
-        model = SiameseMaskRCNN("inference", config, args.logs)
-        name = init_weights(model, args.model)
+    model, name = load_inference_model(args.model, config, args.logs)
     return Engine(model, name, images=args.images)
 
 

@@ -102,8 +102,6 @@ async def _read_form(request: Request):
                           "box, min_score)", status=415)
     try:
         return await request.form(max_files=MAX_FILES, max_fields=MAX_FIELDS)
-    except UploadError:
-        raise
     except Exception as error:  # python-multipart's parse errors, too many parts
         raise UploadError(f"cannot read the multipart body: {error}") from error
 
