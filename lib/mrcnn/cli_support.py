@@ -7,6 +7,7 @@ permissions) exits 1; Ctrl-C exits 130. Nothing here prints a traceback.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from typing import Callable, Iterator, Sequence
 
@@ -53,7 +54,8 @@ def run_command(command: Callable[[], object], prefix: str = "error",
     """Runs ``command()`` and maps its outcome to an exit code.
 
     0: done; 2: CliError (one line: "``prefix``: message"); 1: OSError (disk full,
-    permissions: not a bug of ours); 130: Ctrl-C, with the ``interrupted`` line.
+    permissions: not a bug of ours); 130: Ctrl-C, with the ``interrupted`` line; 3: a
+    multi-worker run lost a worker (mrcnn.multi_worker.WorkerLostError, one line).
     """
     try:
         command()
@@ -67,6 +69,17 @@ def run_command(command: Callable[[], object], prefix: str = "error",
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         return 130
+    except RuntimeError as error:
+        from mrcnn.multi_worker import WorkerLostError
+
+        if not isinstance(error, WorkerLostError):
+            raise
+        print(f"{prefix}: {error}", file=sys.stderr)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        # TensorFlow's collective threads still wait on the lost peer and can block
+        # the interpreter's exit: leave now, with the status the message announced.
+        os._exit(3)
     return 0
 
 

@@ -39,6 +39,9 @@ IMAGE_RESIZE_MODES = ("none", "square", "pad64", "crop")
 # Fields compute_derived() sets from the others: not settable by overrides.
 COMPUTED_FIELDS = ("BATCH_SIZE", "IMAGE_SHAPE", "IMAGE_META_SIZE")
 
+# Config.DISTRIBUTION values.
+DISTRIBUTIONS = (None, "multi_worker")
+
 # The FPN halves the feature maps 6 times (P2..P6), so the input side must be
 # divisible by 2**6.
 _SIZE_DIVISOR = 64
@@ -194,6 +197,12 @@ class Config(object):
     # are processes rather than threads.
     WORKERS = 0
     USE_MULTIPROCESSING = False
+
+    # None: one process (MirroredStrategy when GPU_COUNT > 1). "multi_worker":
+    # tf.distribute.MultiWorkerMirroredStrategy over the workers TF_CONFIG names
+    # (mrcnn.multi_worker); BATCH_SIZE is then each worker's share and GPU_COUNT
+    # the replicas of one worker.
+    DISTRIBUTION = None
 
     # The data generator skips a bad sample (logging its id); this many
     # failures in a row stop it with an error.
@@ -389,6 +398,9 @@ class Config(object):
         _check_int(self, "WORKERS", minimum=0)
         _check_bool(self, "USE_MULTIPROCESSING")
         _check_int(self, "MAX_CONSECUTIVE_FAILURES", minimum=1)
+        if self.DISTRIBUTION not in DISTRIBUTIONS:
+            raise ValueError("DISTRIBUTION must be one of {}; got {!r}".format(
+                list(DISTRIBUTIONS), self.DISTRIBUTION))
 
     # ------------------------------------------------------------------
     # Display / export

@@ -21,9 +21,11 @@ Ported from Matterport Mask R-CNN 2.1 (mrcnn/model.py, "Data Generator" and
 from __future__ import annotations
 
 import logging
+import contextlib
 import math
-import os
 import random
+import sys
+import threading
 from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 
 import keras
@@ -287,6 +289,30 @@ def pydataset_workers(config: Any, workers: Optional[int] = None,
             "use_multiprocessing": use_multiprocessing and workers > 0}
 
 
+_GLOBAL_RANDOM_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def seeded_global_random(seed: int) -> Iterator[None]:
+    """Seeds np.random, random and imgaug for a block; restores numpy and random.
+
+    Matterport's helpers (build_rpn_targets, augmentation) draw from these
+    global generators; the lock keeps threads from interleaving their draws.
+    """
+    with _GLOBAL_RANDOM_LOCK:
+        numpy_state, python_state = np.random.get_state(), random.getstate()
+        np.random.seed(seed)
+        random.seed(seed)
+        imgaug = sys.modules.get("imgaug")
+        if imgaug is not None and hasattr(getattr(imgaug, "random", None), "seed"):
+            imgaug.random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(numpy_state)
+            random.setstate(python_state)
+
+
 def load_batch(load: Callable[[int], TrainingSample], next_image_id: Callable[[], int],
                batch_size: int, max_failures: int) -> list[TrainingSample]:
     """Loads batch_size samples, skipping image ids that fail to load.
@@ -379,13 +405,15 @@ class DataGenerator(keras.utils.PyDataset):
     next id of the stream (see load_batch()). An epoch is one pass over the
     data (len = ceil(images / BATCH_SIZE); the last batch is completed from
     the next pass) or, with steps_per_epoch, that many batches, the next epoch
-    continuing where this one stopped. The order is therefore reproducible
-    given a seed; random content (RPN anchor subsampling, augmentation draws)
-    comes from np.random / imgaug.
+    continuing where this one stopped. Each sample's random content (RPN anchor
+    subsampling, augmentation draws) comes from np.random / random / imgaug
+    seeded by (seed, its stream position), so the batches are a pure function
+    of the seed, in any worker thread or process (see batch_at()).
 
     Each item is `(inputs,)`, or `(inputs, outputs)` with detection_targets;
     see assemble_batch(). Note that fit(shuffle=True), the default, also
-    permutes the batch indices of an epoch with Python's `random`.
+    permutes the batch indices of an epoch with Python's `random`
+    (MaskRCNN.train passes shuffle=False: the stream is shuffled already).
 
     workers / use_multiprocessing default to config.WORKERS (0 = load in the
     calling thread) and config.USE_MULTIPROCESSING. With workers, an exception
@@ -400,7 +428,7 @@ class DataGenerator(keras.utils.PyDataset):
                  no_augmentation_sources: Optional[Sequence[str]] = None,
                  workers: Optional[int] = None, use_multiprocessing: Optional[bool] = None,
                  max_queue_size: int = 10, seed: Optional[int] = None,
-                 steps_per_epoch: Optional[int] = None):
+                 steps_per_epoch: Optional[int] = None, batch_size: Optional[int] = None):
         loading = pydataset_workers(config, workers, use_multiprocessing)
         if steps_per_epoch is not None and steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch: expected None or an int >= 1, "
@@ -413,7 +441,9 @@ class DataGenerator(keras.utils.PyDataset):
         if self.image_ids.size == 0:
             raise ValueError("dataset: expected at least one image, got 0 "
                              "(was dataset.prepare() called?)")
-        self.batch_size = int(config.BATCH_SIZE)
+        self.batch_size = int(config.BATCH_SIZE if batch_size is None else batch_size)
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size: expected an int >= 1, got {self.batch_size}")
         self.steps_per_epoch = steps_per_epoch
         self.max_failures = max_consecutive_failures(config)
         self._loader = _SampleLoader(dataset, config, augmentation=augmentation,
@@ -424,7 +454,6 @@ class DataGenerator(keras.utils.PyDataset):
         self.seed = int(np.random.SeedSequence(seed).entropy)
         self.epoch = 0
         self._permutations: dict[int, np.ndarray] = {}
-        self._pid = os.getpid()
 
     def __len__(self) -> int:
         if self.steps_per_epoch is not None:
@@ -458,35 +487,36 @@ class DataGenerator(keras.utils.PyDataset):
     def __getitem__(self, idx: int) -> tuple:
         if not 0 <= idx < len(self):
             raise IndexError(f"batch index: expected 0 <= idx < {len(self)}, got {idx}")
-        self._reseed_if_forked()
         # on_epoch_end() may advance the epoch from another thread: read it once.
-        position = self.epoch_start(self.epoch) + idx * self.batch_size - 1
+        return self.batch_at(self.epoch, idx * self.batch_size, self.batch_size)
+
+    def batch_at(self, epoch: int, index: int, size: int) -> tuple:
+        """The ``size`` samples from position ``index`` of ``epoch``, as __getitem__
+        returns them (batch idx is batch_at(epoch, idx * batch_size, batch_size)).
+
+        Each sample draws its random content from np.random / random / imgaug seeded
+        by (seed, its stream position): the same sample whichever process, worker or
+        batch loads it. Multi-worker training loads each worker's share this way.
+        """
+        position = self.epoch_start(epoch) + index - 1
 
         def next_image_id() -> int:
             nonlocal position
             position += 1
             return self.image_id_at(position)
 
-        samples = load_batch(self._loader, next_image_id, self.batch_size,
-                             self.max_failures)
+        def load(image_id: int) -> TrainingSample:
+            seed = np.random.SeedSequence([self.seed, position]).generate_state(1)[0]
+            with seeded_global_random(int(seed)):
+                return self.load_sample(image_id)
+
+        samples = load_batch(load, next_image_id, size, self.max_failures)
         inputs, outputs = assemble_batch(samples, self.config)
         return (inputs, outputs) if outputs else (inputs,)
 
+    def load_sample(self, image_id: int) -> TrainingSample:
+        """One image's training sample (override to change what a sample holds)."""
+        return self._loader(image_id)
+
     def on_epoch_end(self) -> None:
         self.epoch += 1
-
-    def _reseed_if_forked(self) -> None:
-        """Gives each worker process its own random draws.
-
-        Forked workers inherit the parent's RNG states and would otherwise make
-        identical RPN subsampling and augmentation draws.
-        """
-        if os.getpid() == self._pid:
-            return
-        self._pid = os.getpid()
-        seed = int.from_bytes(os.urandom(4), "little")
-        np.random.seed(seed)
-        random.seed(seed)
-        augmentation = self._loader.augmentation
-        if augmentation is not None and hasattr(augmentation, "seed_"):
-            augmentation.seed_(seed)

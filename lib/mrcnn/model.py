@@ -16,6 +16,7 @@ import os
 from typing import Any, Callable, Sequence
 
 import keras
+import numpy as np
 
 from mrcnn import utils  # noqa: F401 - modellib.utils, as in Matterport
 from mrcnn.backbone import (compute_backbone_shapes, conv_block, identity_block,  # noqa: F401
@@ -115,7 +116,19 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
         self._sub_models: dict[str, keras.Model] = {}
         self.set_log_dir()
         self.strategy = None
-        if config.GPU_COUNT > 1:
+        if config.DISTRIBUTION == "multi_worker":
+            from mrcnn import multi_worker
+
+            self.strategy = multi_worker.get_strategy()
+            local = self.strategy.num_replicas_in_sync // multi_worker.current_cluster().count
+            if local != config.GPU_COUNT:
+                raise ValueError(
+                    f"GPU_COUNT={config.GPU_COUNT} but this worker has {local} replica(s) "
+                    "(its visible GPUs, or 1 on a CPU): set GPU_COUNT to that number, or "
+                    "choose the GPUs with CUDA_VISIBLE_DEVICES")
+            with self.strategy.scope():
+                self.keras_model = self.build(mode=mode, config=config)
+        elif config.GPU_COUNT > 1:
             from mrcnn.parallel_model import ParallelModel, get_strategy
 
             self.strategy = get_strategy(config.GPU_COUNT)
@@ -440,18 +453,18 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
         GRADIENT_CLIP_NORM clips the global norm of all gradients together: Keras 2's
         ``clipnorm``, which Matterport used, did that (Keras 3's clips per variable).
         """
-        optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
-                                         global_clipnorm=self.config.GRADIENT_CLIP_NORM)
-        # CropAndResize has no XLA kernel: never let Keras turn XLA on.
-        self.keras_model.compile(optimizer=optimizer, jit_compile=False)
-        # Create the momentum slots now. Without a distribution strategy Keras defers
-        # this to the first train step, and a tf.function that creates variables is
-        # traced twice: the first step of every stage would cost two traces.
-        # ParallelModel.compile re-creates an optimizer made outside its strategy.
-        optimizer = self.keras_model.optimizer
-        if not optimizer.built:
-            scope = self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
-            with scope:
+        # Keras' optimizers belong to the strategy current when they are created.
+        scope = self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+        with scope:
+            optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
+                                             global_clipnorm=self.config.GRADIENT_CLIP_NORM)
+            # CropAndResize has no XLA kernel: never let Keras turn XLA on.
+            self.keras_model.compile(optimizer=optimizer, jit_compile=False)
+            # Create the momentum slots now. Without a distribution strategy Keras
+            # defers this to the first train step, and a tf.function that creates
+            # variables is traced twice: the first step of every stage would cost two.
+            optimizer = self.keras_model.optimizer
+            if not optimizer.built:
                 optimizer.build(self.keras_model.trainable_variables)
 
     def layer_regex(self, layers: str) -> str:
@@ -459,11 +472,44 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
         return LAYER_REGEX.get(layers, layers)
 
     def make_data_generator(self, dataset, shuffle: bool = True, augmentation=None,
-                            no_augmentation_sources=None, steps: int | None = None):
-        """The training data source (a keras PyDataset)."""
+                            no_augmentation_sources=None, steps: int | None = None,
+                            batch_size: int | None = None, seed: int | None = None):
+        """The training data source (a keras PyDataset with batch_at(); see mrcnn.data).
+
+        batch_size: default config.BATCH_SIZE (multi-worker training passes the
+        global batch); seed: default drawn. Without USE_RPN_ROIS each sample carries
+        POST_NMS_ROIS_TRAINING random ROIs, the graph's input_roi.
+        """
+        random_rois = 0 if self.config.USE_RPN_ROIS else self.config.POST_NMS_ROIS_TRAINING
         return DataGenerator(dataset, self.config, shuffle=shuffle, augmentation=augmentation,
                              no_augmentation_sources=no_augmentation_sources,
-                             steps_per_epoch=steps)
+                             steps_per_epoch=steps, batch_size=batch_size, seed=seed,
+                             random_rois=random_rois)
+
+    @property
+    def is_chief(self) -> bool:
+        """False only on a multi-worker run's non-chief tasks (which write no files and
+        take their weights from the chief: sync_workers)."""
+        cluster = self._multi_worker_cluster()
+        return cluster is None or cluster.is_chief
+
+    def sync_workers(self) -> None:
+        """Multi-worker: every worker takes the chief's weights and epoch (a collective
+        call: all workers make it at the same point). Otherwise nothing."""
+        if self._multi_worker_cluster() is None:
+            return
+        from mrcnn import multi_worker
+
+        self.epoch = multi_worker.sync_from_chief(self.strategy, self.inner_model,
+                                                  {"epoch": self.epoch})["epoch"]
+
+    def _multi_worker_cluster(self):
+        """This worker's place in TF_CONFIG when training multi-worker, else None."""
+        if self.config.DISTRIBUTION != "multi_worker":
+            return None
+        from mrcnn import multi_worker
+
+        return multi_worker.current_cluster()
 
     def train(self, train_dataset, val_dataset, learning_rate: float, epochs: int,
               layers: str, augmentation=None, custom_callbacks: list | None = None,
@@ -477,21 +523,38 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
             raise ValueError("Create model in training mode to train it "
                              f"(this one is in {self.mode!r} mode)")
         layer_regex = self.layer_regex(layers)
+        cluster = self._multi_worker_cluster()
+        seed = int(np.random.randint(2 ** 31 - 1))
+        if cluster is not None:
+            from mrcnn import multi_worker
+
+            # Every worker starts from the chief's weights, epoch and data seed: a
+            # restart resumes from the chief's checkpoint, wherever the others run
+            # (sync_workers, for callers that decide by the epoch before train()).
+            synced = multi_worker.sync_from_chief(self.strategy, self.inner_model,
+                                                  {"epoch": self.epoch, "seed": seed})
+            self.epoch, seed = synced["epoch"], synced["seed"]
+        workers = cluster.count if cluster is not None else 1
+        steps = self.config.STEPS_PER_EPOCH
         train_generator = self.make_data_generator(
             train_dataset, shuffle=True, augmentation=augmentation,
-            no_augmentation_sources=no_augmentation_sources,
-            steps=self.config.STEPS_PER_EPOCH)
+            no_augmentation_sources=no_augmentation_sources, steps=steps,
+            batch_size=self.config.BATCH_SIZE * workers, seed=seed)
         # VALIDATION_STEPS = 0 (or no validation data) trains without validating.
         validation_steps = self.config.VALIDATION_STEPS if val_dataset is not None else 0
-        val_generator = (self.make_data_generator(val_dataset, shuffle=True,
-                                                  steps=validation_steps)
-                         if validation_steps else None)
-        os.makedirs(self.log_dir, exist_ok=True)
-        callbacks = [
-            keras.callbacks.TensorBoard(log_dir=self.log_dir, histogram_freq=0,
-                                        write_graph=False),
-            AtomicCheckpoint(self.checkpoint_path, source=self.inner_model),
-        ]
+        val_generator = (self.make_data_generator(
+            val_dataset, shuffle=True, steps=validation_steps,
+            batch_size=self.config.BATCH_SIZE * workers, seed=seed + 1)
+            if validation_steps else None)
+        callbacks = []
+        # Only the chief writes: the other workers' files would race with its own.
+        if cluster is None or cluster.is_chief:
+            os.makedirs(self.log_dir, exist_ok=True)
+            callbacks += [
+                keras.callbacks.TensorBoard(log_dir=self.log_dir, histogram_freq=0,
+                                            write_graph=False),
+                AtomicCheckpoint(self.checkpoint_path, source=self.inner_model),
+            ]
         if custom_callbacks:
             callbacks += custom_callbacks
         # Printed, as Matterport printed them: the user watches training in a notebook.
@@ -503,11 +566,24 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
             log("Already trained to epoch {} (asked for {}): nothing to do".format(
                 self.epoch, epochs))
             return None
-        history = self.keras_model.fit(
-            train_generator, initial_epoch=self.epoch, epochs=epochs,
-            steps_per_epoch=self.config.STEPS_PER_EPOCH, callbacks=callbacks,
-            validation_data=val_generator, validation_steps=validation_steps or None,
-            verbose=1)
+        if cluster is not None:
+            images = self.config.IMAGES_PER_GPU
+            train_generator = multi_worker.distributed_dataset(
+                self.strategy, train_generator, steps, self.epoch, images)
+            if val_generator is not None:
+                val_generator = multi_worker.distributed_dataset(
+                    self.strategy, val_generator, validation_steps, self.epoch, images)
+            failures = multi_worker.worker_failures(cluster)
+        else:
+            failures = contextlib.nullcontext()
+        with failures:
+            # The generators shuffle their own seeded stream: Keras' extra shuffle
+            # of the batch order would only make runs irreproducible.
+            history = self.keras_model.fit(
+                train_generator, initial_epoch=self.epoch, epochs=epochs,
+                steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
+                validation_data=val_generator, validation_steps=validation_steps or None,
+                verbose=1)
         self.epoch = max(self.epoch, epochs)
         return history
 

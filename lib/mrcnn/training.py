@@ -23,6 +23,7 @@ except ImportError:
 
 from mrcnn.config import LOSS_NAMES
 from mrcnn.h5_model import LegacyH5Weights
+from mrcnn.multi_worker import is_multi_worker
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +130,25 @@ class LossModel(LegacyH5Weights, keras.Model):
         self._trackers["l2_loss"].update_state(l2)
         for name, value in weighted.items():
             self._trackers[name].update_state(value)
-        return {name: m.result() for name, m in self._trackers.items()}
+        logs = {name: m.result() for name, m in self._trackers.items()}
+        if is_multi_worker(self.distribute_strategy):
+            # Keras reduces each replica's logs with strategy.reduce(MEAN, axis=0), a
+            # mean over all workers' replicas that fails on scalars (keras#20585):
+            # rank 1 makes it the global mean.
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras builds a distributed model from a first batch, which it takes from the
+        # training iterator (that step's data is then skipped) and reduces across
+        # replicas (which fails across workers). Everything this model needs is built
+        # already (MaskRCNN.compile builds the optimizer): skip it then.
+        if (all(layer.built for layer in self._flatten_layers())
+                and getattr(self, "_compile_loss", None) is None
+                and getattr(self, "_compile_metrics", None) is None
+                and (self.optimizer is None or self.optimizer.built)):
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def train_step(self, data):
         with tf.GradientTape() as tape:

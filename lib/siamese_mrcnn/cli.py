@@ -38,12 +38,18 @@ def cmd_train(args) -> dict:
     """Trains with the schedule up to --epochs; resumes from --model last."""
     from siamese_mrcnn.config import PAPER_BATCH_SIZE, SCHEDULES, paper_learning_rate
 
+    from mrcnn.multi_worker import distribution_from_env
+
     overrides = parse_set(args.set)
     split = check_split(args.split)
+    try:  # TF_CONFIG set: multi-worker training (mrcnn.multi_worker)
+        distribution = distribution_from_env()
+    except ValueError as error:
+        raise CLIError(str(error)) from error
     config = build_config(args.config, overrides, GPU_COUNT=args.gpus,
                           STEPS_PER_EPOCH=args.steps_per_epoch,
                           VALIDATION_STEPS=args.validation_steps,
-                          **run_names(args.config, split))
+                          DISTRIBUTION=distribution, **run_names(args.config, split))
     if args.val_images < 1:
         raise CLIError(f"--val-images must be >= 1, got {args.val_images}")
     if args.epochs < 0:
@@ -60,7 +66,9 @@ def cmd_train(args) -> dict:
     from siamese_mrcnn.model import SiameseMaskRCNN
 
     model = SiameseMaskRCNN("training", config, args.logs)
-    source = init_weights(model, args.model, schedule)
+    # A multi-worker run's other tasks take the chief's weights and epoch instead.
+    source = init_weights(model, args.model, schedule) if model.is_chief else "the chief's"
+    model.sync_workers()
     if model.epoch >= until:
         message = (f"already trained to epoch {model.epoch} (asked for {until}): "
                    "nothing to do")
@@ -81,7 +89,7 @@ def cmd_train(args) -> dict:
 
         augmentation = imgaug_augmenters().Fliplr(0.5)
     model.train_schedule(train, val, schedule, augmentation=augmentation, until=until)
-    checkpoint = model.get_latest_checkpoint()
+    checkpoint = model.get_latest_checkpoint() if model.is_chief else "the chief's"
     logger.info("Done at epoch %d: %s", model.epoch, checkpoint)
     print(f"trained to epoch {model.epoch}: {checkpoint}")
     return {"checkpoint": checkpoint, "epoch": model.epoch, "log_dir": model.log_dir}

@@ -21,19 +21,16 @@ Differences from the old code:
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import random
-import sys
-import threading
-from typing import Any, Iterator, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import keras
 import numpy as np
 
 from mrcnn import utils
 from mrcnn.data import (assemble_batch, generate_anchors_for_config, load_image_gt,
+                        seeded_global_random,
                         max_consecutive_failures, pydataset_workers)
 from mrcnn.molding import mold_image
 from mrcnn.targets import build_detection_targets, build_rpn_targets, generate_random_rois
@@ -184,30 +181,6 @@ def eligible_image_ids(dataset: Any, active_classes: Sequence[int]) -> np.ndarra
     return np.array([image_id for image_id, categories
                      in enumerate(dataset.image_category_index)
                      if active.intersection(categories)], dtype=int)
-
-
-_GLOBAL_RANDOM_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _seeded_global_random(seed: int) -> Iterator[None]:
-    """Seeds np.random, random and imgaug for a block; restores numpy and random.
-
-    Matterport's helpers (build_rpn_targets, augmentation) draw from these
-    global generators; the lock keeps threads from interleaving their draws.
-    """
-    with _GLOBAL_RANDOM_LOCK:
-        numpy_state, python_state = np.random.get_state(), random.getstate()
-        np.random.seed(seed)
-        random.seed(seed)
-        imgaug = sys.modules.get("imgaug")
-        if imgaug is not None and hasattr(getattr(imgaug, "random", None), "seed"):
-            imgaug.random.seed(seed)
-        try:
-            yield
-        finally:
-            np.random.set_state(numpy_state)
-            random.setstate(python_state)
 
 
 def load_siamese_sample(dataset: Any, config: Any, image_id: int, anchors: np.ndarray,
@@ -394,17 +367,25 @@ class SiameseDataGenerator(keras.utils.PyDataset):
         return list(inputs), list(outputs)
 
     def _batch(self, idx: int, mask_dtype: Any) -> tuple[tuple, tuple]:
-        samples = self._load_samples(self.epoch, idx * self.batch_size)
+        samples = self._load_samples(self.epoch, idx * self.batch_size, self.batch_size)
         return siamese_batch(samples, self.config, mask_dtype=mask_dtype)
+
+    def batch_at(self, epoch: int, index: int, size: int) -> tuple:
+        """The ``size`` samples from position ``index`` of ``epoch``, as __getitem__
+        returns them (batch idx is batch_at(epoch, idx * batch_size, batch_size)).
+        Multi-worker training loads each worker's share of a batch this way."""
+        samples = self._load_samples(epoch, index, size)
+        inputs, outputs = siamese_batch(samples, self.config, mask_dtype=np.uint8)
+        return (inputs, outputs) if outputs else (inputs,)
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
 
-    def _load_samples(self, epoch: int, position: int) -> list:
-        """batch_size samples from `position` on, skipping unusable images."""
+    def _load_samples(self, epoch: int, position: int, size: int) -> list:
+        """``size`` samples from `position` on, skipping unusable images."""
         samples, failures, skipped = [], 0, 0
         count, orders = len(self.image_ids), {}
-        while len(samples) < self.batch_size:
+        while len(samples) < size:
             cycle = position // count
             if cycle not in orders:
                 orders[cycle] = self.epoch_order(epoch, cycle)
@@ -435,7 +416,7 @@ class SiameseDataGenerator(keras.utils.PyDataset):
 
     def _load_sample(self, image_id: int, seed: int) -> SiameseSample:
         rng = np.random.default_rng(seed)
-        with _seeded_global_random(seed):
+        with seeded_global_random(seed):
             return load_siamese_sample(self.dataset, self.config, image_id, self.anchors,
                                        self.active_classes, rng,
                                        augmentation=self.augmentation,

@@ -389,14 +389,19 @@ class SiameseMaskRCNN(MaskRCNN):
 
     # --------------------------------------------------------------- training
     def make_data_generator(self, dataset, shuffle: bool = True, augmentation=None,
-                            no_augmentation_sources=None, steps: int | None = None):
+                            no_augmentation_sources=None, steps: int | None = None,
+                            batch_size: int | None = None, seed: int | None = None):
         """The Siamese training data: a PyDataset of (query, references, targets)
         batches, ``steps`` batches per epoch (no_augmentation_sources is not used).
+        batch_size and seed as in MaskRCNN.make_data_generator.
         """
         from siamese_mrcnn.data import SiameseDataGenerator
 
+        random_rois = 0 if self.config.USE_RPN_ROIS else self.config.POST_NMS_ROIS_TRAINING
         return SiameseDataGenerator(dataset, self.config, shuffle=shuffle,
-                                    augmentation=augmentation, steps_per_epoch=steps)
+                                    augmentation=augmentation, steps_per_epoch=steps,
+                                    batch_size=batch_size, seed=seed,
+                                    random_rois=random_rois)
 
     def train_schedule(self, train_dataset, val_dataset, schedule: Mapping[int, dict],
                        augmentation=None, until: int | None = None) -> None:

@@ -51,6 +51,7 @@ from mrcnn.coco import (COCO_NUM_CLASSES, DEFAULT_DATASET_YEAR, EVAL_TYPES,  # n
 from mrcnn.cli_support import (CliError, add_set_option, parse_set,  # noqa: E402,F401
                                run_command, user_input)
 from mrcnn.config import Config  # noqa: E402
+from mrcnn.multi_worker import distribution_from_env  # noqa: E402
 from mrcnn.overrides import config_from_overrides  # noqa: E402
 from mrcnn.weights import read_layout  # noqa: E402
 
@@ -249,7 +250,10 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_config(args: argparse.Namespace, training: bool, num_classes: int) -> Config:
     """The COCO config with the run-size options, then --set KEY=VALUE applied."""
-    config = make_config(training, num_classes, **config_overrides(args))
+    overrides = config_overrides(args)
+    if training:  # TF_CONFIG set: multi-worker training (mrcnn.multi_worker)
+        overrides["DISTRIBUTION"] = distribution_from_env()
+    config = make_config(training, num_classes, **overrides)
     return config_from_overrides(config, parse_set(getattr(args, "set", None)))
 
 
@@ -293,7 +297,10 @@ def train(args: argparse.Namespace) -> None:
         config = build_config(args, True, num_classes)
     config.display()
     model = modellib.MaskRCNN(mode="training", config=config, model_dir=args.logs)
-    load_model_weights(model, args.model)
+    # A multi-worker run's other tasks take the chief's weights and epoch instead.
+    if model.is_chief:
+        load_model_weights(model, args.model)
+    model.sync_workers()
 
     # Right/Left flip 50% of the time.
     augmentation = compat.imgaug_augmenters().Fliplr(0.5)

@@ -1,0 +1,117 @@
+"""One process of the multi-worker checks (tests/mrcnn/test_multi_worker.py runs it).
+
+    TF_CONFIG=... python tests/helpers/multi_worker_check.py RESULT_JSON WORK_DIR [EPOCHS STEPS]
+
+One task of MaskRCNN training under DISTRIBUTION="multi_worker" with a global batch of
+2 images: IMAGES_PER_GPU=2 on a cluster of one worker (the one-process run), 1 on a
+cluster of two. Starting weights come from a fixed seed; the chief resumes from its
+last checkpoint under WORK_DIR/chief when that folder exists. Every process trains EPOCHS (default 2) epochs of STEPS (default 3) steps and writes
+RESULT_JSON: its history, its final weights (RESULT_JSON + ".npz"), its epoch at the
+start, and the files its model directory holds. A lost worker ends the process with
+exit code 3 and the error's message on stderr, as the command lines do.
+
+Determinism by design (as in parallel_check.py): USE_RPN_ROIS=False and every sample's
+ROIs are 4 with IoU >= 0.5 to a ground-truth box and 4 with IoU 0, so with
+TRAIN_ROIS_PER_IMAGE = 8 and ROI_POSITIVE_RATIO = 0.5 every ROI is kept and the graph's
+random shuffle only permutes them; every sample keeps 2 positive and 8 negative RPN
+anchors, so a mean over a batch equals the mean of per-image means. The samples come
+from DataGenerator.batch_at, seeded by stream position.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from tests.helpers.distributed import snapshot, write_report  # sets quiet CPU defaults
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mrcnn import model as modellib  # noqa: E402
+from mrcnn import utils  # noqa: E402
+from mrcnn.data import DataGenerator  # noqa: E402
+from mrcnn.multi_worker import WorkerLostError, read_tf_config  # noqa: E402
+from tests.helpers.rect_dataset import OBJECTS, ShapesDataset, make_config  # noqa: E402
+
+POSITIVE_ANCHORS, NEGATIVE_ANCHORS = 2, 8
+CORNERS = [[0, 0, 6, 6], [58, 58, 64, 64], [0, 58, 6, 64], [58, 0, 64, 6]]
+LEARNING_RATE = 0.02
+
+
+class DesignedSamples(DataGenerator):
+    """Samples whose RPN anchors and ROIs are chosen so that no in-graph draw matters."""
+
+    def load_sample(self, image_id):
+        sample = super().load_sample(image_id)
+        match = sample.rpn_match.copy()
+        positive, negative = np.where(match == 1)[0], np.where(match == -1)[0]
+        if len(positive) < POSITIVE_ANCHORS or len(negative) < NEGATIVE_ANCHORS:
+            raise RuntimeError(f"image {image_id}: too few anchors {len(positive)}, "
+                               f"{len(negative)}")
+        match[positive[POSITIVE_ANCHORS:]] = 0
+        match[negative[NEGATIVE_ANCHORS:]] = 0
+        bbox = sample.rpn_bbox.copy()
+        bbox[POSITIVE_ANCHORS:] = 0  # rows follow the positive anchors' order
+        boxes = sample.gt_boxes[sample.gt_class_ids > 0]
+        positives = [box + shift for box in boxes for shift in ([1, 1, 1, 1], [-1, 0, 0, 1])]
+        rois = np.array(positives + CORNERS, np.int32)
+        iou = utils.compute_overlaps(rois.astype(np.float32), boxes.astype(np.float32))
+        if not (np.all(iou[:4].max(1) >= 0.5) and np.all(iou[4:].max(1) == 0)):
+            raise RuntimeError(f"ROIs are not 4 positives + 4 negatives: {iou}")
+        return sample._replace(rpn_match=match, rpn_bbox=bbox, rpn_rois=rois)
+
+
+class CheckModel(modellib.MaskRCNN):
+    def make_data_generator(self, dataset, shuffle=True, augmentation=None,
+                            no_augmentation_sources=None, steps=None, batch_size=None,
+                            seed=None):
+        return DesignedSamples(dataset, self.config, shuffle=shuffle, steps_per_epoch=steps,
+                               batch_size=batch_size, seed=seed,
+                               random_rois=self.config.POST_NMS_ROIS_TRAINING)
+
+
+def files_under(path: str) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(d, f), path)
+                  for d, _, names in os.walk(path) for f in names)
+
+
+def main(result_path: str, work_dir: str, epochs: int, steps: int) -> None:
+    cluster = read_tf_config()
+    # The same global batch of 2 on any number of workers.
+    config = make_config(1, 2 // cluster.count, DISTRIBUTION="multi_worker",
+                         USE_RPN_ROIS=False, GRADIENT_CLIP_NORM=0.5, STEPS_PER_EPOCH=steps,
+                         VALIDATION_STEPS=1, NAME="mw")
+    model_dir = os.path.join(work_dir, "chief" if cluster.is_chief else
+                             f"worker{cluster.index}")
+    keras.utils.set_random_seed(0)  # the same starting weights in every run
+    model = CheckModel("training", config, model_dir)
+    if cluster.is_chief and os.path.isdir(model_dir):
+        model.load_weights(model.find_last(), by_name=True)  # resume
+    dataset = ShapesDataset()
+    dataset.load()
+    dataset.prepare()
+    assert len(OBJECTS) == 4
+    start_epoch = model.epoch
+    np.random.seed(1234)  # the same data seed in the single run and on the chief
+    try:
+        history = model.train(dataset, dataset, LEARNING_RATE, epochs=epochs, layers="all")
+    except WorkerLostError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        os._exit(3)  # TensorFlow's collective threads may block a normal exit
+    np.savez(result_path + ".npz", **snapshot(model.inner_model))
+    write_report(result_path, {
+        "workers": cluster.count, "task": cluster.index,
+        "start_epoch": start_epoch, "epoch": model.epoch,
+        "history": ({} if history is None else
+                    {k: [float(v) for v in vs] for k, vs in history.history.items()}),
+        "files": files_under(model_dir) if os.path.isdir(model_dir) else [],
+        "model_dir_exists": os.path.isdir(model_dir),
+    })
+    sys.stdout.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    main(args[0], args[1], int(args[2]) if len(args) > 2 else 2,
+         int(args[3]) if len(args) > 3 else 3)
