@@ -159,6 +159,39 @@ def current_cluster() -> Cluster:
     return cluster
 
 
+def rank_one_logs(logs: Mapping[str, Any]) -> dict:
+    """A train/test step's logs as rank-1 tensors: Keras reduces a multi-worker step's
+    logs with strategy.reduce(MEAN, axis=0), which fails on scalars (keras#20585); on
+    rank 1 it is the mean over every worker's replicas."""
+    return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+
+
+class MultiWorkerSteps:
+    """Mixin for a keras.Model (before it in the bases) that trains multi-worker with
+    Keras' own train_step: rank-1 logs (rank_one_logs), and the model built from one
+    local batch instead of a batch Keras reduces across workers, which fails there."""
+
+    def train_step(self, data):
+        logs = super().train_step(data)
+        return rank_one_logs(logs) if is_multi_worker(self.distribute_strategy) else logs
+
+    def test_step(self, data):
+        logs = super().test_step(data)
+        return rank_one_logs(logs) if is_multi_worker(self.distribute_strategy) else logs
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = self.distribute_strategy
+        if iterator is None or not is_multi_worker(strategy):
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        for _, _, batches in iterator:  # Keras takes this batch from training too
+            batch = next(batches)
+            break
+        local = tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0],
+                                      batch)
+        with strategy.scope():
+            self._symbolic_build(data_batch=local)
+
+
 ############################################################
 #  Data
 ############################################################

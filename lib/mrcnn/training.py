@@ -23,7 +23,7 @@ except ImportError:
 
 from mrcnn.config import LOSS_NAMES
 from mrcnn.h5_model import LegacyH5Weights
-from mrcnn.multi_worker import is_multi_worker
+from mrcnn.multi_worker import is_multi_worker, rank_one_logs
 
 logger = logging.getLogger(__name__)
 
@@ -131,12 +131,8 @@ class LossModel(LegacyH5Weights, keras.Model):
         for name, value in weighted.items():
             self._trackers[name].update_state(value)
         logs = {name: m.result() for name, m in self._trackers.items()}
-        if is_multi_worker(self.distribute_strategy):
-            # Keras reduces each replica's logs with strategy.reduce(MEAN, axis=0), a
-            # mean over all workers' replicas that fails on scalars (keras#20585):
-            # rank 1 makes it the global mean.
-            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
-        return logs
+        # Multi-worker: rank 1, so that Keras' reduce gives the mean over all replicas.
+        return rank_one_logs(logs) if is_multi_worker(self.distribute_strategy) else logs
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras builds a distributed model from a first batch, which it takes from the

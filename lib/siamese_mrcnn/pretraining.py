@@ -17,6 +17,7 @@ that ``SiameseMaskRCNN.load_imagenet_weights("imagenet-687")`` reads.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
@@ -92,8 +93,12 @@ def check_classes(train: ImageFolder, val: Optional[ImageFolder], wnids: Sequenc
 
 
 def dataset(folder: ImageFolder, image_size: int, batch_size: int, training: bool,
-            seed: int = 0):
-    """A tf.data pipeline of (molded image [B, S, S, 3], label [B])."""
+            seed: int = 0, shard: tuple[int, int] = (0, 1)):
+    """A tf.data pipeline of (molded image [B, S, S, 3], label [B]).
+
+    shard (index, count): this worker's files, every count-th of each (seeded, the same
+    on every worker) shuffled pass; the stream then repeats endlessly.
+    """
     import tensorflow as tf
 
     def load(path, label):
@@ -118,25 +123,42 @@ def dataset(folder: ImageFolder, image_size: int, batch_size: int, training: boo
     data = tf.data.Dataset.from_tensor_slices((folder.files, folder.labels))
     if training:
         data = data.shuffle(len(folder.files), seed=seed, reshuffle_each_iteration=True)
+    if shard[1] > 1:
+        data = data.repeat().shard(shard[1], shard[0])
     data = data.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     return data.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
+
+
+def distributed(strategy, folder: ImageFolder, image_size: int, batch_size: int,
+                training: bool, seed: int):
+    """Each worker's shard of ``dataset``, batched per replica (global batch_size)."""
+    def dataset_fn(context):
+        return dataset(folder, image_size, context.get_per_replica_batch_size(batch_size),
+                       training, seed, (context.input_pipeline_id,
+                                        context.num_input_pipelines))
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
 
 
 def build_classifier(architecture: str, num_classes: int, image_size: int):
     """(classifier, backbone): the ResNet (BatchNorm trained) with global average
     pooling and a softmax layer ``fc{num_classes}``; backbone maps the image to C5 and
-    shares the classifier's layers."""
+    shares the classifier's layers. The classifier trains multi-worker too."""
     import keras
 
     from mrcnn.backbone import resnet_graph
     from mrcnn.h5_model import GraphModel
+    from mrcnn.multi_worker import MultiWorkerSteps
+
+    class Classifier(MultiWorkerSteps, GraphModel):
+        pass
 
     image = keras.Input(shape=(image_size, image_size, 3), name="input_image")
     *_, c5 = resnet_graph(image, architecture, stage5=True, train_bn=True)
     pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(c5)
     probs = keras.layers.Dense(num_classes, activation="softmax",
                                name=f"fc{num_classes}")(pooled)
-    return (GraphModel(image, probs, name="resnet_classifier"),
+    return (Classifier(image, probs, name="resnet_classifier"),
             GraphModel(image, c5, name="resnet_model"))
 
 
@@ -175,6 +197,7 @@ def pretrain(data_dir: str, classes: str, run_dir: str, output: str, epochs: int
     "output"}. ValueError for a bad folder or class list."""
     import keras
 
+    from mrcnn import multi_worker
     from mrcnn.training import AtomicCheckpoint
     from mrcnn.weights import save_weights
 
@@ -187,38 +210,67 @@ def pretrain(data_dir: str, classes: str, run_dir: str, output: str, epochs: int
     if len(train.wnids) < 2:
         raise ValueError(f"{train_dir}: images of {len(train.wnids)} class(es) of "
                          f"{classes}; a classifier needs at least 2")
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "classes.txt"), "w", encoding="utf-8") as f:
-        f.write("\n".join(train.wnids) + "\n")  # label i is line i
+    cluster = multi_worker.read_tf_config()
+    # TensorFlow wants the strategy before anything else runs on its runtime.
+    strategy = multi_worker.get_strategy() if cluster is not None else None
+    chief = cluster is None or cluster.is_chief
+    if chief:  # the other workers of a multi-worker run write nothing
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "classes.txt"), "w", encoding="utf-8") as f:
+            f.write("\n".join(train.wnids) + "\n")  # label i is line i
     keras.utils.set_random_seed(seed)
-    model, backbone = build_classifier(architecture, len(train.wnids), image_size)
-    checkpoint, initial_epoch = latest_checkpoint(run_dir, classes)
+
+    def scope():
+        return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+    with scope():
+        model, backbone = build_classifier(architecture, len(train.wnids), image_size)
+    checkpoint, initial_epoch = latest_checkpoint(run_dir, classes) if chief else (None, 0)
     if checkpoint:
         logger.info("Resuming from %s (epoch %d)", checkpoint, initial_epoch)
         model.load_weights(checkpoint)
+    if strategy is not None:  # the chief's weights and epoch on every worker
+        initial_epoch = multi_worker.sync_from_chief(
+            strategy, model, {"epoch": initial_epoch})["epoch"]
     history: dict = {}
     if initial_epoch < epochs:
         rate = base_lr * batch_size / 256
-        optimizer = keras.optimizers.SGD(rate, momentum=0.9, weight_decay=weight_decay)
-        # The recipe decays the convolution and dense kernels only.
-        optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
-        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
-        callbacks = [
-            keras.callbacks.LearningRateScheduler(
-                lambda epoch: learning_rate(epoch, rate, decay_epochs)),
-            AtomicCheckpoint(os.path.join(run_dir,
-                                          CHECKPOINT_NAME.replace("{classes}", classes))),
-        ]
-        fit = model.fit(dataset(train, image_size, batch_size, True, seed),
-                        validation_data=(dataset(val, image_size, batch_size, False)
-                                         if val and val.files else None),
-                        epochs=epochs, initial_epoch=initial_epoch,
-                        steps_per_epoch=steps_per_epoch, callbacks=callbacks,
-                        verbose=verbose, shuffle=False)  # the pipeline shuffles
+        with scope():
+            optimizer = keras.optimizers.SGD(rate, momentum=0.9, weight_decay=weight_decay)
+            # The recipe decays the convolution and dense kernels only.
+            optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+            model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
+                          metrics=["accuracy"])
+        callbacks = [keras.callbacks.LearningRateScheduler(
+            lambda epoch: learning_rate(epoch, rate, decay_epochs))]
+        if chief:
+            callbacks.append(AtomicCheckpoint(
+                os.path.join(run_dir, CHECKPOINT_NAME.replace("{classes}", classes))))
+        with_val = bool(val and val.files)
+        if strategy is None:
+            train_data = dataset(train, image_size, batch_size, True, seed)
+            val_data = dataset(val, image_size, batch_size, False) if with_val else None
+            val_steps = None
+            failures = contextlib.nullcontext()
+        else:  # endless per-worker shards: fit needs the step counts
+            if batch_size % strategy.num_replicas_in_sync:
+                raise ValueError(f"--batch {batch_size} must be a multiple of the "
+                                 f"{strategy.num_replicas_in_sync} replicas")
+            steps_per_epoch = steps_per_epoch or max(1, len(train.files) // batch_size)
+            train_data = distributed(strategy, train, image_size, batch_size, True, seed)
+            val_steps = max(1, len(val.files) // batch_size) if with_val else None
+            val_data = (distributed(strategy, val, image_size, batch_size, False, seed)
+                        if with_val else None)
+            failures = multi_worker.worker_failures(cluster)
+        with failures:
+            fit = model.fit(train_data, validation_data=val_data, validation_steps=val_steps,
+                            epochs=epochs, initial_epoch=initial_epoch,
+                            steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+                            verbose=verbose, shuffle=False)  # the pipeline shuffles
         history = {k: [float(v) for v in values] for k, values in fit.history.items()}
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    save_weights(backbone, output)  # the backbone's layers only, flat; atomic
+    if chief:
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        save_weights(backbone, output)  # the backbone's layers only, flat; atomic
     return {"history": history, "initial_epoch": initial_epoch, "classes": train.wnids,
             "output": output}
 

@@ -116,3 +116,65 @@ def test_errors_are_one_line(tmp_path, args, words, capsys):
                          + ["--logs", str(tmp_path / "logs")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and words in err[0], err
+
+
+def test_two_workers_pretrain_and_the_chief_writes_the_backbone(tmp_path):
+    """pretrain.py with TF_CONFIG on 2 processes: both finish the epochs with the same
+    logged losses; only the chief writes checkpoints and the backbone file, which
+    loads; a rerun on both resumes from the chief's last checkpoint."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from mrcnn import weights as weights_io
+    from tests.helpers.processes import HANG_TIMEOUT_S, QUIET_ENV, ROOT, kill_group
+
+    make_imagenet(tmp_path / "data", per_class=8)
+    script = str(ROOT / "samples" / "imagenet" / "pretrain.py")
+
+    def run_both(epochs):
+        sockets = [socket.socket() for _ in range(2)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        ports = [s.getsockname()[1] for s in sockets]
+        for s in sockets:
+            s.close()
+        procs = []
+        try:
+            for index in range(2):
+                config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                          "task": {"type": "worker", "index": index}}
+                env = dict(os.environ, **QUIET_ENV, TF_CONFIG=json.dumps(config))
+                procs.append(subprocess.Popen(
+                    [sys.executable, script, "--data", str(tmp_path / "data"),
+                     "--batch", "6", "--image-size", "32", "--backbone", "resnet_tiny",
+                     "--lr", "0.4", "--decay-epochs", "100", "--epochs", str(epochs),
+                     "--logs", str(tmp_path / f"logs{index}"), "--output",
+                     str(tmp_path / f"out{index}" / "imagenet_687.h5")],
+                    cwd=str(ROOT), env=env, text=True, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, start_new_session=True))
+            outputs = [p.communicate(timeout=HANG_TIMEOUT_S) for p in procs]
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    kill_group(proc)
+                    proc.wait()
+        for proc, (out, err) in zip(procs, outputs):
+            assert proc.returncode == 0, f"{out[-2000:]}\n{err[-4000:]}"
+        return [out for out, _ in outputs]
+
+    first = run_both(2)
+    assert all("3 classes, epochs 1..2" in out for out in first)
+    run = tmp_path / "logs0" / "pretrain_imagenet-687"
+    assert sorted(p.name for p in run.glob("*.h5")) == [
+        "pretrain_imagenet-687_0001.h5", "pretrain_imagenet-687_0002.h5"]
+    assert not (tmp_path / "logs1").exists() and not (tmp_path / "out1").exists()
+    layout = weights_io.read_layout(str(tmp_path / "out0" / "imagenet_687.h5"))
+    assert "conv1" in layout and not any(name.startswith("fc") for name in layout)
+
+    resumed = run_both(3)
+    assert "3 classes, epochs 3..3" in resumed[0]  # the chief resumed from epoch 2
+    assert "Epoch 3/3" in resumed[1] and "Epoch 1/3" not in resumed[1]
+    assert (run / "pretrain_imagenet-687_0003.h5").is_file()

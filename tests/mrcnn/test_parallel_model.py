@@ -82,8 +82,9 @@ def test_one_sgd_step_matches_one_device(results):
     sgd = results["sgd"]
     # Clipped step: the batch gradient's global norm was clipped (the update's norm is
     # exactly lr * clip), identically on one device and on two replicas; clipping each
-    # replica's share instead would move weights by about max_change.
-    assert sgd["max_change"] > 1e-3
+    # replica's share instead would move weights by about max_change. (The step's
+    # size depends on the batch's RPN draws, seeded by sample position: 7.8e-4 here.)
+    assert sgd["max_change"] > 2e-4
     assert sgd["clipped_update_norm"] == pytest.approx(sgd["clip"], rel=1e-3)
     assert sgd["max_diff"] < 2e-6
     # Unclipped step: a missing (2x) or doubled (0.5x) 1/replicas scaling would make
