@@ -304,3 +304,21 @@ def test_sharded_eval_smoke(tmp_path):
     assert _positive(report["one_process_s"]) and _positive(report["shard_processes_s"])
     assert report["one_over_sharded"] == pytest.approx(
         report["one_process_s"] / (report["shard_processes_s"] + report["merge_s"]))
+
+
+def test_multi_worker_smoke(tmp_path):
+    """benchmarks/multi_worker.py on the tiny config, 2 steps: both throughputs, their
+    ratio, the all-reduce times, each worker's report with its share of the batch."""
+    output = tmp_path / "multi_worker.json"
+    done = run_python([str(REPO / "benchmarks" / "multi_worker.py"), "--config", "tiny",
+                       "--steps", "2", "--global-batch", "2", "--output", str(output)],
+                      cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(output.read_text())
+    one, two = report["one_process_images_per_s"], report["two_workers_images_per_s"]
+    assert _positive(one) and _positive(two)
+    assert report["two_over_one"] == pytest.approx(two / one, rel=1e-2)
+    assert _positive(report["all_reduce_s_per_step_two_workers"])
+    assert [(r["workers"], r["task"], r["images_per_worker"]) for r in report["reports"]] == [
+        (1, 0, 2), (2, 0, 1), (2, 1, 1)]
+    assert all(len(r["step_s_epoch2"]) == 2 for r in report["reports"])

@@ -520,3 +520,23 @@ def test_cli_missing_coco_weights_exit_2_without_traceback(tiny, tmp_path):
     assert len(errors) == 1 and errors[0] == lines[-1]
     assert coco.COCO_WEIGHTS_ENV in errors[0] and coco.COCO_WEIGHTS_FILE in errors[0]
     assert not os.path.exists(tmp_path / "logs")
+
+
+@pytest.mark.slow
+def test_cli_train_on_two_workers(tiny, tmp_path):
+    """coco.py train with TF_CONFIG: two processes train the heads 1 epoch; the chief
+    (worker 0) writes the checkpoint, worker 1 writes nothing."""
+    from tests.helpers.processes import run_workers
+
+    done = run_workers([[SCRIPT, "train", "--dataset", tiny.root, "--year", tiny.year,
+                         "--model", "none", "--logs", tmp_path / f"logs{index}", *SMALL_RUN,
+                         "--steps-per-epoch", "2", "--validation-steps", "1",
+                         "--epochs-heads", "1", "--epochs-4plus", "0", "--epochs-all", "0"]
+                        for index in range(2)], cwd=tmp_path)
+    for proc in done:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "Training network heads" in proc.stderr
+    runs = os.listdir(tmp_path / "logs0")
+    assert len(runs) == 1
+    assert "mask_rcnn_coco_0001.h5" in os.listdir(tmp_path / "logs0" / runs[0])
+    assert not (tmp_path / "logs1").exists()

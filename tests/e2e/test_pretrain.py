@@ -122,48 +122,22 @@ def test_two_workers_pretrain_and_the_chief_writes_the_backbone(tmp_path):
     """pretrain.py with TF_CONFIG on 2 processes: both finish the epochs with the same
     logged losses; only the chief writes checkpoints and the backbone file, which
     loads; a rerun on both resumes from the chief's last checkpoint."""
-    import json
-    import os
-    import socket
-    import subprocess
-    import sys
-
     from mrcnn import weights as weights_io
-    from tests.helpers.processes import HANG_TIMEOUT_S, QUIET_ENV, ROOT, kill_group
+    from tests.helpers.processes import ROOT, run_workers
 
     make_imagenet(tmp_path / "data", per_class=8)
-    script = str(ROOT / "samples" / "imagenet" / "pretrain.py")
+    script = ROOT / "samples" / "imagenet" / "pretrain.py"
 
     def run_both(epochs):
-        sockets = [socket.socket() for _ in range(2)]
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        ports = [s.getsockname()[1] for s in sockets]
-        for s in sockets:
-            s.close()
-        procs = []
-        try:
-            for index in range(2):
-                config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                          "task": {"type": "worker", "index": index}}
-                env = dict(os.environ, **QUIET_ENV, TF_CONFIG=json.dumps(config))
-                procs.append(subprocess.Popen(
-                    [sys.executable, script, "--data", str(tmp_path / "data"),
-                     "--batch", "6", "--image-size", "32", "--backbone", "resnet_tiny",
-                     "--lr", "0.4", "--decay-epochs", "100", "--epochs", str(epochs),
-                     "--logs", str(tmp_path / f"logs{index}"), "--output",
-                     str(tmp_path / f"out{index}" / "imagenet_687.h5")],
-                    cwd=str(ROOT), env=env, text=True, stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE, start_new_session=True))
-            outputs = [p.communicate(timeout=HANG_TIMEOUT_S) for p in procs]
-        finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    kill_group(proc)
-                    proc.wait()
-        for proc, (out, err) in zip(procs, outputs):
-            assert proc.returncode == 0, f"{out[-2000:]}\n{err[-4000:]}"
-        return [out for out, _ in outputs]
+        done = run_workers([[script, "--data", tmp_path / "data", "--batch", 6,
+                             "--image-size", 32, "--backbone", "resnet_tiny", "--lr", 0.4,
+                             "--decay-epochs", 100, "--epochs", epochs, "--logs",
+                             tmp_path / f"logs{index}", "--output",
+                             tmp_path / f"out{index}" / "imagenet_687.h5"]
+                            for index in range(2)])
+        for proc in done:
+            assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+        return [proc.stdout for proc in done]
 
     first = run_both(2)
     assert all("3 classes, epochs 1..2" in out for out in first)

@@ -755,41 +755,11 @@ def test_two_workers_train_and_resume_from_the_chief(work, tmp_path):
     """TF_CONFIG makes `train` multi-worker: the chief (worker 0) writes the
     checkpoints into its --logs, worker 1 writes nothing; `--model last` on both
     resumes: the chief from its checkpoint, worker 1 from the chief's weights."""
-    import socket
-    import sys
-
-    from tests.helpers.processes import HANG_TIMEOUT_S, QUIET_ENV, kill_group
-
-    def free_ports():
-        sockets = [socket.socket() for _ in range(2)]
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        ports = [s.getsockname()[1] for s in sockets]
-        for s in sockets:
-            s.close()
-        return ports
+    from tests.helpers.processes import run_workers
 
     def run_both(*args):
-        ports = free_ports()
-        procs = []
-        try:
-            for index in range(2):
-                config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                          "task": {"type": "worker", "index": index}}
-                env = dict(os.environ, **QUIET_ENV, COLUMNS="2000",
-                           TF_CONFIG=json.dumps(config))
-                procs.append(subprocess.Popen(
-                    [sys.executable, SCRIPT, "train", *map(str, args), "--logs",
-                     str(tmp_path / f"logs{index}")], cwd=work, env=env, text=True,
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True))
-            outputs = [p.communicate(timeout=HANG_TIMEOUT_S) for p in procs]
-            return [subprocess.CompletedProcess(p.args, p.returncode, *out)
-                    for p, out in zip(procs, outputs)]
-        finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    kill_group(proc)
-                    proc.wait()
+        return run_workers([[SCRIPT, "train", *args, "--logs", tmp_path / f"logs{index}"]
+                            for index in range(2)], cwd=work, extra_env={"COLUMNS": "2000"})
 
     common = ["--dataset", "data", "--schedule", "schedule.json", "--steps-per-epoch", 2,
               "--validation-steps", 1, "--val-images", 8, *TINY_SET]

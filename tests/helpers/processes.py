@@ -68,3 +68,60 @@ def kill_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` TCP ports on 127.0.0.1 that were free a moment ago."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def tf_config(ports: Sequence[int], index: int) -> str:
+    """TF_CONFIG of worker ``index`` of a cluster on 127.0.0.1:ports."""
+    import json
+
+    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                       "task": {"type": "worker", "index": index}})
+
+
+def run_workers(commands: Sequence[Sequence[str | os.PathLike]], cwd: str | os.PathLike = ROOT,
+                extra_env: Mapping[str, str] = (),
+                timeout: float = HANG_TIMEOUT_S) -> list[subprocess.CompletedProcess]:
+    """Runs ``python COMMAND`` for each command at once, command i as worker i of one
+    TF_CONFIG cluster on free 127.0.0.1 ports; their CompletedProcesses (text output).
+    Every process is killed (its group) when this returns or fails; a hang fails the
+    calling test with the ends of the outputs."""
+    ports = free_ports(len(commands))
+    procs = []
+    try:
+        for index, args in enumerate(commands):
+            env = dict(os.environ, **QUIET_ENV, **dict(extra_env),
+                       TF_CONFIG=tf_config(ports, index))
+            procs.append(subprocess.Popen(
+                [sys.executable, *[str(a) for a in args]], cwd=str(cwd), env=env, text=True,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True))
+        outputs = []
+        for proc in procs:
+            try:
+                outputs.append(proc.communicate(timeout=timeout))
+            except subprocess.TimeoutExpired:
+                for other in procs:
+                    kill_group(other)
+                stdout, stderr = proc.communicate()
+                pytest.fail(f"hung: worker {len(outputs)} did not exit within "
+                            f"{timeout:.0f} s; killed.\nstderr:\n{_tail(stderr)}")
+        return [subprocess.CompletedProcess(p.args, p.returncode, out, err)
+                for p, (out, err) in zip(procs, outputs)]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                kill_group(proc)
+                proc.wait()

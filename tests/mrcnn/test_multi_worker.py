@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import pytest
 
 from mrcnn import multi_worker
 from mrcnn.data import DataGenerator
-from tests.helpers.processes import HANG_TIMEOUT_S, QUIET_ENV, ROOT, kill_group
+from tests.helpers.processes import HANG_TIMEOUT_S, QUIET_ENV, ROOT, free_ports, kill_group
 from tests.helpers.rect_dataset import ShapesDataset, make_config
 
 SCRIPT = os.path.join(ROOT, "tests", "helpers", "multi_worker_check.py")
@@ -133,17 +132,6 @@ def test_batch_at_gives_the_same_samples_in_any_split():
 ############################################################
 #  Worker processes
 ############################################################
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
 
 class Cluster:
     """Starts one check process per task; kills every one that is left at exit."""
