@@ -119,16 +119,20 @@ def run(work: Path, args, count: int) -> list[dict]:
         report = work / f"report_{count}_{index}.json"
         env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2",
                    TF_CONFIG=json.dumps(config))
-        procs.append(subprocess.Popen(
-            [sys.executable, __file__, "--worker", "--report", str(report), "--work",
-             str(work), "--config", args.config, "--global-batch", str(args.global_batch),
-             "--steps", str(args.steps)], env=env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True))
+        # A file, not a pipe: a worker blocked on a full pipe would stall the other.
+        log = work / f"worker_{count}_{index}.log"
+        with open(log, "w") as stderr:
+            procs.append(subprocess.Popen(
+                [sys.executable, __file__, "--worker", "--report", str(report), "--work",
+                 str(work), "--config", args.config, "--global-batch",
+                 str(args.global_batch), "--steps", str(args.steps)], env=env,
+                stdout=subprocess.DEVNULL, stderr=stderr))
         reports.append(report)
     try:
-        for proc in procs:
-            _, err = proc.communicate(timeout=3600)
+        for index, proc in enumerate(procs):
+            proc.wait(timeout=3600)
             if proc.returncode != 0:
+                err = (work / f"worker_{count}_{index}.log").read_text()
                 raise SystemExit(f"a worker failed ({proc.returncode}):\n{err[-3000:]}")
     finally:
         for proc in procs:

@@ -97,31 +97,48 @@ def run_workers(commands: Sequence[Sequence[str | os.PathLike]], cwd: str | os.P
                 timeout: float = HANG_TIMEOUT_S) -> list[subprocess.CompletedProcess]:
     """Runs ``python COMMAND`` for each command at once, command i as worker i of one
     TF_CONFIG cluster on free 127.0.0.1 ports; their CompletedProcesses (text output).
-    Every process is killed (its group) when this returns or fails; a hang fails the
-    calling test with the ends of the outputs."""
+
+    Output goes to files, not pipes: a worker blocked on a full pipe that nobody reads
+    yet would stall the others in their collectives. Every process is killed (its
+    group) when this returns or fails; a hang fails the calling test with the ends of
+    the outputs.
+    """
+    import tempfile
+
     ports = free_ports(len(commands))
-    procs = []
-    try:
-        for index, args in enumerate(commands):
-            env = dict(os.environ, **QUIET_ENV, **dict(extra_env),
-                       TF_CONFIG=tf_config(ports, index))
-            procs.append(subprocess.Popen(
-                [sys.executable, *[str(a) for a in args]], cwd=str(cwd), env=env, text=True,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True))
-        outputs = []
-        for proc in procs:
-            try:
-                outputs.append(proc.communicate(timeout=timeout))
-            except subprocess.TimeoutExpired:
-                for other in procs:
-                    kill_group(other)
-                stdout, stderr = proc.communicate()
-                pytest.fail(f"hung: worker {len(outputs)} did not exit within "
-                            f"{timeout:.0f} s; killed.\nstderr:\n{_tail(stderr)}")
-        return [subprocess.CompletedProcess(p.args, p.returncode, out, err)
-                for p, (out, err) in zip(procs, outputs)]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                kill_group(proc)
-                proc.wait()
+    procs, files = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            for index, args in enumerate(commands):
+                env = dict(os.environ, **QUIET_ENV, **dict(extra_env),
+                           TF_CONFIG=tf_config(ports, index))
+                out = open(os.path.join(folder, f"{index}.out"), "w+")
+                err = open(os.path.join(folder, f"{index}.err"), "w+")
+                files.append((out, err))
+                procs.append(subprocess.Popen(
+                    [sys.executable, *[str(a) for a in args]], cwd=str(cwd), env=env,
+                    text=True, stdout=out, stderr=err, start_new_session=True))
+            for index, proc in enumerate(procs):
+                try:
+                    proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    for other in procs:
+                        kill_group(other)
+                    files[index][1].seek(0)
+                    pytest.fail(f"hung: worker {index} did not exit within {timeout:.0f} s; "
+                                f"killed.\nstderr:\n{_tail(files[index][1].read())}")
+            results = []
+            for proc, (out, err) in zip(procs, files):
+                out.seek(0)
+                err.seek(0)
+                results.append(subprocess.CompletedProcess(proc.args, proc.returncode,
+                                                           out.read(), err.read()))
+            return results
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    kill_group(proc)
+                    proc.wait()
+            for out, err in files:
+                out.close()
+                err.close()
