@@ -505,11 +505,9 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
 
     def _multi_worker_cluster(self):
         """This worker's place in TF_CONFIG when training multi-worker, else None."""
-        if self.config.DISTRIBUTION != "multi_worker":
-            return None
         from mrcnn import multi_worker
-
-        return multi_worker.current_cluster()
+        return (multi_worker.current_cluster()
+                if self.config.DISTRIBUTION == "multi_worker" else None)
 
     def train(self, train_dataset, val_dataset, learning_rate: float, epochs: int,
               layers: str, augmentation=None, custom_callbacks: list | None = None,
