@@ -546,7 +546,7 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
             if validation_steps else None)
         callbacks = []
         # Only the chief writes: the other workers' files would race with its own.
-        if cluster is None or cluster.is_chief:
+        if self.is_chief:
             os.makedirs(self.log_dir, exist_ok=True)
             callbacks += [
                 keras.callbacks.TensorBoard(log_dir=self.log_dir, histogram_freq=0,
