@@ -52,6 +52,7 @@ from typing import Any, Sequence
 
 from common import REPO, machine_info, to_json  # noqa: E402,F401 - sets up sys.path
 
+import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from siamese_mrcnn.cli import parse_set  # noqa: E402
@@ -61,7 +62,8 @@ from precision import copy_weights  # noqa: E402
 # One file per measurement; their names are re-exported here for the tests and for
 # `import speed` users.
 from speed_batching import (bench_batched_model, detect_batched,  # noqa: E402,F401
-                            detect_cached, detect_one_per_call, max_score_difference)
+                            detect_cached, detect_one_per_call, detection_agreement,
+                            max_score_difference)
 from speed_evaluation import (EVAL_TYPES, bench_eval_vs_old_loop, breakdown,  # noqa: E402,F401
                               coco_stats, evaluate_old_loop, evaluate_ours, predict_detect)
 from speed_gpu import (GPU_PARTS, bench_gpu, compare_inference,  # noqa: E402,F401
@@ -127,6 +129,8 @@ def run(args: argparse.Namespace) -> dict:
         references = data.references(plan["references"])
 
         logger.info("1/4 full detect() vs the dense forward (%s config)", name)
+        # The same random weights every run: the report's detections are reproducible.
+        keras.utils.set_random_seed(0)
         single = SiameseMaskRCNN("inference", single_config, tmp)
         report["inference"] = bench_inference(single, queries[0], references[0],
                                               plan["repeats"])

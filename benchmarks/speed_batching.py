@@ -66,6 +66,39 @@ def max_score_difference(a: Sequence[dict], b: Sequence[dict]) -> float:
     return worst
 
 
+def detection_agreement(a: Sequence[dict], b: Sequence[dict], score_tol: float = 1e-3,
+                        box_tol: float = 1.0) -> dict:
+    """How two runs' detections of the same pairs agree, paired by value: a detection of
+    ``a`` matches an unused one of ``b`` with the same class, every box coordinate within
+    ``box_tol`` px and the score within ``score_tol``.
+
+    Returns the largest score difference over matched detections, and how many of either
+    run found no match. Used across batch shapes, where kernels round differently: with
+    untrained weights many RPN anchors score within 1e-6 of each other, so such a change
+    can swap which anchors survive the top-k and NMS, and a detection appears in one run
+    only; every detection both runs found must still score alike.
+    """
+    worst, unmatched, total = 0.0, 0, 0
+    for x, y in zip(a, b):
+        used = np.zeros(len(y["scores"]), bool)
+        total += len(x["scores"]) + len(y["scores"])
+        for i in np.argsort(-np.asarray(x["scores"]), kind="stable"):
+            close = (~used & (np.asarray(y["class_ids"]) == x["class_ids"][i])
+                     & np.all(np.abs(np.asarray(y["rois"], float)
+                                     - np.asarray(x["rois"][i], float)) <= box_tol, axis=-1)
+                     & (np.abs(np.asarray(y["scores"]) - x["scores"][i]) <= score_tol))
+            if not close.any():
+                unmatched += 1
+                continue
+            candidates = np.flatnonzero(close)
+            j = candidates[np.argmin(np.abs(np.asarray(y["scores"])[candidates]
+                                            - x["scores"][i]))]
+            used[j] = True
+            worst = max(worst, abs(float(y["scores"][j]) - float(x["scores"][i])))
+        unmatched += int((~used).sum())
+    return {"max_score_difference": worst, "unmatched": unmatched, "detections": total}
+
+
 def bench_batched_model(single: SiameseMaskRCNN, batched: SiameseMaskRCNN,
                        queries: Sequence[np.ndarray], references: Sequence[np.ndarray],
                        repeats: int) -> dict:
@@ -93,8 +126,8 @@ def bench_batched_model(single: SiameseMaskRCNN, batched: SiameseMaskRCNN,
         "pairs": len(pairs),
         "distinct_references": len(references),
         "batch_size": batched.config.BATCH_SIZE,
-        "max_score_difference_vs_one_pair_per_call": {
-            "batched_fresh_reference": max_score_difference(out["single"], out["batched"]),
-            "batched_cached_reference": max_score_difference(out["single"], out["cached"]),
+        "agreement_vs_one_pair_per_call": {
+            "batched_fresh_reference": detection_agreement(out["single"], out["batched"]),
+            "batched_cached_reference": detection_agreement(out["single"], out["cached"]),
         },
     }

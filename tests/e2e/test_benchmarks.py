@@ -136,9 +136,12 @@ def test_quick_run_details_are_consistent(quick_report):
         per_pair["one_pair_per_call"] / per_pair["batched_cached_reference"])
     assert batched["batched_model_speedup"] == report["batched_model_speedup"]
     assert batched["batch_size"] == 2 and batched["pairs"] == 4
-    # Same weights, same pairs: batching must not change the detections much.
-    for diff in batched["max_score_difference_vs_one_pair_per_call"].values():
-        assert diff != "inf" and diff < 1e-2
+    # Same weights, same pairs: every detection both paths found scores alike. The
+    # weights are untrained, so many anchors tie within 1e-6 and a batch shape's rounding
+    # may swap one past the top-k or NMS: a few detections may be found by one path only.
+    for agreement in batched["agreement_vs_one_pair_per_call"].values():
+        assert agreement["max_score_difference"] < 1e-4
+        assert agreement["unmatched"] <= 0.1 * agreement["detections"]
     data = report["data_vs_train"]
     assert report["data_over_train"] == pytest.approx(
         data["data_samples_per_s"] / data["train_samples_per_s"])
@@ -210,6 +213,27 @@ def test_max_score_difference():
     assert speed.max_score_difference(a, b) == pytest.approx(0.02)
     c = [{"scores": np.array([0.9])}, {"scores": np.array([])}]
     assert speed.max_score_difference(a, c) == float("inf")
+
+
+def _detections(*rows):
+    return {"scores": np.array([r[0] for r in rows]), "class_ids": np.array([r[1] for r in rows]),
+            "rois": np.array([r[2] for r in rows]).reshape(-1, 4)}
+
+
+def test_detection_agreement_pairs_by_value():
+    box, other = [10, 10, 50, 50], [60, 60, 90, 90]
+    a = [_detections((0.9, 1, box), (0.8, 1, other)), _detections()]
+    # Near-tied order swapped, one box 1 px off: all matched.
+    b = [_detections((0.80002, 1, [61, 60, 90, 90]), (0.9, 1, box)), _detections()]
+    agreement = speed.detection_agreement(a, b)
+    assert agreement == {"max_score_difference": pytest.approx(2e-5, abs=1e-7),
+                         "unmatched": 0, "detections": 4}
+    # A detection found by one run only, a moved box, a changed class, a changed score.
+    assert speed.detection_agreement(a, [_detections((0.9, 1, box)), _detections()]) \
+        == {"max_score_difference": 0.0, "unmatched": 1, "detections": 3}
+    for changed in ((0.8, 1, [62, 60, 90, 90]), (0.8, 2, other), (0.81, 1, other)):
+        b = [_detections((0.9, 1, box), changed), _detections()]
+        assert speed.detection_agreement(a, b)["unmatched"] == 2
 
 
 def test_to_json_and_error_text():
