@@ -6,7 +6,8 @@ interpreter with KERAS_BACKEND=jax (or torch), where importing TensorFlow fails 
 a machine that has none), loads the same .h5 file by name and detects on the same inputs, with
 detect() and with encode_reference + detect_with_reference, one image per call and
 two. Boxes must agree to a
-pixel, scores to 1e-4, masks but for boundary pixels.
+pixel, scores to 1e-4, masks but for boundary pixels. The seeded evaluation protocol,
+run under each backend on a small COCO-layout set, gives the same COCO results.
 """
 from __future__ import annotations
 
@@ -73,6 +74,31 @@ print(json.dumps({"backend": keras.backend.backend(),
 """
 
 
+EVALUATE = r"""
+import json, sys
+import numpy as np
+work, data = sys.argv[1], sys.argv[2]
+import keras
+from siamese_mrcnn import evaluation as ev
+from siamese_mrcnn.coco import IndexedCocoDataset
+from siamese_mrcnn.config import preset
+from siamese_mrcnn.model import SiameseMaskRCNN
+dataset = IndexedCocoDataset()
+coco = dataset.load_coco(data, "val", "2017", return_coco=True)
+dataset.prepare()
+model = SiameseMaskRCNN("inference", preset("tiny_eval", DETECTION_MIN_CONFIDENCE=0.0,
+                                            IMAGES_PER_GPU=2), work + "/logs_eval")
+model.load_weights(work + "/w.h5", by_name=True)
+result = ev.evaluate_protocol(model, dataset, coco, "both", seed=0, verbose=0,
+                              keep_results=True)
+print(json.dumps({"backend": keras.backend.backend(),
+                  "tensorflow_loaded": "tensorflow" in sys.modules,
+                  "AP50": {t: result.stat("AP50", t) for t in ("bbox", "segm")},
+                  "results": [{k: r[k] for k in ("image_id", "category_id", "bbox", "score")}
+                              for r in result.results]}))
+"""
+
+
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """Tiny settled weights with a mask head whose masks are neither empty nor full,
@@ -97,6 +123,7 @@ def work(tmp_path_factory):
         inputs[f"query{i}"] = photo(rng, *size)
     np.savez(root / "inputs.npz", **inputs)
     (root / "detect.py").write_text(DETECT)
+    (root / "evaluate.py").write_text(EVALUATE)
     (root / "site").mkdir()
     (root / "site" / "sitecustomize.py").write_text(NO_TENSORFLOW)
     return root
@@ -176,3 +203,48 @@ def test_weights_saved_under_another_backend_load_under_tensorflow(work, tensorf
     result = model.detect([[inputs["reference"]]], [inputs["query0"]])[0]
     np.testing.assert_array_equal(result["rois"], tensorflow_run["detect0_rois"])
     np.testing.assert_allclose(result["scores"], tensorflow_run["detect0_scores"], atol=1e-6)
+
+
+def evaluate_under(work, backend: str) -> dict:
+    """evaluate.py's JSON: the protocol's AP50s and COCO results under ``backend``."""
+    from tests.helpers.eval_coco import write_eval_coco
+
+    data = work / "eval_coco"
+    if not data.exists():
+        write_eval_coco(str(data))
+    site = f"{work / 'site'}:" if backend != "tensorflow" else ""
+    done = run_python([work / "evaluate.py", work, data],
+                      extra_env={"KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu",
+                                 "PYTHONPATH": f"{site}{ROOT / 'lib'}:{ROOT}"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_the_evaluation_protocol_runs_without_tensorflow(work, backend):
+    """evaluate_protocol (seeded reference draws, batched pairs, COCOeval of boxes and
+    masks) under JAX or PyTorch, without TensorFlow: the same pairs, the same COCO results
+    (paired by value: box within 1 px, score within 1e-4) and AP50s as under TensorFlow.
+    The tiny weights are untrained (AP50 is 0 under every backend): the 104 records, each
+    pair's reference draw and detections, carry the comparison."""
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed (requirements-test.txt)")
+    want_file = work / "evaluated_tensorflow.json"
+    if not want_file.exists():
+        want_file.write_text(json.dumps(evaluate_under(work, "tensorflow")))
+    want = json.loads(want_file.read_text())
+    got = evaluate_under(work, backend)
+    assert (got["backend"], got["tensorflow_loaded"]) == (backend, False)
+    assert len(want["results"]) > 20  # DETECTION_MIN_CONFIDENCE 0: every pair detects
+    assert len(got["results"]) == len(want["results"])
+    unmatched = list(want["results"])
+    for record in got["results"]:
+        match = [w for w in unmatched
+                 if (w["image_id"], w["category_id"]) == (record["image_id"],
+                                                          record["category_id"])
+                 and abs(w["score"] - record["score"]) <= 1e-4
+                 and max(abs(a - b) for a, b in zip(w["bbox"], record["bbox"])) <= 1]
+        assert match, record
+        unmatched.remove(match[0])
+    for eval_type in ("bbox", "segm"):
+        assert got["AP50"][eval_type] == pytest.approx(want["AP50"][eval_type], abs=1e-3)
