@@ -26,6 +26,15 @@ def _tensorflow() -> bool:
     return keras.backend.backend() == "tensorflow"
 
 
+def require_tensorflow(what: str) -> None:
+    """A ValueError that names the backend when ``what`` needs TensorFlow's."""
+    if not _tensorflow():
+        raise ValueError(
+            f"{what} needs the TensorFlow backend (KERAS_BACKEND=tensorflow), this one is "
+            f"{keras.backend.backend()!r}: the training graph (detection targets, losses, "
+            "train step) is TensorFlow code; inference and evaluation run on any backend")
+
+
 def crop_and_resize(images, boxes, box_indices, crop_size: Sequence[int]):
     """Bilinear crops.
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 import keras
 import numpy as np
 
-from mrcnn import utils  # noqa: F401 - modellib.utils, as in Matterport
+from mrcnn import backend_ops, utils  # noqa: F401 - modellib.utils, as in Matterport
 from mrcnn.backbone import (compute_backbone_shapes, conv_block, identity_block,  # noqa: F401
                             resnet_graph)
 from mrcnn.checkpoint_path import LastCheckpoint
@@ -105,6 +105,8 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
     def __init__(self, mode: str, config, model_dir: str):
         if mode not in ("training", "inference"):
             raise ValueError(f"mode must be 'training' or 'inference', got {mode!r}")
+        if mode == "training":
+            backend_ops.require_tensorflow("A model in training mode")
         self.mode = mode
         self.config = config
         self.model_dir = model_dir
@@ -526,9 +528,8 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
         if cluster is not None:
             from mrcnn import multi_worker
 
-            # Every worker starts from the chief's weights, epoch and data seed: a
-            # restart resumes from the chief's checkpoint, wherever the others run
-            # (sync_workers, for callers that decide by the epoch before train()).
+            # Every worker starts from the chief's weights, epoch and data seed: a restart
+            # resumes from the chief's checkpoint (sync_workers: the same, before train()).
             synced = multi_worker.sync_from_chief(self.strategy, self.inner_model,
                                                   {"epoch": self.epoch, "seed": seed})
             self.epoch, seed = synced["epoch"], synced["seed"]
@@ -575,8 +576,7 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
         else:
             failures = contextlib.nullcontext()
         with failures:
-            # The generators shuffle their own seeded stream: Keras' extra shuffle
-            # of the batch order would only make runs irreproducible.
+            # The generators shuffle their own seeded stream (Keras' shuffle: irreproducible).
             history = self.keras_model.fit(
                 train_generator, initial_epoch=self.epoch, epochs=epochs,
                 steps_per_epoch=steps, callbacks=callbacks, shuffle=False,

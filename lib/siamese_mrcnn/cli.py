@@ -65,7 +65,8 @@ def cmd_train(args) -> dict:
 
     from siamese_mrcnn.model import SiameseMaskRCNN
 
-    model = SiameseMaskRCNN("training", config, args.logs)
+    with user_input("train"):  # e.g. a backend that cannot train, a GPU_COUNT mismatch
+        model = SiameseMaskRCNN("training", config, args.logs)
     # A multi-worker run's other tasks take the chief's weights and epoch instead.
     source = init_weights(model, args.model, schedule) if model.is_chief else "the chief's"
     model.sync_workers()

@@ -296,7 +296,8 @@ def train(args: argparse.Namespace) -> None:
     with user_input("configuration"):
         config = build_config(args, True, num_classes)
     config.display()
-    model = modellib.MaskRCNN(mode="training", config=config, model_dir=args.logs)
+    with user_input("train"):  # e.g. a backend that cannot train, a GPU_COUNT mismatch
+        model = modellib.MaskRCNN(mode="training", config=config, model_dir=args.logs)
     # A multi-worker run's other tasks take the chief's weights and epoch instead.
     if model.is_chief:
         load_model_weights(model, args.model)

@@ -248,3 +248,21 @@ def test_the_evaluation_protocol_runs_without_tensorflow(work, backend):
         unmatched.remove(match[0])
     for eval_type in ("bbox", "segm"):
         assert got["AP50"][eval_type] == pytest.approx(want["AP50"][eval_type], abs=1e-3)
+
+
+def test_train_under_jax_says_it_needs_tensorflow_in_one_line(work, tmp_path):
+    """train_siamese.py train under JAX: exit 2 and one line that names the backend."""
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed (requirements-test.txt)")
+    data = tmp_path / "data"
+    (data / "annotations").mkdir(parents=True)
+    (data / "annotations" / "instances_train2017.json").write_text("{}")
+    done = run_python([ROOT / "samples" / "coco" / "train_siamese.py", "train", "--dataset",
+                       data, "--model", "none", "--config", "tiny", "--logs", tmp_path / "logs"],
+                      extra_env={"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
+                                 "PYTHONPATH": f"{work / 'site'}:{ROOT / 'lib'}:{ROOT}"})
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert "Traceback" not in done.stderr
+    assert lines[-1].startswith("error: train: A model in training mode needs the "
+                                "TensorFlow backend") and "'jax'" in lines[-1], lines[-1]

@@ -150,3 +150,19 @@ def test_the_ops_under_another_backend_equal_tensorflow(tmp_path, backend):
         distinct = len({(size, threshold, boxes.shape)
                         for boxes, _, size, threshold in nms_cases()})
         assert info["traces"] == distinct
+
+
+def test_training_asks_for_the_tensorflow_backend(monkeypatch, tmp_path):
+    """Under TensorFlow nothing is raised; under another backend a training-mode model is
+    refused at once with the backend's name (not deep in the targets layer's graph)."""
+    import keras
+
+    from mrcnn import backend_ops
+    from mrcnn import model as modellib
+
+    backend_ops.require_tensorflow("training")
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(ValueError, match=r"training needs the TensorFlow backend .*'jax'"):
+        backend_ops.require_tensorflow("training")
+    with pytest.raises(ValueError, match=r"A model in training mode needs .*'jax'"):
+        modellib.MaskRCNN("training", None, str(tmp_path))
