@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 import keras
 import numpy as np
 
-from mrcnn import backend_ops, utils  # noqa: F401 - modellib.utils, as in Matterport
+from mrcnn import backend_ops, multi_worker, utils  # noqa: F401 - modellib.utils
 from mrcnn.backbone import (compute_backbone_shapes, conv_block, identity_block,  # noqa: F401
                             resnet_graph)
 from mrcnn.checkpoint_path import LastCheckpoint
@@ -119,8 +119,6 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
         self.set_log_dir()
         self.strategy = None
         if config.DISTRIBUTION == "multi_worker":
-            from mrcnn import multi_worker
-
             self.strategy = multi_worker.get_strategy()
             local = self.strategy.num_replicas_in_sync // multi_worker.current_cluster().count
             if local != config.GPU_COUNT:
@@ -500,14 +498,11 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
         call: all workers make it at the same point). Otherwise nothing."""
         if self._multi_worker_cluster() is None:
             return
-        from mrcnn import multi_worker
-
         self.epoch = multi_worker.sync_from_chief(self.strategy, self.inner_model,
                                                   {"epoch": self.epoch})["epoch"]
 
     def _multi_worker_cluster(self):
         """This worker's place in TF_CONFIG when training multi-worker, else None."""
-        from mrcnn import multi_worker
         return (multi_worker.current_cluster()
                 if self.config.DISTRIBUTION == "multi_worker" else None)
 
@@ -526,8 +521,6 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
         cluster = self._multi_worker_cluster()
         seed = int(np.random.randint(2 ** 31 - 1))
         if cluster is not None:
-            from mrcnn import multi_worker
-
             # Every worker starts from the chief's weights, epoch and data seed: a restart
             # resumes from the chief's checkpoint (sync_workers: the same, before train()).
             synced = multi_worker.sync_from_chief(self.strategy, self.inner_model,
@@ -573,7 +566,10 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
                 val_generator = multi_worker.distributed_dataset(
                     self.strategy, val_generator, validation_steps, self.epoch, images)
             failures = multi_worker.worker_failures(cluster)
-        else:
+        else:  # tf.data without autotuning: see multi_worker.local_dataset
+            train_generator = multi_worker.local_dataset(train_generator, steps, self.epoch)
+            val_generator = multi_worker.local_dataset(val_generator, validation_steps,
+                                                       self.epoch)
             failures = contextlib.nullcontext()
         with failures:
             # The generators shuffle their own seeded stream (Keras' shuffle: irreproducible).

@@ -31,6 +31,7 @@ import logging
 import os
 from typing import Any, Iterator, Mapping
 
+import keras
 import numpy as np
 try:  # JAX and PyTorch machines may have no TensorFlow: its paths then never run
     import tensorflow as tf
@@ -218,6 +219,40 @@ def worker_batches(source: Any, worker: int, workers: int, replicas: int,
         epoch += 1
 
 
+def _batch_spec(example: tuple) -> Any:
+    """TensorSpecs of a batch (nested numpy arrays), the batch dimension left open."""
+    return tf.nest.map_structure(
+        lambda a: tf.TensorSpec((None,) + np.shape(a)[1:], tf.as_dtype(np.asarray(a).dtype)),
+        example)
+
+
+def local_dataset(source: Any, steps_per_epoch: int, first_epoch: int) -> Any:
+    """One process's fit() input from ``source`` (a DataGenerator, or None): its batches
+    in worker_batches' order for one worker (epoch ``first_epoch`` on, endless),
+    prefetched by one batch, without tf.data autotuning.
+
+    Keras' own tf.data for a PyDataset autotunes, and deleting that iterator at the end
+    of fit() waited for the autotune thread's next wake-up (10 to 40 s measured on busy
+    cores). A source that loads with Keras' worker threads or processes (workers > 1,
+    or use_multiprocessing) is returned as it is: Keras then turns autotuning off itself.
+    """
+    if source is None or tf is None or keras.backend.backend() != "tensorflow":
+        return source
+    workers = int(getattr(source, "workers", 0) or 0)
+    if workers > 1 or (workers > 0 and getattr(source, "use_multiprocessing", False)):
+        return source
+    size = source.batch_size
+
+    def generate():
+        return worker_batches(source, 0, 1, 1, size, steps_per_epoch, first_epoch)
+
+    spec = _batch_spec(source.batch_at(first_epoch, 0, size))
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return tf.data.Dataset.from_generator(generate, output_signature=spec).prefetch(1) \
+        .with_options(options)
+
+
 def distributed_dataset(strategy: Any, source: Any, steps_per_epoch: int,
                         first_epoch: int, images_per_replica: int) -> Any:
     """The strategy's per-replica input from ``source`` (see worker_batches), endless.
@@ -227,10 +262,7 @@ def distributed_dataset(strategy: Any, source: Any, steps_per_epoch: int,
     def dataset_fn(context):
         worker, workers = context.input_pipeline_id, context.num_input_pipelines
         local = context.num_replicas_in_sync // workers
-        example = source.batch_at(first_epoch, 0, images_per_replica)
-        spec = tf.nest.map_structure(
-            lambda a: tf.TensorSpec((None,) + np.shape(a)[1:], tf.as_dtype(np.asarray(a).dtype)),
-            example)
+        spec = _batch_spec(source.batch_at(first_epoch, 0, images_per_replica))
 
         def generate():
             return worker_batches(source, worker, workers, local, images_per_replica,

@@ -111,6 +111,32 @@ def test_workers_together_load_each_global_batch_once():
             assert loaded == list(range(step * 12, step * 12 + 12))
 
 
+class ArraySource:
+    """batch_at as arrays (epoch, positions) of a 2-image batch; Keras' loading options."""
+    batch_size = 2
+
+    def __init__(self, workers=0, use_multiprocessing=False):
+        self.workers, self.use_multiprocessing = workers, use_multiprocessing
+
+    def batch_at(self, epoch, index, size):
+        return (np.full((size, 1), epoch, np.int64),
+                np.arange(index, index + size, dtype=np.int64)[:, None])
+
+
+def test_local_dataset_streams_the_epochs_in_order_without_autotuning():
+    """One process's fit() input: epoch 3 on, batch after batch, as worker_batches for
+    one worker; tf.data autotuning off (deleting an autotuned iterator at the end of
+    fit() waited 10-40 s for its tuning thread)."""
+    dataset = multi_worker.local_dataset(ArraySource(), steps_per_epoch=2, first_epoch=3)
+    assert dataset.options().autotune.enabled is False
+    got = [(int(e[0, 0]), p[:, 0].tolist()) for e, p in dataset.take(5).as_numpy_iterator()]
+    assert got == [(3, [0, 1]), (3, [2, 3]), (4, [0, 1]), (4, [2, 3]), (5, [0, 1])]
+    # Keras' worker threads or processes load those: Keras turns autotuning off itself.
+    for source in (ArraySource(workers=2), ArraySource(workers=1, use_multiprocessing=True)):
+        assert multi_worker.local_dataset(source, 2, 0) is source
+    assert multi_worker.local_dataset(None, 2, 0) is None
+
+
 def test_batch_at_gives_the_same_samples_in_any_split():
     dataset = ShapesDataset()
     dataset.load()
