@@ -532,11 +532,12 @@ def test_cli_train_with_tf_config_is_multi_worker(tiny, tmp_path, monkeypatch, t
     this is coco.py's own wiring without 2 more minutes of training processes."""
     from tests.helpers.processes import free_ports, tf_config
 
-    calls = []
+    calls, configs = [], []
 
     class Recorder:
         def __init__(self, mode, config, model_dir):
             self.config, self.epoch = config, 0
+            configs.append(config)
             self.is_chief = task == 0
 
         def sync_workers(self):
@@ -553,9 +554,6 @@ def test_cli_train_with_tf_config_is_multi_worker(tiny, tmp_path, monkeypatch, t
         ["train", "--dataset", tiny.root, "--year", tiny.year, "--model", "none",
          "--logs", str(tmp_path), *SMALL_RUN, "--epochs-heads", "1", "--epochs-4plus", "2",
          "--epochs-all", "2"])
-    configs = []
-    monkeypatch.setattr(coco, "build_config", lambda *a, _build=coco.build_config:
-                        configs.append(_build(*a)) or configs[-1])
     coco.train(args)
     assert configs[0].DISTRIBUTION == "multi_worker"
     assert calls == (["load"] if task == 0 else []) + [
