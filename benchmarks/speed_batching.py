@@ -80,21 +80,22 @@ def detection_agreement(a: Sequence[dict], b: Sequence[dict], score_tol: float =
     """
     worst, unmatched, total = 0.0, 0, 0
     for x, y in zip(a, b):
-        used = np.zeros(len(y["scores"]), bool)
-        total += len(x["scores"]) + len(y["scores"])
-        for i in np.argsort(-np.asarray(x["scores"]), kind="stable"):
-            close = (~used & (np.asarray(y["class_ids"]) == x["class_ids"][i])
-                     & np.all(np.abs(np.asarray(y["rois"], float)
-                                     - np.asarray(x["rois"][i], float)) <= box_tol, axis=-1)
-                     & (np.abs(np.asarray(y["scores"]) - x["scores"][i]) <= score_tol))
+        x_scores, y_scores = np.asarray(x["scores"]), np.asarray(y["scores"])
+        y_classes, y_rois = np.asarray(y["class_ids"]), np.asarray(y["rois"], float)
+        used = np.zeros(len(y_scores), bool)
+        total += len(x_scores) + len(y_scores)
+        for i in np.argsort(-x_scores, kind="stable"):
+            gap = np.abs(y_scores - x_scores[i])
+            close = (~used & (y_classes == x["class_ids"][i]) & (gap <= score_tol)
+                     & np.all(np.abs(y_rois - np.asarray(x["rois"][i], float)) <= box_tol,
+                              axis=-1))
             if not close.any():
                 unmatched += 1
                 continue
             candidates = np.flatnonzero(close)
-            j = candidates[np.argmin(np.abs(np.asarray(y["scores"])[candidates]
-                                            - x["scores"][i]))]
+            j = candidates[np.argmin(gap[candidates])]
             used[j] = True
-            worst = max(worst, abs(float(y["scores"][j]) - float(x["scores"][i])))
+            worst = max(worst, float(gap[j]))
         unmatched += int((~used).sum())
     return {"max_score_difference": worst, "unmatched": unmatched, "detections": total}
 
