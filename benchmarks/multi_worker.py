@@ -38,7 +38,7 @@ def worker(args) -> None:
     import numpy as np
     import tensorflow as tf
 
-    from mrcnn.multi_worker import current_cluster, get_strategy
+    from mrcnn.multi_worker import current_cluster, get_strategy, leave_together
     from siamese_mrcnn.cli_inputs import load_split_datasets
     from siamese_mrcnn.config import preset
     from siamese_mrcnn.model import SiameseMaskRCNN
@@ -95,6 +95,7 @@ def worker(args) -> None:
               "gradient_mb": sum(int(np.prod(v.shape)) for v in variables) * 4 / 2 ** 20}
     with open(args.report, "w") as f:
         json.dump(report, f)
+    leave_together(cluster, "benchmark_end")  # the last all-reduce may still read from us
     sys.stdout.flush()
     os._exit(0)  # TensorFlow's collective threads may hold the interpreter
 

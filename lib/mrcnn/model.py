@@ -557,6 +557,7 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
         if self.epoch >= epochs:
             log("Already trained to epoch {} (asked for {}): nothing to do".format(
                 self.epoch, epochs))
+            multi_worker.leave_together(cluster, "train_end")  # after sync_from_chief
             return None
         if cluster is not None:
             images = self.config.IMAGES_PER_GPU
@@ -578,6 +579,7 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
                 steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
                 validation_data=val_generator, validation_steps=validation_steps or None,
                 verbose=1)
+        multi_worker.leave_together(cluster, "train_end")  # no one leaves a peer reading
         self.epoch = max(self.epoch, epochs)
         return history
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -39,6 +40,12 @@ except ImportError:
     tf = None
 
 logger = logging.getLogger(__name__)
+
+# wait_for_workers' bound: the workers leave fit() within a step of each other, but the
+# chief may still be writing a full model's checkpoint (seconds to a minute on a slow
+# disk); past this, a worker that never came is taken for lost.
+END_BARRIER_TIMEOUT_S = 900
+_barrier_ids = itertools.count()  # every worker makes the same calls: the ids agree
 
 TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["10.0.0.1:12345", "10.0.0.2:12345"]}, '
                      '"task": {"type": "worker", "index": 0}}')
@@ -337,3 +344,30 @@ def worker_failures(cluster: Cluster) -> Iterator[None]:
             f"another worker stopped answering ({type(e).__name__}: {detail}). Restart "
             "every worker with the same command: training resumes from the chief's last "
             "checkpoint.") from e
+
+
+def wait_for_workers(name: str, timeout_s: float = END_BARRIER_TIMEOUT_S) -> None:
+    """Returns once every worker of the cluster has called it (with the same ``name``).
+
+    A worker that leaves right after its last collective operation can take away a
+    buffer that a slower peer is still reading for that operation: the peer then fails
+    with "Connection reset by peer" at the very end of a good run. Each worker calls
+    this after its last collective, before it exits; it is a barrier of TensorFlow's
+    coordination service (which MultiWorkerMirroredStrategy starts), not another
+    collective, so it does not have that race itself. Raises what a collective raises
+    when a peer is lost (wrap it in ``worker_failures``).
+    """
+    from tensorflow.python.eager import context  # the barrier has no public name
+
+    barrier = f"mrcnn_{name}_{next(_barrier_ids)}"
+    context.context().wait_at_barrier(barrier, int(timeout_s * 1000))
+    logger.debug("Every worker reached %s", barrier)
+
+
+def leave_together(cluster: Cluster | None, name: str) -> None:
+    """``wait_for_workers(name)`` on a multi-worker run (its lost peers raising
+    WorkerLostError); without a cluster, nothing."""
+    if cluster is None:
+        return
+    with worker_failures(cluster):
+        wait_for_workers(name)

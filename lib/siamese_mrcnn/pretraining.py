@@ -268,6 +268,7 @@ def pretrain(data_dir: str, classes: str, run_dir: str, output: str, epochs: int
                             steps_per_epoch=steps_per_epoch, callbacks=callbacks,
                             verbose=verbose, shuffle=False)  # the pipeline shuffles
         history = {k: [float(v) for v in values] for k, values in fit.history.items()}
+    multi_worker.leave_together(cluster, "pretrain_end")  # no one leaves a peer reading
     if chief:
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
         save_weights(backbone, output)  # the backbone's layers only, flat; atomic

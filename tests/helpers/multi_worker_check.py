@@ -5,10 +5,13 @@
 One task of MaskRCNN training under DISTRIBUTION="multi_worker" with a global batch of
 2 images: IMAGES_PER_GPU=2 on a cluster of one worker (the one-process run), 1 on a
 cluster of two. Starting weights come from a fixed seed; the chief resumes from its
-last checkpoint under WORK_DIR/chief when that folder exists. Every process trains EPOCHS (default 2) epochs of STEPS (default 3) steps and writes
-RESULT_JSON: its history, its final weights (RESULT_JSON + ".npz"), its epoch at the
-start, and the files its model directory holds. A lost worker ends the process with
-exit code 3 and the error's message on stderr, as the command lines do.
+last checkpoint under WORK_DIR/chief when that folder exists. Every process trains
+EPOCHS (default 2) epochs of STEPS (default 3) steps and writes RESULT_JSON: its
+history, its final weights (RESULT_JSON + ".npz"), its epoch at the start, and the
+files its model directory holds. A lost worker ends the process with exit code 3 and
+the error's message on stderr, as the command lines do. With LATE_PEER_S set, the
+non-chief tasks sleep that long once fit() ends (before train()'s end barrier), and
+every report has ``end_wait_s``: from fit()'s end to train()'s return.
 
 Determinism by design (as in parallel_check.py): USE_RPN_ROIS=False and every sample's
 ROIs are 4 with IoU >= 0.5 to a ground-truth box and 4 with IoU 0, so with
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from tests.helpers.distributed import snapshot, write_report  # sets quiet CPU defaults
 
@@ -70,6 +74,18 @@ class CheckModel(modellib.MaskRCNN):
                                random_rois=self.config.POST_NMS_ROIS_TRAINING)
 
 
+class EndTimer(keras.callbacks.Callback):
+    """Marks the end of fit(); on a late task, sleeps there first."""
+
+    def __init__(self, late_s: float):
+        super().__init__()
+        self.late_s, self.fit_end = late_s, None
+
+    def on_train_end(self, logs=None):
+        time.sleep(self.late_s)
+        self.fit_end = time.monotonic()
+
+
 def files_under(path: str) -> list[str]:
     return sorted(os.path.relpath(os.path.join(d, f), path)
                   for d, _, names in os.walk(path) for f in names)
@@ -93,11 +109,14 @@ def main(result_path: str, work_dir: str, epochs: int, steps: int) -> None:
     assert len(OBJECTS) == 4
     start_epoch = model.epoch
     np.random.seed(1234)  # the same data seed in the single run and on the chief
+    timer = EndTimer(0.0 if cluster.is_chief else float(os.environ.get("LATE_PEER_S", 0)))
     try:
-        history = model.train(dataset, dataset, LEARNING_RATE, epochs=epochs, layers="all")
+        history = model.train(dataset, dataset, LEARNING_RATE, epochs=epochs, layers="all",
+                              custom_callbacks=[timer])
     except WorkerLostError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         os._exit(3)  # TensorFlow's collective threads may block a normal exit
+    end_wait_s = None if timer.fit_end is None else time.monotonic() - timer.fit_end
     np.savez(result_path + ".npz", **snapshot(model.inner_model))
     write_report(result_path, {
         "workers": cluster.count, "task": cluster.index,
@@ -105,7 +124,7 @@ def main(result_path: str, work_dir: str, epochs: int, steps: int) -> None:
         "history": ({} if history is None else
                     {k: [float(v) for v in vs] for k, vs in history.history.items()}),
         "files": files_under(model_dir) if os.path.isdir(model_dir) else [],
-        "model_dir_exists": os.path.isdir(model_dir),
+        "model_dir_exists": os.path.isdir(model_dir), "end_wait_s": end_wait_s,
     })
     sys.stdout.flush()
     os._exit(0)

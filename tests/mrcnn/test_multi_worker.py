@@ -27,6 +27,9 @@ SCRIPT = os.path.join(ROOT, "tests", "helpers", "multi_worker_check.py")
 # TensorFlow notices a dead peer after its coordination heartbeats stop (about 10-20 s
 # measured); 240 s leaves room for a loaded 2-core machine.
 LOST_WORKER_BOUND_S = 240
+# How long the non-chief dawdles after fit() in the 2-worker run: train()'s end barrier
+# must hold the chief that long (a machine's slowness only lengthens the wait).
+LATE_PEER_S = 3.0
 
 
 def tf_config(ports, index, task_type="worker", chief=None) -> str:
@@ -162,7 +165,8 @@ def test_batch_at_gives_the_same_samples_in_any_split():
 class Cluster:
     """Starts one check process per task; kills every one that is left at exit."""
 
-    def __init__(self, work_dir, count: int, epochs: int, steps: int, tag: str):
+    def __init__(self, work_dir, count: int, epochs: int, steps: int, tag: str,
+                 late_peer_s: float = 0.0):
         self.work_dir = str(work_dir)
         ports = free_ports(count)
         pythonpath = os.pathsep.join([os.path.join(str(ROOT), "lib"), str(ROOT)])
@@ -171,7 +175,7 @@ class Cluster:
         self.procs = []
         for i in range(count):
             env = dict(os.environ, **QUIET_ENV, PYTHONPATH=pythonpath,
-                       TF_CONFIG=tf_config(ports, i))
+                       TF_CONFIG=tf_config(ports, i), LATE_PEER_S=str(late_peer_s))
             with open(self.logs[i], "w") as log:
                 self.procs.append(subprocess.Popen(
                     [sys.executable, SCRIPT, self.results[i], self.work_dir, str(epochs),
@@ -222,7 +226,8 @@ def test_two_workers_train_as_one_process_with_the_same_global_batch(tmp_path):
     one_dir.mkdir()
     two_dir.mkdir()
     with Cluster(one_dir, 1, epochs=2, steps=3, tag="one") as one, \
-            Cluster(two_dir, 2, epochs=2, steps=3, tag="two") as two:
+            Cluster(two_dir, 2, epochs=2, steps=3, tag="two",
+                    late_peer_s=LATE_PEER_S) as two:
         single = finished(one, 0)
         chief, other = finished(two, 0), finished(two, 1)
         single_weights, chief_weights, other_weights = (
@@ -248,6 +253,11 @@ def test_two_workers_train_as_one_process_with_the_same_global_batch(tmp_path):
     assert any("events.out.tfevents" in f for f in chief["files"])
     assert not other["model_dir_exists"]
     assert chief["epoch"] == other["epoch"] == 2
+    # Neither leaves train() before the other has ended fit(): the chief, whose peer
+    # slept LATE_PEER_S after its last step, waited for it (less the time its own
+    # last checkpoint took, which the peer spent ahead).
+    assert chief["end_wait_s"] > LATE_PEER_S / 2, chief["end_wait_s"]
+    assert other["end_wait_s"] < chief["end_wait_s"]
 
 
 def test_a_killed_worker_stops_the_other_and_a_restart_resumes(tmp_path):
@@ -290,3 +300,14 @@ def test_a_killed_worker_stops_the_other_and_a_restart_resumes(tmp_path):
     assert not other["model_dir_exists"]
     np.testing.assert_array_equal(resume.weights(0)["conv1/kernel"],
                                   resume.weights(1)["conv1/kernel"])
+
+
+def test_leave_together_waits_only_on_a_cluster(monkeypatch):
+    """One process has no peers: nothing to wait for (and no coordination service)."""
+    calls = []
+    monkeypatch.setattr(multi_worker, "wait_for_workers", lambda name: calls.append(name))
+    multi_worker.leave_together(None, "train_end")
+    assert calls == []
+    cluster = multi_worker.Cluster(("127.0.0.1:1", "127.0.0.1:2"), 1, "worker")
+    multi_worker.leave_together(cluster, "train_end")
+    assert calls == ["train_end"]
