@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU measurements, on the lent machine (JAX, no TensorFlow; see benchmarks/README.md):
 #   bash benchmarks/gpu.sh            # large_eval, 3 images per call, float32 and bf16
-# Where keras is missing and a folder .whl of wheels is there (keras, namex, optree
+# Then training at TRAIN_CONFIG (see below). Where keras is missing and a folder .whl of wheels is there (keras, namex, optree
 # for Python 3.12), they are installed under /tmp/site first. CONFIG, BATCHES, POLICIES and ITERATIONS override the
 # defaults (the CPU check: CONFIG=tiny_eval BATCHES=2 ITERATIONS=3 bash benchmarks/gpu.sh).
 # Each measurement is one JSON line in $RESULTS (default benchmarks/results/gpu.jsonl).
@@ -21,6 +21,13 @@ fi
 export KERAS_BACKEND=jax PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 mkdir -p "$(dirname "$RESULTS")"
 command -v nvidia-smi >/dev/null && nvidia-smi -L
+# Training (gpu_train.py): TRAIN=0 skips it; one line per policy, then a RUN_STEPS run
+# (data loading included; its loss must fall) under the last policy.
+TRAIN=${TRAIN:-1}
+TRAIN_CONFIG=${TRAIN_CONFIG:-large}
+TRAIN_BATCH=${TRAIN_BATCH:-3}
+TRAIN_ITERATIONS=${TRAIN_ITERATIONS:-10}
+RUN_STEPS=${RUN_STEPS:-300}
 status=0
 for batch in $BATCHES; do
     for policy in $POLICIES; do
@@ -28,4 +35,17 @@ for batch in $BATCHES; do
             --iterations "$ITERATIONS" --output "$RESULTS" || status=1
     done
 done
+if [ "$TRAIN" = 1 ]; then
+    data=$(mktemp -d)
+    last=""
+    for policy in $POLICIES; do last=$policy; done
+    for policy in $POLICIES; do
+        steps=0
+        [ "$policy" = "$last" ] && steps=$RUN_STEPS
+        $PYTHON benchmarks/gpu_train.py --config "$TRAIN_CONFIG" --batch "$TRAIN_BATCH" \
+            --policy "$policy" --iterations "$TRAIN_ITERATIONS" --run-steps "$steps" \
+            --data "$data/shapes" --output "$RESULTS" || status=1
+    done
+    rm -rf "$data"
+fi
 exit $status

@@ -31,8 +31,8 @@ def require_tensorflow(what: str) -> None:
     if not _tensorflow():
         raise ValueError(
             f"{what} needs the TensorFlow backend (KERAS_BACKEND=tensorflow), this one is "
-            f"{keras.backend.backend()!r}: the training graph (detection targets, losses, "
-            "train step) is TensorFlow code; inference and evaluation run on any backend")
+            f"{keras.backend.backend()!r}: it uses TensorFlow's tf.distribute or "
+            "SavedModel; one-device training, inference and evaluation run on any backend")
 
 
 def crop_and_resize(images, boxes, box_indices, crop_size: Sequence[int]):

@@ -127,7 +127,7 @@ def non_max_suppression(boxes: np.ndarray, scores: np.ndarray,
 
 
 def decode_box_deltas(boxes, deltas, exp: Callable, stack: Callable):
-    """The arithmetic of apply_box_deltas for numpy arrays or TF tensors alike.
+    """The arithmetic of apply_box_deltas for numpy arrays or tensors of any backend.
 
     boxes: [N, (y1, x1, y2, x2)] float32; deltas: [N, (dy, dx, log(dh), log(dw))]
     exp, stack: np.exp / np.stack or tf.exp / tf.stack.
@@ -135,12 +135,13 @@ def decode_box_deltas(boxes, deltas, exp: Callable, stack: Callable):
     """
     height = boxes[:, 2] - boxes[:, 0]  # [N]
     width = boxes[:, 3] - boxes[:, 1]  # [N]
+    # No in-place updates: PyTorch's autograd needs the values it saved.
     center_y = boxes[:, 0] + 0.5 * height
     center_x = boxes[:, 1] + 0.5 * width
-    center_y += deltas[:, 0] * height
-    center_x += deltas[:, 1] * width
-    height *= exp(deltas[:, 2])
-    width *= exp(deltas[:, 3])
+    center_y = center_y + deltas[:, 0] * height
+    center_x = center_x + deltas[:, 1] * width
+    height = height * exp(deltas[:, 2])
+    width = width * exp(deltas[:, 3])
     y1 = center_y - 0.5 * height
     x1 = center_x - 0.5 * width
     return stack([y1, x1, y1 + height, x1 + width], axis=1)  # [N, 4]

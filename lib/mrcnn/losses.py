@@ -1,13 +1,19 @@
 """Loss graphs of Mask R-CNN (Matterport 2.1 numerics).
 
 Every loss is a scalar. Where Matterport used K.switch(size > 0, mean, 0) an empty
-selection (no positive ROI / anchor) gives 0, not NaN.
+selection (no positive ROI / anchor) gives 0, not NaN. Under the TensorFlow backend
+these are Matterport's graphs; under JAX and PyTorch each ``*_graph`` computes the same
+number with static shapes (``mrcnn.losses_ops``).
 """
 from __future__ import annotations
 
 import logging
 import numbers
 from typing import Any, Union
+
+import keras
+
+from mrcnn import losses_ops
 
 try:  # JAX and PyTorch machines may have no TensorFlow: its paths then never run
     import tensorflow as tf
@@ -60,6 +66,8 @@ def rpn_class_loss_graph(rpn_match: tf.Tensor, rpn_class_logits: tf.Tensor) -> t
     rpn_class_logits: [batch, anchors, 2] BG/FG logits
     Returns: scalar
     """
+    if keras.backend.backend() != "tensorflow":
+        return losses_ops.rpn_class_loss(rpn_match, rpn_class_logits)
     rpn_match = tf.squeeze(rpn_match, -1)  # [batch, anchors]
     anchor_class = tf.cast(tf.equal(rpn_match, 1), tf.int32)  # -1/+1 -> 0/1
     indices = tf.where(tf.not_equal(rpn_match, 0))  # [n, 2]
@@ -90,6 +98,8 @@ def rpn_bbox_loss_graph(config: Union[Any, int], target_bbox: tf.Tensor,
     rpn_bbox: [batch, anchors, (dy, dx, log(dh), log(dw))]
     Returns: scalar
     """
+    if keras.backend.backend() != "tensorflow":
+        return losses_ops.rpn_bbox_loss(target_bbox, rpn_match, rpn_bbox)
     num_rows = _images_per_gpu(config)
     rpn_match = tf.squeeze(rpn_match, -1)  # [batch, anchors]
     indices = tf.where(tf.equal(rpn_match, 1))  # [n, 2]
@@ -112,6 +122,9 @@ def mrcnn_class_loss_graph(target_class_ids: tf.Tensor, pred_class_logits: tf.Te
     active_class_ids: [batch, num_classes] 1 for classes of the image's data set
     Returns: sum(CE * active(pred)) / sum(active(pred)), scalar
     """
+    if keras.backend.backend() != "tensorflow":
+        return losses_ops.mrcnn_class_loss(target_class_ids, pred_class_logits,
+                                           active_class_ids)
     target_class_ids = tf.cast(target_class_ids, tf.int64)
     pred_class_ids = tf.argmax(pred_class_logits, axis=2)  # [batch, num_rois]
     # Matterport: the first image's active classes stand for the whole batch.
@@ -132,6 +145,8 @@ def mrcnn_bbox_loss_graph(target_bbox: tf.Tensor, target_class_ids: tf.Tensor,
     pred_bbox: [batch, num_rois, num_classes, (dy, dx, log(dh), log(dw))]
     Returns: scalar
     """
+    if keras.backend.backend() != "tensorflow":
+        return losses_ops.mrcnn_bbox_loss(target_bbox, target_class_ids, pred_bbox)
     target_class_ids = tf.reshape(target_class_ids, (-1,))  # [B*R]
     target_bbox = tf.reshape(target_bbox, (-1, 4))  # [B*R, 4]
     num_classes = pred_bbox.shape[2] if pred_bbox.shape[2] is not None else tf.shape(pred_bbox)[2]
@@ -157,6 +172,8 @@ def mrcnn_mask_loss_graph(target_masks: tf.Tensor, target_class_ids: tf.Tensor,
     pred_masks: [batch, num_rois, height, width, num_classes] probabilities
     Returns: scalar
     """
+    if keras.backend.backend() != "tensorflow":
+        return losses_ops.mrcnn_mask_loss(target_masks, target_class_ids, pred_masks)
     target_class_ids = tf.reshape(target_class_ids, (-1,))  # [B*R]
     mask_shape = tf.shape(target_masks)
     target_masks = tf.reshape(target_masks, (-1, mask_shape[2], mask_shape[3]))  # [B*R, h, w]

@@ -49,7 +49,7 @@ from mrcnn.targets import (DetectionTargetLayer, build_detection_targets,  # noq
                            build_rpn_targets, detection_targets_graph, generate_random_rois,
                            overlaps_graph)
 from mrcnn.training import (LAYER_REGEX, LOSS_NAMES, AtomicCheckpoint, LossModel,
-                            set_trainable)
+                            set_trainable, tensorboard)
 from mrcnn import losses as losses_module
 from mrcnn import weights as weights_io
 
@@ -105,8 +105,6 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
     def __init__(self, mode: str, config, model_dir: str):
         if mode not in ("training", "inference"):
             raise ValueError(f"mode must be 'training' or 'inference', got {mode!r}")
-        if mode == "training":
-            backend_ops.require_tensorflow("A model in training mode")
         self.mode = mode
         self.config = config
         self.model_dir = model_dir
@@ -118,6 +116,9 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
         self._sub_models: dict[str, keras.Model] = {}
         self.set_log_dir()
         self.strategy = None
+        if config.DISTRIBUTION == "multi_worker" or config.GPU_COUNT > 1:
+            backend_ops.require_tensorflow(  # tf.distribute's strategies
+                f"DISTRIBUTION={config.DISTRIBUTION!r}, GPU_COUNT={config.GPU_COUNT}")
         if config.DISTRIBUTION == "multi_worker":
             self.strategy = multi_worker.get_strategy()
             local = self.strategy.num_replicas_in_sync // multi_worker.current_cluster().count
@@ -458,8 +459,10 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
         with scope:
             optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
                                              global_clipnorm=self.config.GRADIENT_CLIP_NORM)
-            # CropAndResize has no XLA kernel: never let Keras turn XLA on.
-            self.keras_model.compile(optimizer=optimizer, jit_compile=False)
+            # TensorFlow: CropAndResize has no XLA kernel, never let Keras turn XLA on.
+            # JAX: one jit-compiled step per shape (our ops are XLA's).
+            self.keras_model.compile(optimizer=optimizer,
+                                     jit_compile=keras.backend.backend() == "jax")
             # Create the momentum slots now. Without a distribution strategy Keras
             # defers this to the first train step, and a tf.function that creates
             # variables is traced twice: the first step of every stage would cost two.
@@ -542,11 +545,8 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
         # Only the chief writes: the other workers' files would race with its own.
         if self.is_chief:
             os.makedirs(self.log_dir, exist_ok=True)
-            callbacks += [
-                keras.callbacks.TensorBoard(log_dir=self.log_dir, histogram_freq=0,
-                                            write_graph=False),
-                AtomicCheckpoint(self.checkpoint_path, source=self.inner_model),
-            ]
+            callbacks += [*tensorboard(self.log_dir),
+                          AtomicCheckpoint(self.checkpoint_path, source=self.inner_model)]
         if custom_callbacks:
             callbacks += custom_callbacks
         # Printed, as Matterport printed them: the user watches training in a notebook.

@@ -150,8 +150,9 @@ class ProposalLayer(keras.layers.Layer):
             raise ValueError(
                 f"ProposalLayer expects [rpn_probs, rpn_bbox, anchors], got {len(inputs)} inputs")
         scores = ops.cast(inputs[0][:, :, 1], "float32")  # [batch, A]
-        deltas = ops.cast(inputs[1], "float32") * np.reshape(
-            np.array(self.rpn_bbox_std_dev, np.float32), [1, 1, 4])  # [batch, A, 4]
+        # A tensor, not a numpy array: torch would turn a tensor with grad into numpy.
+        deltas = ops.cast(inputs[1], "float32") * ops.convert_to_tensor(np.reshape(
+            np.array(self.rpn_bbox_std_dev, np.float32), [1, 1, 4]))  # [batch, A, 4]
         anchors = ops.cast(inputs[2], "float32")  # [batch, A, 4]
         limit = min(self.pre_nms_limit, int(anchors.shape[1]))
         scores, ix = top_k(scores, limit)  # [batch, L], best first, ties by index

@@ -1,7 +1,8 @@
 """Training targets (Matterport 2.1).
 
 Graph side: DetectionTargetLayer samples proposals into positive and negative ROIs
-and gives each its class, box deltas and mask target.
+and gives each its class, box deltas and mask target (under JAX and PyTorch with
+static shapes: mrcnn.targets_ops).
 Numpy side: build_rpn_targets (anchor labels and deltas, used by the data generator),
 build_detection_targets and generate_random_rois (to train the heads without an RPN).
 """
@@ -19,6 +20,7 @@ except ImportError:
 
 from mrcnn import utils
 from mrcnn.layer_args import float_list, resolve_fields
+from mrcnn.targets_ops import sample_detection_targets_ops
 
 logger = logging.getLogger(__name__)
 
@@ -250,12 +252,22 @@ class DetectionTargetLayer(keras.layers.Layer):
                 f"ROI_POSITIVE_RATIO must be in (0, 1], got {self.roi_positive_ratio}")
         if len(self.mask_shape) != 2:
             raise ValueError(f"MASK_SHAPE must be (height, width), got {self.mask_shape}")
+        # JAX and PyTorch sample with keras.random (mrcnn.targets_ops): a seed state.
+        self.seed_generator = (None if keras.backend.backend() == "tensorflow"
+                               else keras.random.SeedGenerator(name="sampling_seed"))
 
     def call(self, inputs):
         if len(inputs) != 4:
             raise ValueError("DetectionTargetLayer expects [proposals, gt_class_ids, "
                              f"gt_boxes, gt_masks], got {len(inputs)} inputs")
         proposals, gt_class_ids, gt_boxes, gt_masks = inputs
+        if self.seed_generator is not None:
+            return list(sample_detection_targets_ops(
+                proposals, gt_class_ids, gt_boxes, gt_masks,
+                train_rois_per_image=self.train_rois_per_image,
+                roi_positive_ratio=self.roi_positive_ratio, bbox_std_dev=self.bbox_std_dev,
+                mask_shape=self.mask_shape, use_mini_mask=self.use_mini_mask,
+                seed=self.seed_generator))
         names = ["rois", "target_class_ids", "target_bbox", "target_mask"]
         outputs = utils.batch_slice(
             [proposals, gt_class_ids, gt_boxes, gt_masks],

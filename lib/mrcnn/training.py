@@ -2,8 +2,10 @@
 trainability, and an atomic checkpoint callback.
 
 Keras 3 dropped ``metrics_tensors`` and symbolic ``add_loss``. The training graph
-therefore outputs its loss components as named scalars, and ``LossModel.train_step``
-weights them, adds weight decay, and tracks each component with a ``Mean`` metric. The
+therefore outputs its loss components as named scalars, and ``LossModel`` weights
+them, adds weight decay, and tracks each component with a ``Mean`` metric (its own
+train step under TensorFlow; Keras' step with its ``compute_loss`` under JAX and
+PyTorch). The
 metrics are created once per model and reset each epoch by Keras, so logged values are
 per-epoch means and do not accumulate across compiles (Matterport's metrics doubled
 when a second training stage re-compiled the model).
@@ -16,6 +18,8 @@ import re
 from typing import Iterable, Sequence
 
 import keras
+import numpy as np
+from keras import ops
 try:  # JAX and PyTorch machines may have no TensorFlow: its paths then never run
     import tensorflow as tf
 except ImportError:
@@ -41,20 +45,19 @@ LAYER_REGEX = {
 
 
 
-def weight_decay_loss(variables: Iterable[tf.Variable], weight_decay: float) -> tf.Tensor:
+def weight_decay_loss(variables: Iterable[keras.Variable], weight_decay: float):
     """Matterport's L2 term: sum over weights of WEIGHT_DECAY * sum(w^2) / size(w).
 
-    BatchNorm gamma and beta are excluded, as in Matterport.
+    BatchNorm gamma and beta are excluded, as in Matterport. Returns a float32 scalar
+    (any backend; inside a stateless scope, of the values it maps).
     """
-    terms = [
-        weight_decay * tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
-        / tf.cast(tf.size(v), tf.float32)
-        for v in variables
-        if not (v.path.endswith("gamma") or v.path.endswith("beta"))
-    ]
-    if not terms:
-        return tf.constant(0.0)
-    return tf.add_n(terms)
+    total = ops.zeros((), "float32")
+    for v in variables:
+        if v.path.endswith("gamma") or v.path.endswith("beta"):
+            continue
+        size = max(int(np.prod(v.shape)), 1)
+        total = total + weight_decay * ops.sum(ops.square(ops.cast(v, "float32"))) / size
+    return total
 
 
 def clip_summed_gradients(grads: list, optimizer) -> list:
@@ -117,19 +120,27 @@ class LossModel(LegacyH5Weights, keras.Model):
 
     def _loss_components(self, data, training: bool):
         inputs = data[0] if isinstance(data, tuple) else data
-        outputs = self(inputs, training=training)
+        return self._weighted(self(inputs, training=training))
+
+    def _weighted(self, outputs):
+        """(total, {name: weighted component}, l2) from the graph's outputs."""
         components = outputs[-len(self.loss_names):]
-        weighted = {name: tf.cast(c, tf.float32) * self.loss_weights.get(name, 1.0)
+        weighted = {name: ops.cast(c, "float32") * self.loss_weights.get(name, 1.0)
                     for name, c in zip(self.loss_names, components)}
         l2 = weight_decay_loss(self.trainable_variables, self.weight_decay)
-        total = tf.add_n(list(weighted.values())) + l2
+        total = l2
+        for value in weighted.values():
+            total = total + value
         return total, weighted, l2
 
-    def _track(self, total, weighted, l2):
+    def _update_trackers(self, total, weighted, l2) -> None:
         self._trackers["loss"].update_state(total)
         self._trackers["l2_loss"].update_state(l2)
         for name, value in weighted.items():
             self._trackers[name].update_state(value)
+
+    def _track(self, total, weighted, l2):
+        self._update_trackers(total, weighted, l2)
         logs = {name: m.result() for name, m in self._trackers.items()}
         # Multi-worker: rank 1, so that Keras' reduce gives the mean over all replicas.
         return rank_one_logs(logs) if is_multi_worker(self.distribute_strategy) else logs
@@ -146,7 +157,27 @@ class LossModel(LegacyH5Weights, keras.Model):
             return
         super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
-    def train_step(self, data):
+    # JAX and PyTorch: Keras' own train and test steps (jax.grad over a stateless call,
+    # or autograd), with the loss and its logging here. compute_loss runs inside the
+    # stateless scope that maps the step's variables and metric states, so the L2 term
+    # reads the weights being differentiated and the trackers' updates are kept.
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+                     training=True):
+        if keras.backend.backend() == "tensorflow":
+            return super().compute_loss(x, y, y_pred, sample_weight, training)
+        total, weighted, l2 = self._weighted(y_pred)
+        self._update_trackers(total, weighted, l2)
+        return total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        if keras.backend.backend() == "tensorflow":
+            return super().compute_metrics(x, y, y_pred, sample_weight)
+        return {name: m.result() for name, m in self._trackers.items()}
+
+    def train_step(self, *args):
+        if keras.backend.backend() != "tensorflow":
+            return super().train_step(*args)
+        (data,) = args
         with tf.GradientTape() as tape:
             total, weighted, l2 = self._loss_components(data, training=True)
             # Gradients are summed over replicas by the optimizer: scale per replica.
@@ -161,7 +192,10 @@ class LossModel(LegacyH5Weights, keras.Model):
             [(g, v) for g, v in zip(grads, variables) if g is not None])
         return self._track(total, weighted, l2)
 
-    def test_step(self, data):
+    def test_step(self, *args):
+        if keras.backend.backend() != "tensorflow":
+            return super().test_step(*args)
+        (data,) = args
         total, weighted, l2 = self._loss_components(data, training=False)
         return self._track(total, weighted, l2)
 
@@ -199,6 +233,16 @@ def set_trainable(keras_model: keras.Model, layer_regex: str, indent: int = 0,
                 print("{}{:20}   ({})".format(" " * indent, layer.name,
                                                layer.__class__.__name__))
     return trainable_names
+
+
+def tensorboard(log_dir: str) -> list:
+    """[Keras' TensorBoard callback for log_dir], or [] where TensorFlow is missing (it
+    writes with tf.summary): JAX and PyTorch machines may have none."""
+    if tf is None:
+        logger.warning("No TensorBoard logs: TensorFlow is not installed")
+        return []
+    return [keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=0,
+                                        write_graph=False)]
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):

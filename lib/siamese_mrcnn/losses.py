@@ -11,6 +11,9 @@ try:  # JAX and PyTorch machines may have no TensorFlow: its paths then never ru
 except ImportError:
     tf = None
 
+import keras
+
+from mrcnn import losses_ops
 from mrcnn.losses import mean_or_zero
 
 #: How a LossLayer names this function (so that a saved graph finds it again).
@@ -25,6 +28,8 @@ def siamese_mrcnn_class_loss_graph(target_class_ids: tf.Tensor,
     pred_class_logits: [batch, num_rois, num_classes]
     Returns: scalar
     """
+    if keras.backend.backend() != "tensorflow":
+        return losses_ops.siamese_class_loss(target_class_ids, pred_class_logits)
     target_class_ids = tf.cast(target_class_ids, tf.int64)
     loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=target_class_ids, logits=pred_class_logits)  # [batch, num_rois]

@@ -295,8 +295,10 @@ def test_search_speed_smoke(tmp_path):
 
 
 def test_gpu_script_cpu_check(tmp_path):
-    """benchmarks/gpu.sh as its CPU check: the JAX backend, tiny config, one JSON line
-    with the graph's rate, the compile and no slow calls (no retrace per call)."""
+    """benchmarks/gpu.sh as its CPU check: the JAX backend, tiny configs, one JSON line
+    with the graph's rate, the compile and no slow calls (no retrace per call); then
+    one training line: the step's rate, its compile, no slow steps, and a
+    model.train() run of 3 epochs of 1 step whose loss is reported per epoch."""
     import importlib.util
 
     if importlib.util.find_spec("jax") is None:
@@ -307,13 +309,21 @@ def test_gpu_script_cpu_check(tmp_path):
         text=True, timeout=1500,  # a hang bound: about 30 s on 2 idle cores
         env={**os.environ, "CONFIG": "tiny_eval", "BATCHES": "2",
              "POLICIES": "float32", "ITERATIONS": "4", "RESULTS": str(results),
+             "TRAIN_CONFIG": "tiny", "TRAIN_BATCH": "2", "TRAIN_ITERATIONS": "2",
+             "RUN_STEPS": "3",
              "PYTHON": sys.executable, "JAX_PLATFORMS": "cpu"})
     assert done.returncode == 0, done.stderr[-3000:]
-    (line,) = [json.loads(x) for x in results.read_text().splitlines()]
+    line, train = [json.loads(x) for x in results.read_text().splitlines()]
     assert line["backend"] == "jax" and line["batch"] == 2 and line["config"] == "tiny_eval"
     assert _positive(line["graph_images_per_s"]) and _positive(line["detect_images_per_s"])
     assert line["graph_first_call_s"] > line["graph_median_s"]  # the compile
     assert line["slow_calls"] == 0
+    assert (train["benchmark"], train["backend"], train["config"], train["batch"]) == (
+        "train", "jax", "tiny", 2)
+    assert _positive(train["train_images_per_s"]) and train["slow_steps"] == 0
+    assert train["step_first_s"] > 3 * train["step_median_s"]  # the compile, once
+    assert train["run_steps"] == 3 and len(train["run_epoch_losses"]) == 3
+    assert all(np.isfinite(train["run_epoch_losses"]))
 
 
 def test_sharded_eval_smoke(tmp_path):

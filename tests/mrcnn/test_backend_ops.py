@@ -152,17 +152,22 @@ def test_the_ops_under_another_backend_equal_tensorflow(tmp_path, backend):
         assert info["traces"] == distinct
 
 
-def test_training_asks_for_the_tensorflow_backend(monkeypatch, tmp_path):
-    """Under TensorFlow nothing is raised; under another backend a training-mode model is
-    refused at once with the backend's name (not deep in the targets layer's graph)."""
+def test_tf_distribute_asks_for_the_tensorflow_backend(monkeypatch, tmp_path):
+    """Under TensorFlow nothing is raised; under another backend a model that needs
+    tf.distribute (GPU_COUNT > 1, multi-worker) is refused at once with the backend's
+    name; one-device training is not."""
     import keras
 
     from mrcnn import backend_ops
     from mrcnn import model as modellib
+    from tests.helpers.rect_dataset import make_config
 
     backend_ops.require_tensorflow("training")
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
     with pytest.raises(ValueError, match=r"training needs the TensorFlow backend .*'jax'"):
         backend_ops.require_tensorflow("training")
-    with pytest.raises(ValueError, match=r"A model in training mode needs .*'jax'"):
-        modellib.MaskRCNN("training", None, str(tmp_path))
+    with pytest.raises(ValueError, match=r"GPU_COUNT=2 needs the TensorFlow backend .*'jax'"):
+        modellib.MaskRCNN("training", make_config(2, 1), str(tmp_path))
+    with pytest.raises(ValueError, match=r"DISTRIBUTION='multi_worker'.* needs the Tensor"):
+        modellib.MaskRCNN("inference", make_config(1, 1, DISTRIBUTION="multi_worker"),
+                          str(tmp_path))
