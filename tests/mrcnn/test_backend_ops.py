@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mrcnn.backend_ops import (crop_and_resize, crop_and_resize_ops,
+from mrcnn.backend_ops import (crop_and_resize, crop_and_resize_ops, greedy_keep,
                                non_max_suppression_ops, non_max_suppression_padded)
 from tests.helpers.processes import run_python
 
@@ -78,6 +78,30 @@ def test_nms_ops_equals_tensorflow(case):
     assert int(tf_count) == int(count)
 
 
+def greedy_nms(boxes, scores, size, threshold, valid=None) -> np.ndarray:
+    """greedy_keep (PyTorch's NMS) padded as tf_nms: indices into boxes, then -1."""
+    order = np.argsort(-scores, kind="stable")
+    taking = np.ones(len(boxes), bool) if valid is None else valid[order]
+    kept = order[greedy_keep(boxes[order], taking, threshold, size)]
+    return np.concatenate([kept, -np.ones(size - len(kept), kept.dtype)])
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_greedy_nms_equals_tensorflow(case):
+    boxes, scores, size, threshold = nms_cases()[case]
+    np.testing.assert_array_equal(greedy_nms(boxes, scores, size, threshold),
+                                  tf_nms(boxes, scores, size, threshold))
+
+
+def test_greedy_nms_of_a_subset_equals_nms_of_the_gathered_boxes():
+    boxes, scores, _, _ = nms_cases()[0]
+    valid = np.random.default_rng(3).random(len(boxes)) < 0.5
+    subset = np.flatnonzero(valid)
+    want = subset[tf.image.non_max_suppression(boxes[subset], scores[subset], 20, 0.4).numpy()]
+    got = greedy_nms(boxes, scores, 20, 0.4, valid)
+    assert got[:len(want)].tolist() == want.tolist() and np.all(got[len(want):] == -1)
+
+
 def test_nms_keeps_the_lower_index_among_equal_scores():
     boxes = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [0.5, 0.5, 1.5, 1.5]], np.float32)
     scores = np.array([0.7, 0.7, 0.7], np.float32)
@@ -105,7 +129,8 @@ import numpy as np
 sys.path[:0] = [sys.argv[2], sys.argv[3]]
 import keras
 backend = keras.backend.backend()
-from mrcnn.backend_ops import crop_and_resize, non_max_suppression_padded
+from mrcnn.backend_ops import (crop_and_resize, non_max_suppression_ops,
+                               non_max_suppression_padded)
 from tests.mrcnn.test_backend_ops import crop_cases, nms_cases
 out = {}
 for i, (images, boxes, indices, size) in enumerate(crop_cases()):
@@ -119,6 +144,10 @@ for i, (boxes, scores, size, threshold) in enumerate(nms_cases()):
     kept, count = nms(boxes, scores, size, threshold)
     out[f"nms{i}"] = keras.ops.convert_to_numpy(kept)
     out[f"count{i}"] = keras.ops.convert_to_numpy(count)
+boxes, scores, _, _ = nms_cases()[0]  # NMS of a subset (the detection layer's per class)
+valid = np.random.default_rng(3).random(len(boxes)) < 0.5
+out["subset"] = keras.ops.convert_to_numpy(
+    non_max_suppression_ops(boxes, scores, 20, 0.4, valid=valid)[0])
 np.savez(sys.argv[1], **out)
 print(json.dumps({"backend": backend,
                   "traces": nms._cache_size() if backend == "jax" else None}))
@@ -146,6 +175,12 @@ def test_the_ops_under_another_backend_equal_tensorflow(tmp_path, backend):
         want = tf_nms(boxes, scores, size, threshold)
         np.testing.assert_array_equal(got[f"nms{i}"], want, err_msg=f"nms case {i}")
         assert int(got[f"count{i}"]) == int(np.sum(want >= 0))
+    boxes, scores, _, _ = nms_cases()[0]
+    valid = np.random.default_rng(3).random(len(boxes)) < 0.5
+    subset = np.flatnonzero(valid)
+    want = subset[tf.image.non_max_suppression(boxes[subset], scores[subset], 20, 0.4).numpy()]
+    assert got["subset"][:len(want)].tolist() == want.tolist()
+    assert np.all(got["subset"][len(want):] == -1)
     if backend == "jax":  # one trace per distinct (size, threshold, shape), not per call
         distinct = len({(size, threshold, boxes.shape)
                         for boxes, _, size, threshold in nms_cases()})
