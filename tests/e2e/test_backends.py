@@ -59,7 +59,11 @@ for i, query in enumerate(queries):
                         ("encoded", model.detect_with_reference(vectors, [query])[0])):
         for key in ("rois", "scores", "masks"):
             out[f"{how}{i}_{key}"] = result[key]
-# Two images per call: the batched paths (proposals, NMS, detection) of the JAX graph.
+# Two images per call: the batched paths (proposals, NMS, detection) of the JAX graph,
+# with the NMS that JAX runs on an accelerator (the static-shape fixed point), not the
+# CPU's host callback that the one-image model took.
+import mrcnn.backend_ops
+mrcnn.backend_ops.JAX_CPU_HOST_NMS = False
 pair = SiameseMaskRCNN("inference", preset("tiny_eval", DETECTION_MIN_CONFIDENCE=0.0,
                                            IMAGES_PER_GPU=2), work + "/logs2")
 pair.load_weights(work + "/w.h5", by_name=True)

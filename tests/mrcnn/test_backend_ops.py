@@ -136,21 +136,26 @@ out = {}
 for i, (images, boxes, indices, size) in enumerate(crop_cases()):
     out[f"crop{i}"] = np.asarray(keras.ops.convert_to_numpy(
         crop_and_resize(images, boxes, indices, size)))
-nms = non_max_suppression_padded
-if backend == "jax":
-    import jax
-    nms = jax.jit(non_max_suppression_padded, static_argnums=(2, 3))
-for i, (boxes, scores, size, threshold) in enumerate(nms_cases()):
-    kept, count = nms(boxes, scores, size, threshold)
-    out[f"nms{i}"] = keras.ops.convert_to_numpy(kept)
-    out[f"count{i}"] = keras.ops.convert_to_numpy(count)
-boxes, scores, _, _ = nms_cases()[0]  # NMS of a subset (the detection layer's per class)
-valid = np.random.default_rng(3).random(len(boxes)) < 0.5
-out["subset"] = keras.ops.convert_to_numpy(
-    non_max_suppression_ops(boxes, scores, 20, 0.4, valid=valid)[0])
+import mrcnn.backend_ops
+# Under JAX twice: on the CPU's host callback, then on the fixed point that runs on an
+# accelerator, each jit-compiled (tags "" and "fixed").
+traces = {}
+for tag in ([""] if backend != "jax" else ["", "fixed"]):
+    mrcnn.backend_ops.JAX_CPU_HOST_NMS = tag != "fixed"
+    nms = non_max_suppression_padded
+    if backend == "jax":
+        import jax
+        nms = jax.jit(non_max_suppression_padded, static_argnums=(2, 3))
+    for i, (boxes, scores, size, threshold) in enumerate(nms_cases()):
+        kept, count = nms(boxes, scores, size, threshold)
+        out[f"nms{tag}{i}"] = keras.ops.convert_to_numpy(kept)
+        out[f"count{tag}{i}"] = keras.ops.convert_to_numpy(count)
+    traces[tag] = nms._cache_size() if backend == "jax" else None
+    out[f"subset{tag}"] = keras.ops.convert_to_numpy(non_max_suppression_ops(
+        *nms_cases()[0][:2], 20, 0.4,
+        valid=np.random.default_rng(3).random(60) < 0.5)[0])
 np.savez(sys.argv[1], **out)
-print(json.dumps({"backend": backend,
-                  "traces": nms._cache_size() if backend == "jax" else None}))
+print(json.dumps({"backend": backend, "traces": traces}))
 """
 
 
@@ -171,20 +176,25 @@ def test_the_ops_under_another_backend_equal_tensorflow(tmp_path, backend):
     for i, (images, boxes, indices, size) in enumerate(crop_cases()):
         want = tf.image.crop_and_resize(images, boxes, indices, size).numpy()
         np.testing.assert_allclose(got[f"crop{i}"], want, atol=1e-5, rtol=1e-5)
-    for i, (boxes, scores, size, threshold) in enumerate(nms_cases()):
-        want = tf_nms(boxes, scores, size, threshold)
-        np.testing.assert_array_equal(got[f"nms{i}"], want, err_msg=f"nms case {i}")
-        assert int(got[f"count{i}"]) == int(np.sum(want >= 0))
+    tags = ["", "fixed"] if backend == "jax" else [""]
+    assert set(info["traces"]) == set(tags)
     boxes, scores, _, _ = nms_cases()[0]
     valid = np.random.default_rng(3).random(len(boxes)) < 0.5
     subset = np.flatnonzero(valid)
-    want = subset[tf.image.non_max_suppression(boxes[subset], scores[subset], 20, 0.4).numpy()]
-    assert got["subset"][:len(want)].tolist() == want.tolist()
-    assert np.all(got["subset"][len(want):] == -1)
-    if backend == "jax":  # one trace per distinct (size, threshold, shape), not per call
-        distinct = len({(size, threshold, boxes.shape)
-                        for boxes, _, size, threshold in nms_cases()})
-        assert info["traces"] == distinct
+    want_subset = subset[
+        tf.image.non_max_suppression(boxes[subset], scores[subset], 20, 0.4).numpy()]
+    for tag in tags:
+        for i, (boxes, scores, size, threshold) in enumerate(nms_cases()):
+            want = tf_nms(boxes, scores, size, threshold)
+            np.testing.assert_array_equal(got[f"nms{tag}{i}"], want,
+                                          err_msg=f"nms case {i} {tag}")
+            assert int(got[f"count{tag}{i}"]) == int(np.sum(want >= 0))
+        assert got[f"subset{tag}"][:len(want_subset)].tolist() == want_subset.tolist()
+        assert np.all(got[f"subset{tag}"][len(want_subset):] == -1)
+        if backend == "jax":  # one trace per distinct (size, threshold, shape), not per call
+            distinct = len({(size, threshold, boxes.shape)
+                            for boxes, _, size, threshold in nms_cases()})
+            assert info["traces"][tag] == distinct
 
 
 def test_tf_distribute_asks_for_the_tensorflow_backend(monkeypatch, tmp_path):
