@@ -146,7 +146,9 @@ def non_max_suppression_padded(boxes, scores, max_output_size: int, iou_threshol
 
 def non_max_suppression_ops(boxes, scores, max_output_size: int, iou_threshold: float,
                             valid=None):
-    """non_max_suppression_padded in keras.ops (any backend; what JAX and PyTorch run).
+    """non_max_suppression_padded without TensorFlow's kernel (what JAX and PyTorch run;
+    any backend): the keep decision is the static-shape fixed point, or greedy_keep
+    under PyTorch and, through a host callback, under JAX on a CPU.
     valid: [N] bool, the boxes that take part (the others are neither kept nor
     suppress): NMS of a subset, with indices into the whole set."""
     max_output_size = int(max_output_size)

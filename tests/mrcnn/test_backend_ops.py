@@ -49,6 +49,26 @@ def nms_cases() -> list:
             (edge, scores, 30, 0.7), (boxes, ties, 40, 0.5), (boxes[:1], scores[:1], 5, 0.5)]
 
 
+def subset_case() -> tuple:
+    """(boxes, scores, size, threshold, valid): NMS among the `valid` boxes only (the
+    detection layer's per-class NMS)."""
+    boxes, scores, _, _ = nms_cases()[0]
+    return boxes, scores, 20, 0.4, np.random.default_rng(3).random(len(boxes)) < 0.5
+
+
+def tf_subset_nms(boxes, scores, size, threshold, valid) -> np.ndarray:
+    """TensorFlow's NMS of the gathered valid boxes, as indices into all boxes."""
+    subset = np.flatnonzero(valid)
+    kept = tf.image.non_max_suppression(boxes[subset], scores[subset], size, threshold)
+    return subset[kept.numpy()]
+
+
+def assert_padded_equal(got, want) -> None:
+    """got: kept indices then -1 padding; want: the kept indices."""
+    got = np.asarray(got)
+    assert got[:len(want)].tolist() == want.tolist() and np.all(got[len(want):] == -1)
+
+
 def tf_nms(boxes, scores, size, threshold) -> np.ndarray:
     kept = tf.image.non_max_suppression(boxes, scores, size, threshold).numpy()
     return np.concatenate([kept, -np.ones(size - len(kept), np.int32)])
@@ -94,12 +114,8 @@ def test_greedy_nms_equals_tensorflow(case):
 
 
 def test_greedy_nms_of_a_subset_equals_nms_of_the_gathered_boxes():
-    boxes, scores, _, _ = nms_cases()[0]
-    valid = np.random.default_rng(3).random(len(boxes)) < 0.5
-    subset = np.flatnonzero(valid)
-    want = subset[tf.image.non_max_suppression(boxes[subset], scores[subset], 20, 0.4).numpy()]
-    got = greedy_nms(boxes, scores, 20, 0.4, valid)
-    assert got[:len(want)].tolist() == want.tolist() and np.all(got[len(want):] == -1)
+    case = subset_case()
+    assert_padded_equal(greedy_nms(*case), tf_subset_nms(*case))
 
 
 def test_nms_keeps_the_lower_index_among_equal_scores():
@@ -111,13 +127,11 @@ def test_nms_keeps_the_lower_index_among_equal_scores():
 
 
 def test_nms_of_a_subset_equals_nms_of_the_gathered_boxes():
-    boxes, scores, _, _ = nms_cases()[0]
-    valid = np.random.default_rng(3).random(len(boxes)) < 0.5
-    subset = np.flatnonzero(valid)
-    want = subset[tf.image.non_max_suppression(boxes[subset], scores[subset], 20, 0.4).numpy()]
-    got, count = non_max_suppression_ops(boxes, scores, 20, 0.4, valid=valid)
-    got = np.asarray(got)
-    assert got[:int(count)].tolist() == want.tolist() and np.all(got[int(count):] == -1)
+    boxes, scores, size, threshold, valid = subset_case()
+    want = tf_subset_nms(boxes, scores, size, threshold, valid)
+    got, count = non_max_suppression_ops(boxes, scores, size, threshold, valid=valid)
+    assert int(count) == len(want)
+    assert_padded_equal(got, want)
 
 
 # The same comparisons under JAX and PyTorch: a fresh interpreter with KERAS_BACKEND set
@@ -131,7 +145,7 @@ import keras
 backend = keras.backend.backend()
 from mrcnn.backend_ops import (crop_and_resize, non_max_suppression_ops,
                                non_max_suppression_padded)
-from tests.mrcnn.test_backend_ops import crop_cases, nms_cases
+from tests.mrcnn.test_backend_ops import crop_cases, nms_cases, subset_case
 out = {}
 for i, (images, boxes, indices, size) in enumerate(crop_cases()):
     out[f"crop{i}"] = np.asarray(keras.ops.convert_to_numpy(
@@ -151,9 +165,9 @@ for tag in ([""] if backend != "jax" else ["", "fixed"]):
         out[f"nms{tag}{i}"] = keras.ops.convert_to_numpy(kept)
         out[f"count{tag}{i}"] = keras.ops.convert_to_numpy(count)
     traces[tag] = nms._cache_size() if backend == "jax" else None
+    boxes, scores, size, threshold, valid = subset_case()
     out[f"subset{tag}"] = keras.ops.convert_to_numpy(non_max_suppression_ops(
-        *nms_cases()[0][:2], 20, 0.4,
-        valid=np.random.default_rng(3).random(60) < 0.5)[0])
+        boxes, scores, size, threshold, valid=valid)[0])
 np.savez(sys.argv[1], **out)
 print(json.dumps({"backend": backend, "traces": traces}))
 """
@@ -178,19 +192,14 @@ def test_the_ops_under_another_backend_equal_tensorflow(tmp_path, backend):
         np.testing.assert_allclose(got[f"crop{i}"], want, atol=1e-5, rtol=1e-5)
     tags = ["", "fixed"] if backend == "jax" else [""]
     assert set(info["traces"]) == set(tags)
-    boxes, scores, _, _ = nms_cases()[0]
-    valid = np.random.default_rng(3).random(len(boxes)) < 0.5
-    subset = np.flatnonzero(valid)
-    want_subset = subset[
-        tf.image.non_max_suppression(boxes[subset], scores[subset], 20, 0.4).numpy()]
+    want_subset = tf_subset_nms(*subset_case())
     for tag in tags:
         for i, (boxes, scores, size, threshold) in enumerate(nms_cases()):
             want = tf_nms(boxes, scores, size, threshold)
             np.testing.assert_array_equal(got[f"nms{tag}{i}"], want,
                                           err_msg=f"nms case {i} {tag}")
             assert int(got[f"count{tag}{i}"]) == int(np.sum(want >= 0))
-        assert got[f"subset{tag}"][:len(want_subset)].tolist() == want_subset.tolist()
-        assert np.all(got[f"subset{tag}"][len(want_subset):] == -1)
+        assert_padded_equal(got[f"subset{tag}"], want_subset)
         if backend == "jax":  # one trace per distinct (size, threshold, shape), not per call
             distinct = len({(size, threshold, boxes.shape)
                             for boxes, _, size, threshold in nms_cases()})
