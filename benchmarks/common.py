@@ -1,5 +1,6 @@
 """What the benchmark scripts share: the repository on sys.path, machine details for
-each report, and JSON-safe values.
+each report (TensorFlow's, or the JAX device's where TensorFlow is absent), JSON-safe
+values and one-line reports.
 
 Each script runs standalone (``python benchmarks/speed.py``): Python puts
 ``benchmarks/`` first on sys.path, so ``import common`` finds this file, and
@@ -65,3 +66,30 @@ def to_json(value: Any) -> Any:
     if isinstance(value, (np.integer, np.bool_)):
         return value.item()
     return value
+
+
+def accelerator_info() -> tuple[str, float | None]:
+    """(the device's name, its peak memory so far in GiB, or None) under the JAX backend;
+    (the backend's name, None) otherwise. Needs no TensorFlow (the GPU machine has none)."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return keras.backend.backend(), None
+    import jax
+
+    device = jax.devices()[0]
+    peak = (device.memory_stats() or {}).get("peak_bytes_in_use")
+    return f"{device.platform}: {device.device_kind}", (
+        round(peak / 2 ** 30, 2) if peak else None)
+
+
+def report_line(result: dict, output: str | None) -> None:
+    """Print `result` as one JSON line and append it to `output` (when given) in a single
+    write, so that a killed run leaves every earlier line parseable."""
+    import json
+
+    line = json.dumps(to_json(result))
+    print(line, flush=True)
+    if output:
+        with open(output, "a", encoding="utf-8") as f:
+            f.write(line + "\n")

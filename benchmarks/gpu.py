@@ -18,14 +18,12 @@ Prints one JSON object and appends it to --output.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import platform
 import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from common import accelerator_info, report_line  # and lib/ on sys.path
 
 
 def timed(function, repeats: int) -> list:
@@ -83,16 +81,7 @@ def main(argv=None) -> int:
     detect_first = timed(lambda: model.detect(targets, images), 1)[0]
     detect_times = timed(lambda: model.detect(targets, images), max(3, args.iterations // 4))
 
-    peak = None
-    if keras.backend.backend() == "jax":
-        import jax
-
-        device = jax.devices()[0]
-        stats = device.memory_stats() or {}
-        peak = stats.get("peak_bytes_in_use")
-        device_name = f"{device.platform}: {device.device_kind}"
-    else:
-        device_name = keras.backend.backend()
+    device_name, peak = accelerator_info()
     median = statistics.median(graph_times)
     result = {
         "backend": keras.backend.backend(), "device": device_name, "config": args.config,
@@ -105,15 +94,11 @@ def main(argv=None) -> int:
         "detect_images_per_s": round(args.batch / statistics.median(detect_times), 2),
         # A retrace per call would make every call as slow as the first (the compile).
         "slow_calls": sum(t > 3 * median for t in graph_times),
-        "peak_memory_gib": round(peak / 2 ** 30, 2) if peak else None,
+        "peak_memory_gib": peak,
         "iterations": args.iterations, "python": platform.python_version(),
         "keras": keras.__version__,
     }
-    line = json.dumps(result)
-    print(line, flush=True)
-    if args.output:
-        with open(args.output, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+    report_line(result, args.output)
     return 0
 
 

@@ -17,7 +17,6 @@ Prints one JSON object and appends it to --output.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -25,22 +24,7 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [os.path.join(HERE, "..", "lib"), os.path.join(HERE, "..")]
-
-
-def device_info() -> tuple[str, float | None]:
-    """(the device's name, its peak memory in GiB or None)."""
-    import keras
-
-    if keras.backend.backend() != "jax":
-        return keras.backend.backend(), None
-    import jax
-
-    device = jax.devices()[0]
-    peak = (device.memory_stats() or {}).get("peak_bytes_in_use")
-    return f"{device.platform}: {device.device_kind}", (
-        round(peak / 2 ** 30, 2) if peak else None)
+from common import accelerator_info, report_line  # and lib/, the repository on sys.path
 
 
 def main(argv=None) -> int:
@@ -58,7 +42,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import keras
-    import numpy as np
 
     keras.mixed_precision.set_global_policy(args.policy)
     from samples.shapes.generate import generate_dataset
@@ -96,7 +79,7 @@ def main(argv=None) -> int:
         times.append(time.perf_counter() - start)
     first, times = times[0], times[1:]
     median = statistics.median(times)
-    device, peak = device_info()
+    device, peak = accelerator_info()
     result = {
         "benchmark": "train", "backend": keras.backend.backend(), "device": device,
         "config": args.config, "image_size": size, "batch": args.batch,
@@ -119,11 +102,7 @@ def main(argv=None) -> int:
                       run_images_per_s=round(steps * args.batch / wall, 2),
                       run_epoch_losses=losses, run_loss_fell=losses[-1] < losses[0])
     result.update(python=platform.python_version(), keras=keras.__version__)
-    line = json.dumps(result)
-    print(line, flush=True)
-    if args.output:
-        with open(args.output, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+    report_line(result, args.output)
     return 0
 
 

@@ -11,14 +11,13 @@ run under each backend on a small COCO-layout set, gives the same COCO results.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 
 from tests.helpers.photos import photo
-from tests.helpers.processes import ROOT, run_python
+from tests.helpers.processes import ROOT, needs_backend, run_python
 
 
 NO_TENSORFLOW = r"""
@@ -152,8 +151,7 @@ def run_backend(work, backend: str) -> dict:
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_backend_detects_what_tensorflow_detects_without_tensorflow(work, tensorflow_run,
                                                                      backend):
-    if importlib.util.find_spec(backend) is None:
-        pytest.skip(f"{backend} is not installed (requirements-test.txt)")
+    needs_backend(backend)
     reference = np.load(work / "inputs.npz")
     info = run_backend(work, backend)
     assert info == {"backend": backend, "tensorflow_loaded": False}
@@ -183,8 +181,7 @@ def test_weights_saved_under_another_backend_load_under_tensorflow(work, tensorf
                                                                     backend):
     """The .h5 written under JAX (or PyTorch) loads by name under TensorFlow, every array
     as it was, and detects what TensorFlow detected with the original file."""
-    if importlib.util.find_spec(backend) is None:
-        pytest.skip(f"{backend} is not installed (requirements-test.txt)")
+    needs_backend(backend)
     saved = work / f"saved_by_{backend}.h5"
     if not saved.exists():
         run_backend(work, backend)
@@ -231,8 +228,7 @@ def test_the_evaluation_protocol_runs_without_tensorflow(work, backend):
     (paired by value: box within 1 px, score within 1e-4) and AP50s as under TensorFlow.
     The tiny weights are untrained (AP50 is 0 under every backend): the 104 records, each
     pair's reference draw and detections, carry the comparison."""
-    if importlib.util.find_spec(backend) is None:
-        pytest.skip(f"{backend} is not installed (requirements-test.txt)")
+    needs_backend(backend)
     want_file = work / "evaluated_tensorflow.json"
     if not want_file.exists():
         want_file.write_text(json.dumps(evaluate_under(work, "tensorflow")))
@@ -259,8 +255,7 @@ def test_train_under_jax_without_tensorflow_writes_a_checkpoint_tensorflow_loads
     """train_siamese.py train under JAX, on a machine without TensorFlow: one epoch of
     2 steps on the generated shapes set, every loss shown, a checkpoint that the
     TensorFlow backend loads by name (every weight, nothing left over) and detects with."""
-    if importlib.util.find_spec("jax") is None:
-        pytest.skip("jax is not installed (requirements-test.txt)")
+    needs_backend("jax")
     from samples.shapes.generate import generate_dataset
     from siamese_mrcnn.config import Config
     from siamese_mrcnn.model import SiameseMaskRCNN

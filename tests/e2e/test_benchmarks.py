@@ -25,7 +25,7 @@ SCRIPT = REPO / "benchmarks" / "speed.py"
 sys.path.insert(0, str(SCRIPT.parent))
 
 import speed  # noqa: E402
-from tests.helpers.processes import run_python  # noqa: E402
+from tests.helpers.processes import needs_backend, run_python  # noqa: E402
 
 
 def _positive(value) -> bool:
@@ -299,10 +299,7 @@ def test_gpu_script_cpu_check(tmp_path):
     with the graph's rate, the compile and no slow calls (no retrace per call); then
     one training line: the step's rate, its compile, no slow steps, and a
     model.train() run of 3 epochs of 1 step whose loss is reported per epoch."""
-    import importlib.util
-
-    if importlib.util.find_spec("jax") is None:
-        pytest.skip("jax is not installed (requirements-test.txt)")
+    needs_backend("jax")
     results = tmp_path / "gpu.jsonl"
     done = subprocess.run(
         ["bash", str(REPO / "benchmarks" / "gpu.sh")], cwd=REPO, capture_output=True,

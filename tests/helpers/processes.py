@@ -12,6 +12,7 @@ loader workers, notebook kernels) are killed together, so nothing outlives the t
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -142,3 +143,10 @@ def run_workers(commands: Sequence[Sequence[str | os.PathLike]], cwd: str | os.P
             for out, err in files:
                 out.close()
                 err.close()
+
+
+def needs_backend(backend: str) -> None:
+    """Skip the calling test where `backend`'s package (jax, torch) is not installed:
+    requirements-test.txt installs both, a user's own environment may lack them."""
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed (requirements-test.txt)")

@@ -5,7 +5,6 @@ scores. Run here under TensorFlow, and again under JAX and PyTorch in fresh
 interpreters."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
@@ -14,7 +13,7 @@ import tensorflow as tf
 
 from mrcnn.backend_ops import (crop_and_resize, crop_and_resize_ops, greedy_keep,
                                non_max_suppression_ops, non_max_suppression_padded)
-from tests.helpers.processes import run_python
+from tests.helpers.processes import ROOT, needs_backend, run_python
 
 
 def crop_cases() -> list:
@@ -175,10 +174,7 @@ print(json.dumps({"backend": backend, "traces": traces}))
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_the_ops_under_another_backend_equal_tensorflow(tmp_path, backend):
-    from tests.helpers.processes import ROOT
-
-    if importlib.util.find_spec(backend) is None:
-        pytest.skip(f"{backend} is not installed (requirements-test.txt)")
+    needs_backend(backend)
     script = tmp_path / "other_backend.py"
     script.write_text(OTHER_BACKEND_SCRIPT)
     done = run_python([script, tmp_path / "out.npz", ROOT / "lib", ROOT],

@@ -7,13 +7,12 @@ keras.distribution.DataParallel over 2 (forced host) devices takes the same step
 mixed_bfloat16 / mixed_float16 training stays close to float32 and learns."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 
-from tests.helpers.processes import ROOT, run_python
+from tests.helpers.processes import ROOT, needs_backend, run_python
 
 SCRIPT = ROOT / "tests" / "helpers" / "backend_step_check.py"
 ENV = {"JAX_PLATFORMS": "cpu", "PYTHONPATH": f"{ROOT / 'lib'}:{ROOT}"}
@@ -70,14 +69,9 @@ def tensorflow_step(tmp_path_factory):
     return work
 
 
-def needs(backend: str) -> None:
-    if importlib.util.find_spec(backend) is None:
-        pytest.skip(f"{backend} is not installed (requirements-test.txt)")
-
-
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_two_sgd_steps_equal_tensorflows(tensorflow_step, backend):
-    needs(backend)
+    needs_backend(backend)
     work = tensorflow_step
     assert run_backend(work, backend)[-1] == backend
     assert_same_steps(work, backend)
@@ -92,7 +86,7 @@ def test_two_sgd_steps_equal_tensorflows(tensorflow_step, backend):
 def test_data_parallel_steps_over_two_devices_equal_one_devices(tensorflow_step):
     """keras.distribution.DataParallel over 2 CPU devices (XLA's forced host devices):
     the batch is split, the weights replicated, and the steps are TensorFlow's."""
-    needs("jax")
+    needs_backend("jax")
     work = tensorflow_step
     assert run_backend(work, "jax", "--data-parallel", env={
         "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})[-1] == \
@@ -109,7 +103,7 @@ MIXED_STEPS = 6
 def test_mixed_precision_trains_under_jax(tensorflow_step):
     """mixed_bfloat16 and mixed_float16 (with Keras' dynamic loss scaling), float32
     weights, 6 steps each: close to TensorFlow's float32 steps, and the loss falls."""
-    needs("jax")
+    needs_backend("jax")
     work = tensorflow_step
     runs = run_backend(work, "jax", "--policy", "mixed_bfloat16", "--policy",
                        "mixed_float16", "--steps", str(MIXED_STEPS))

@@ -5,7 +5,6 @@ NaN); the gradients of the two versions; then the same numbers from each ``*_gra
 under JAX and PyTorch in fresh interpreters (where they dispatch to losses_ops)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
@@ -14,7 +13,7 @@ import tensorflow as tf
 
 from mrcnn import losses, losses_ops
 from siamese_mrcnn.losses import siamese_mrcnn_class_loss_graph
-from tests.helpers.processes import ROOT, run_python
+from tests.helpers.processes import ROOT, needs_backend, run_python
 
 BATCH, ANCHORS, ROWS, ROIS, CLASSES, MASK = 2, 40, 12, 7, 4, 5
 
@@ -148,8 +147,7 @@ print(keras.backend.backend())
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_the_loss_graphs_under_another_backend_equal_tensorflow(tmp_path, backend):
-    if importlib.util.find_spec(backend) is None:
-        pytest.skip(f"{backend} is not installed (requirements-test.txt)")
+    needs_backend(backend)
     script = tmp_path / "losses_other_backend.py"
     script.write_text(OTHER_BACKEND_SCRIPT)
     done = run_python([script, tmp_path / "out.json", ROOT / "lib", ROOT],

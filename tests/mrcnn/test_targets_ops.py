@@ -10,7 +10,6 @@ padding, no gt box at all, mini masks and full-image masks. Run here under Tenso
 and again through the layer under JAX and PyTorch in fresh interpreters."""
 from __future__ import annotations
 
-import importlib.util
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ import tensorflow as tf
 
 from mrcnn.targets import sample_detection_targets
 from mrcnn.targets_ops import batched_overlaps, sample_detection_targets_ops
-from tests.helpers.processes import ROOT, run_python
+from tests.helpers.processes import ROOT, needs_backend, run_python
 
 ROIS, RATIO, STD, MASK = 12, 0.33, [0.1, 0.1, 0.2, 0.2], [6, 6]
 GT = 5  # gt slots: 2 objects, 1 crowd, 2 zero padding (image 1: none at all)
@@ -147,8 +146,7 @@ print(keras.backend.backend())
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_the_layer_under_another_backend_gives_tensorflows_targets(tmp_path, backend):
-    if importlib.util.find_spec(backend) is None:
-        pytest.skip(f"{backend} is not installed (requirements-test.txt)")
+    needs_backend(backend)
     script = tmp_path / "targets_other_backend.py"
     script.write_text(OTHER_BACKEND_SCRIPT)
     done = run_python([script, tmp_path / "out.npz", ROOT / "lib", ROOT],
