@@ -10,7 +10,8 @@ from typing import Optional
 
 import keras
 
-from mrcnn.layers import BatchNorm, RepeatAlongAxis, Squeeze, TimeDistributed, is_frozen
+from mrcnn.layers import (BatchNorm, Conv2DTranspose, RepeatAlongAxis, Squeeze, TimeDistributed,
+                          is_frozen)
 from mrcnn.roi_align import PyramidROIAlign
 
 logger = logging.getLogger(__name__)
@@ -112,7 +113,8 @@ def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size: int, num_cla
         x = _conv_bn_relu(x, conv_channels, 3, "same", f"mrcnn_mask_conv{i}", f"mrcnn_mask_bn{i}",
                           train_bn)
     # [batch, num_rois, 2 * pool_size, 2 * pool_size, conv_channels]
-    x = _per_roi(keras.layers.Conv2DTranspose, "mrcnn_mask_deconv", conv_channels, (2, 2),
+    # (Matterport's Conv2DTranspose; ours computes it as a per-pixel matmul)
+    x = _per_roi(Conv2DTranspose, "mrcnn_mask_deconv", conv_channels, (2, 2),
                  strides=2, activation="relu")(x)
     # [batch, num_rois, 2 * pool_size, 2 * pool_size, mask_channels]
     x = _per_roi(keras.layers.Conv2D, "mrcnn_mask", mask_channels, (1, 1), strides=1,

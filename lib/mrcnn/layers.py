@@ -7,6 +7,10 @@
   which is fast and correct whether the ROI axis is static or dynamic.
 - Squeeze, RepeatAlongAxis: shape helpers used by the heads, as real layers instead of
   anonymous Lambdas so that models serialize and read well.
+- Conv2DTranspose: Keras' (same weights, same numbers), computed as one matmul per
+  input pixel where the kernel equals the stride: the mask head's 2x2, stride-2
+  deconv, whose kernel gradient XLA's CPU backend computes about 12 times slower than
+  the matmul (benchmarks/README.md, "The JAX backend").
 """
 import logging
 from typing import Optional, Sequence, Union
@@ -187,3 +191,37 @@ class RepeatAlongAxis(keras.layers.Layer):
         config = super().get_config()
         config.update({"repeats": self.repeats, "axis": self.axis})
         return config
+
+
+@keras.saving.register_keras_serializable(package="mrcnn")
+class Conv2DTranspose(keras.layers.Conv2DTranspose):
+    """keras.layers.Conv2DTranspose (same constructor, weights, config and numbers) that
+    computes a kernel which tiles its output (kernel_size == strides, "valid" padding,
+    no dilation, no output_padding, channels_last) as one einsum: every input pixel
+    writes its own block, out[i*kh + a, j*kw + b] = in[i, j] @ kernel[a, b].T. Other
+    kernels go through Keras' own transposed convolution.
+
+    Named as Keras' class because Matterport's inspect_weights notebook picks the layers
+    to plot by class name ("Conv2D", "Dense", "Conv2DTranspose").
+    """
+
+    def tiles_output(self) -> bool:
+        """Whether every input pixel writes a block of its own (no overlap, no gaps)."""
+        return (tuple(self.strides) == tuple(self.kernel_size) and self.padding == "valid"
+                and tuple(self.dilation_rate) == (1, 1)
+                and self.data_format == "channels_last"
+                and getattr(self, "output_padding", None) in (None, (0, 0), [0, 0]))
+
+    def call(self, inputs):
+        if not self.tiles_output():
+            return super().call(inputs)
+        # inputs: [batch, height, width, in_channels]; kernel: [kh, kw, filters, in]
+        kh, kw = self.kernel_size
+        height, width = ops.shape(inputs)[1], ops.shape(inputs)[2]
+        # [batch, height, kh, width, kw, filters]
+        blocks = ops.einsum("nhwc,abfc->nhawbf", inputs, self.kernel)
+        # [batch, height * kh, width * kw, filters]
+        outputs = ops.reshape(blocks, (-1, height * kh, width * kw, self.filters))
+        if self.use_bias:
+            outputs = outputs + self.bias
+        return self.activation(outputs) if self.activation is not None else outputs

@@ -1,10 +1,11 @@
-"""Tests for mrcnn.layers: frozen BatchNorm, the reshape-based TimeDistributed, shape layers."""
+"""Tests for mrcnn.layers: frozen BatchNorm, the reshape-based TimeDistributed, shape layers,
+the per-pixel-matmul Conv2DTranspose."""
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from mrcnn.layers import BatchNorm, RepeatAlongAxis, Squeeze, TimeDistributed
+from mrcnn.layers import BatchNorm, Conv2DTranspose, RepeatAlongAxis, Squeeze, TimeDistributed
 from tests.helpers.layer_test import check_layer
 
 EPS = 1e-3  # Keras' (and Matterport's) BatchNormalization default epsilon
@@ -246,3 +247,59 @@ def test_check_layer_catches_a_config_that_loses_an_argument():
         check_layer(Scale(3.0), x, [(2, 3)])
     with pytest.raises(AssertionError):  # wrong expected shape
         check_layer(Scale(1.0), x, [(2, 4)])
+
+
+def _transpose_pair(**kwargs):
+    """Ours and Keras' Conv2DTranspose, built for 4 input channels, with the same weights."""
+    ours, keras_own = Conv2DTranspose(**kwargs), keras.layers.Conv2DTranspose(**kwargs)
+    ours.build((None, 5, 3, 4))
+    keras_own.build((None, 5, 3, 4))
+    rng = np.random.default_rng(0)
+    weights = [rng.normal(size=w.shape).astype(np.float32) for w in ours.get_weights()]
+    ours.set_weights(weights)
+    keras_own.set_weights(weights)
+    return ours, keras_own
+
+
+@pytest.mark.parametrize("kwargs, tiles", [
+    (dict(filters=3, kernel_size=(2, 2), strides=2, activation="relu"), True),  # the mask head
+    (dict(filters=2, kernel_size=(3, 2), strides=(3, 2)), True),
+    (dict(filters=2, kernel_size=(2, 2), strides=2, use_bias=False), True),
+    (dict(filters=2, kernel_size=(3, 3), strides=2, padding="same"), False),  # overlapping
+    (dict(filters=2, kernel_size=(2, 2), strides=1), False),
+])
+def test_conv2d_transpose_computes_what_keras_computes(kwargs, tiles):
+    ours, keras_own = _transpose_pair(**kwargs)
+    assert ours.tiles_output() is tiles
+    x = np.random.default_rng(1).normal(size=(2, 5, 3, 4)).astype(np.float32)
+    want = keras.ops.convert_to_numpy(keras_own(x))
+    (got,) = check_layer(ours, x, expected_shapes=[want.shape])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # The same gradients, for the kernel and the input (training runs through it).
+    xt = tf.constant(x)
+    grads = []
+    for layer in (ours, keras_own):
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            loss = tf.reduce_sum(tf.sin(layer(xt)))
+        grads.append(tape.gradient(loss, [xt, layer.kernel.value]))
+    for g_ours, g_keras in zip(*grads):
+        np.testing.assert_allclose(g_ours.numpy(), g_keras.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_conv2d_transpose_writes_one_block_per_pixel_by_hand():
+    """Two pixels [[1, 2] and [0, -1]] side by side, kernel[a, b, 0] = (a+1, b+1): each
+    pixel's 2x2 block is the kernel's rows dotted with that pixel, plus the bias."""
+    layer = Conv2DTranspose(1, (2, 2), strides=2)
+    layer.build((None, 1, 2, 2))
+    kernel = np.zeros((2, 2, 1, 2), np.float32)
+    for a in range(2):
+        for b in range(2):
+            kernel[a, b, 0] = (a + 1, b + 1)
+    layer.set_weights([kernel, np.array([0.5], np.float32)])
+    x = np.array([[[[1, 2], [0, -1]]]], np.float32)  # [1, 1, 2, 2]
+    out = keras.ops.convert_to_numpy(layer(x))[0, :, :, 0]  # [2, 4]
+    want = np.array([[1 + 2, 1 + 4, -1, -2],
+                     [2 + 2, 2 + 4, -1, -2]], np.float32) + 0.5
+    np.testing.assert_array_equal(out, want)
+    assert layer.__class__.__name__ == "Conv2DTranspose"  # inspect_weights picks it by name
