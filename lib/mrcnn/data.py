@@ -21,11 +21,7 @@ Ported from Matterport Mask R-CNN 2.1 (mrcnn/model.py, "Data Generator" and
 from __future__ import annotations
 
 import logging
-import contextlib
 import math
-import random
-import sys
-import threading
 from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 
 import keras
@@ -36,6 +32,7 @@ from mrcnn.backbone import compute_backbone_shapes
 from mrcnn.compat import MASK_AUGMENTERS  # noqa: F401 - Matterport's name, re-exported
 from mrcnn.molding import (check_image, compose_image_meta, mold_image,  # noqa: F401
                            parse_image_meta, parse_image_meta_graph, unmold_image)
+from mrcnn.sample_random import numpy_random, python_random, seeded_global_random
 from mrcnn.targets import build_detection_targets, build_rpn_targets, generate_random_rois
 
 logger = logging.getLogger(__name__)
@@ -114,7 +111,7 @@ def load_image_gt(dataset: Any, config: Any, image_id: int, augment: bool = Fals
 
     if augment:
         logger.warning("'augment' is deprecated. Use 'augmentation' instead.")
-        if random.randint(0, 1):
+        if python_random().randint(0, 1):
             image = np.fliplr(image)
             mask = np.fliplr(mask)
 
@@ -197,8 +194,8 @@ def load_training_sample(dataset: Any, config: Any, image_id: int, anchors: np.n
 
     # More instances than fit in the batch arrays: keep a random subset.
     if gt_boxes.shape[0] > config.MAX_GT_INSTANCES:
-        ids = np.random.choice(np.arange(gt_boxes.shape[0]), config.MAX_GT_INSTANCES,
-                               replace=False)
+        ids = numpy_random().choice(np.arange(gt_boxes.shape[0]), config.MAX_GT_INSTANCES,
+                                    replace=False)
         gt_class_ids = gt_class_ids[ids]
         gt_boxes = gt_boxes[ids]
         gt_masks = gt_masks[:, :, ids]
@@ -287,30 +284,6 @@ def pydataset_workers(config: Any, workers: Optional[int] = None,
     # Keras loads in the calling thread for workers <= 1 without multiprocessing.
     return {"workers": max(workers, 1),
             "use_multiprocessing": use_multiprocessing and workers > 0}
-
-
-_GLOBAL_RANDOM_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def seeded_global_random(seed: int) -> Iterator[None]:
-    """Seeds np.random, random and imgaug for a block; restores numpy and random.
-
-    Matterport's helpers (build_rpn_targets, augmentation) draw from these
-    global generators; the lock keeps threads from interleaving their draws.
-    """
-    with _GLOBAL_RANDOM_LOCK:
-        numpy_state, python_state = np.random.get_state(), random.getstate()
-        np.random.seed(seed)
-        random.seed(seed)
-        imgaug = sys.modules.get("imgaug")
-        if imgaug is not None and hasattr(getattr(imgaug, "random", None), "seed"):
-            imgaug.random.seed(seed)
-        try:
-            yield
-        finally:
-            np.random.set_state(numpy_state)
-            random.setstate(python_state)
 
 
 def load_batch(load: Callable[[int], TrainingSample], next_image_id: Callable[[], int],
@@ -406,9 +379,9 @@ class DataGenerator(keras.utils.PyDataset):
     data (len = ceil(images / BATCH_SIZE); the last batch is completed from
     the next pass) or, with steps_per_epoch, that many batches, the next epoch
     continuing where this one stopped. Each sample's random content (RPN anchor
-    subsampling, augmentation draws) comes from np.random / random / imgaug
-    seeded by (seed, its stream position), so the batches are a pure function
-    of the seed, in any worker thread or process (see batch_at()).
+    subsampling, augmentation draws) is seeded by (seed, its stream position)
+    (mrcnn.sample_random), so the batches are a pure function of the seed, in any
+    worker thread or process (see batch_at()).
 
     Each item is `(inputs,)`, or `(inputs, outputs)` with detection_targets;
     see assemble_batch(). Note that fit(shuffle=True), the default, also
@@ -494,9 +467,10 @@ class DataGenerator(keras.utils.PyDataset):
         """The ``size`` samples from position ``index`` of ``epoch``, as __getitem__
         returns them (batch idx is batch_at(epoch, idx * batch_size, batch_size)).
 
-        Each sample draws its random content from np.random / random / imgaug seeded
-        by (seed, its stream position): the same sample whichever process, worker or
-        batch loads it. Multi-worker training loads each worker's share this way.
+        Each sample draws its random content from generators seeded by (seed, its
+        stream position) (mrcnn.sample_random.seeded_global_random): the same sample
+        whichever process, worker, thread or batch loads it. Multi-worker training
+        loads each worker's share this way.
         """
         position = self.epoch_start(epoch) + index - 1
 

@@ -12,9 +12,9 @@ Differences from the old code:
 - Crowds of the chosen category are kept as -1 (the old code dropped them), so
   that proposals on a crowd are not trained as background.
 - Batches are reproducible: each sample draws from a generator seeded by
-  (seed, epoch, position), and the global numpy / random / imgaug state used by
-  Matterport's helpers (RPN anchor subsampling, augmentation) is seeded the
-  same way for the duration of the sample, under a lock.
+  (seed, epoch, position), and Matterport's helpers (RPN anchor subsampling,
+  augmentation) draw from generators seeded the same way for the duration of the
+  sample (mrcnn.sample_random: other threads' draws do not shift them).
 - A bad sample is logged with its image id and replaced by the next image;
   MAX_CONSECUTIVE_FAILURES failures in a row raise RuntimeError. Images
   without an active category are left out beforehand.
@@ -30,9 +30,9 @@ import numpy as np
 
 from mrcnn import utils
 from mrcnn.data import (assemble_batch, generate_anchors_for_config, load_image_gt,
-                        seeded_global_random,
                         max_consecutive_failures, pydataset_workers)
 from mrcnn.molding import mold_image
+from mrcnn.sample_random import seeded_global_random
 from mrcnn.targets import build_detection_targets, build_rpn_targets, generate_random_rois
 
 logger = logging.getLogger(__name__)

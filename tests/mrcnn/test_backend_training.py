@@ -124,10 +124,16 @@ def test_mixed_precision_trains_under_jax(tensorflow_step):
     # bfloat16 needs no loss scaling: its second step is TensorFlow's float32 one.
     for name, value in want[1].items():
         assert bf16["logs"][1][name] == pytest.approx(value, rel=2e-2), name
+    assert all(bf16["updated"])
     # float16: the loss scale starts at 2**15, so the first steps overflow and are
-    # skipped (the weights and the loss stay), until the halved scale fits.
+    # skipped (no weight changes: measured 3 steps), until the halved scale fits.
     losses = [logs["loss"] for logs in f16["logs"]]
-    assert losses[1] == losses[0]
+    skipped = f16["updated"].index(True)
+    assert skipped >= 1 and all(f16["updated"][skipped:])
+    # A skipped step's loss is the first one's up to float32 rounding: the in-graph ROI
+    # sampling permutes the (same) ROIs each step, and a matmul's rounding depends on a
+    # row's position (measured 4e-6 on 30.08, 1.3e-7 relative); a step changes it by %.
+    assert losses[:skipped] == pytest.approx([losses[0]] * skipped, rel=1e-6)
     assert min(losses) < losses[0]
     with np.load(work / "jax_mixed_float16.npz") as weights:
         assert all(np.all(np.isfinite(v)) for v in weights.values())
