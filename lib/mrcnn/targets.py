@@ -388,14 +388,15 @@ def _sample_rois(fg_ids, bg_ids, rpn_roi_iou_max, config):
 
     Returns (keep [TRAIN_ROIS_PER_IMAGE] indices, keep_bg_ids).
     """
+    rng = numpy_random()
     fg_roi_count = int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO)
     if fg_ids.shape[0] > fg_roi_count:
-        keep_fg_ids = numpy_random().choice(fg_ids, fg_roi_count, replace=False)
+        keep_fg_ids = rng.choice(fg_ids, fg_roi_count, replace=False)
     else:
         keep_fg_ids = fg_ids
     remaining = config.TRAIN_ROIS_PER_IMAGE - keep_fg_ids.shape[0]
     if bg_ids.shape[0] > remaining:
-        keep_bg_ids = numpy_random().choice(bg_ids, remaining, replace=False)
+        keep_bg_ids = rng.choice(bg_ids, remaining, replace=False)
     else:
         keep_bg_ids = bg_ids
     keep = np.concatenate([keep_fg_ids, keep_bg_ids])
@@ -407,11 +408,11 @@ def _sample_rois(fg_ids, bg_ids, rpn_roi_iou_max, config):
             if bg_ids.shape[0] < remaining:
                 raise ValueError(f"Need {remaining} background ROIs, only "
                                  f"{bg_ids.shape[0]} available")
-            keep_bg_ids = numpy_random().choice(bg_ids, remaining, replace=False)
+            keep_bg_ids = rng.choice(bg_ids, remaining, replace=False)
             keep = np.concatenate([keep, keep_bg_ids])
         else:
             # Repeat background ROIs to fill up.
-            keep_extra_ids = numpy_random().choice(keep_bg_ids, remaining, replace=True)
+            keep_extra_ids = rng.choice(keep_bg_ids, remaining, replace=True)
             keep = np.concatenate([keep, keep_extra_ids])
     assert keep.shape[0] == config.TRAIN_ROIS_PER_IMAGE, \
         f"keep doesn't match ROI batch size {keep.shape[0]}, {config.TRAIN_ROIS_PER_IMAGE}"
@@ -471,15 +472,16 @@ def build_rpn_targets(image_shape, anchors: np.ndarray, gt_class_ids: np.ndarray
     rpn_match[anchor_iou_max >= 0.7] = 1
 
     # Balance: positives at most half of the anchors per image, negatives fill the rest.
+    rng = numpy_random()
     ids = np.where(rpn_match == 1)[0]
     extra = len(ids) - (config.RPN_TRAIN_ANCHORS_PER_IMAGE // 2)
     if extra > 0:
-        ids = numpy_random().choice(ids, extra, replace=False)
+        ids = rng.choice(ids, extra, replace=False)
         rpn_match[ids] = 0
     ids = np.where(rpn_match == -1)[0]
     extra = len(ids) - (config.RPN_TRAIN_ANCHORS_PER_IMAGE - np.sum(rpn_match == 1))
     if extra > 0:
-        ids = numpy_random().choice(ids, extra, replace=False)
+        ids = rng.choice(ids, extra, replace=False)
         rpn_match[ids] = 0
 
     # Deltas from each positive anchor to its closest gt box (maybe IoU < 0.7).
@@ -539,9 +541,10 @@ def generate_random_rois(image_shape, count: int, gt_class_ids: np.ndarray,
 def _random_boxes(y_lo, y_hi, x_lo, x_hi, n: int) -> np.ndarray:
     """n random boxes with corners in [lo, hi) and non-zero area: [n, (y1, x1, y2, x2)]."""
     # Draw twice what is needed and drop zero-size boxes; retry if still short.
+    rng = numpy_random()
     while True:
-        y1y2 = numpy_random().randint(y_lo, y_hi, (n * 2, 2))
-        x1x2 = numpy_random().randint(x_lo, x_hi, (n * 2, 2))
+        y1y2 = rng.randint(y_lo, y_hi, (n * 2, 2))
+        x1x2 = rng.randint(x_lo, x_hi, (n * 2, 2))
         threshold = 1
         y1y2 = y1y2[np.abs(y1y2[:, 0] - y1y2[:, 1]) >= threshold][:n]
         x1x2 = x1x2[np.abs(x1x2[:, 0] - x1x2[:, 1]) >= threshold][:n]

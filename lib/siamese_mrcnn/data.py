@@ -32,7 +32,7 @@ from mrcnn import utils
 from mrcnn.data import (assemble_batch, generate_anchors_for_config, load_image_gt,
                         max_consecutive_failures, pydataset_workers)
 from mrcnn.molding import mold_image
-from mrcnn.sample_random import seeded_global_random
+from mrcnn.sample_random import numpy_random, seeded_global_random
 from mrcnn.targets import build_detection_targets, build_rpn_targets, generate_random_rois
 
 logger = logging.getLogger(__name__)
@@ -91,7 +91,8 @@ def get_one_target(category: int, dataset: Any, config: Any, augmentation: Any =
     max_attempts: draws before giving up; ReferenceNotFoundError when none of
         them had an instance of the category. An image that fails to load is
         logged and counts as a failed draw.
-    rng: numpy Generator / RandomState for the draws (default np.random).
+    rng: numpy Generator / RandomState for the draws (default: the sample's seeded
+        generator inside mrcnn.sample_random.seeded_global_random, else np.random).
 
     Returns the reference [T, T, 3] (dtype of the image); with return_all
     (reference, window, scale, padding, crop) of resize_image; with
@@ -99,7 +100,7 @@ def get_one_target(category: int, dataset: Any, config: Any, augmentation: Any =
     """
     if max_attempts < 1:
         raise ValueError("max_attempts: expected an integer >= 1, got {!r}".format(max_attempts))
-    rng = np.random if rng is None else rng
+    rng = numpy_random() if rng is None else rng
     candidates = _reference_candidates(category, dataset, exclude_image_id, allow_same_image)
     crop, error = None, None
     for _ in range(max_attempts):

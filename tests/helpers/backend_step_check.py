@@ -9,8 +9,9 @@ start.npz, by variable path), and WORK_DIR/batch.npz, one designed batch of 2 im
 (tests/helpers/designed_samples.py: every in-graph draw is a permutation). Every run
 loads both, takes STEPS (--steps) steps of SGD with momentum, global-norm clipping and
 weight decay on that batch (train_on_batch), and writes WORK_DIR/<run>.json (each
-step's logged losses, whether it changed any weight, how often the step's Python ran, i.e. was traced, and over how
-many devices the batch and the weights were laid out) and <run>.npz (the weights after
+step's logged losses and whether it changed any weight, how often the step's Python
+ran, i.e. was traced, and over how many devices the batch and the weights were laid
+out) and <run>.npz (the weights after
 the steps, by variable path). <run> is the backend, then the policy (--policy
 mixed_bfloat16; repeated: one run each, in this process) and "data_parallel"
 (--data-parallel: keras.distribution.DataParallel over every device JAX sees, e.g. 2
@@ -107,7 +108,7 @@ def train(work: str, policy: str | None, data_parallel: bool, steps: int) -> Non
             inputs, return_dict=True).items()})
         before, weights = weights, snapshot(model)
         updated.append(any(not np.array_equal(weights[k], before[k]) for k in weights))
-    np.savez(os.path.join(work, f"{run}.npz"), **snapshot(model))
+    np.savez(os.path.join(work, f"{run}.npz"), **weights)
     with open(os.path.join(work, f"{run}.json"), "w") as f:
         json.dump({"logs": logs, "updated": updated, "traces": len(traces),
                    "batch_devices": batch_devices(inputs),
