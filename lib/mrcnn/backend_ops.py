@@ -3,6 +3,8 @@
 - ``crop_and_resize``: bilinear crops of boxes from feature maps (ROI align with one
   sample per bin), the semantics of ``tf.image.crop_and_resize`` (normalized boxes
   whose corners map to pixel centres 0 and size - 1; samples outside the map are 0).
+  ``pyramid_crop_and_resize`` crops each box from its own one of several maps (ROI
+  align over the FPN levels) with one gather, in ``keras.ops`` on every backend.
 - ``non_max_suppression_padded``: greedy NMS with a static output size, the
   semantics of ``tf.image.non_max_suppression`` (IoU strictly above the threshold
   suppresses; corners in either order; equal scores keep the lower index first).
@@ -74,21 +76,66 @@ def crop_and_resize(images, boxes, box_indices, crop_size: Sequence[int]):
 
 def crop_and_resize_ops(images, boxes, box_indices, crop_size: Sequence[int]):
     """crop_and_resize in keras.ops (any backend; what JAX and PyTorch run)."""
-    crop_height, crop_width = (int(s) for s in crop_size)
     images = ops.cast(images, "float32")
+    height, width, channels = (int(s) for s in images.shape[1:])
+    rows = ops.cast(box_indices, "int32") * (height * width)  # [n] first row of each image
+    return _bilinear_crops(ops.reshape(images, (-1, channels)), rows, height, width,
+                           boxes, crop_size)
+
+
+def pyramid_crop_and_resize(feature_maps: Sequence, boxes, box_indices, levels,
+                            crop_size: Sequence[int]):
+    """Each box's crop_and_resize from its own map: what cropping every box from every
+    map and keeping the crop of its level gives, with one gather instead of one per map
+    (any backend; ROI align of the JAX and PyTorch backends).
+
+    feature_maps: L maps [batch, height_l, width_l, channels] (sizes may differ)
+    boxes: [n, (y1, x1, y2, x2)] normalized; box_indices: [n] int, the image of each box
+    levels: [n] int in 0..L-1, the map of each box
+    Returns: [n, crop_height, crop_width, channels] float32
+    """
+    channels = int(feature_maps[0].shape[-1])
+    tables, firsts, heights, widths = [], [], [], []
+    first = 0
+    for feature_map in feature_maps:
+        batch, height, width = (int(s) for s in feature_map.shape[:3])
+        tables.append(ops.reshape(ops.cast(feature_map, "float32"), (-1, channels)))
+        firsts.append(first)
+        heights.append(height)
+        widths.append(width)
+        first += batch * height * width
+    levels = ops.cast(levels, "int32")
+
+    def per_box(values):  # [L] python ints -> [n] int32, each box's level's value
+        return ops.take(ops.convert_to_tensor(np.array(values, np.int32)), levels)
+
+    height, width = per_box(heights), per_box(widths)
+    rows = per_box(firsts) + ops.cast(box_indices, "int32") * height * width  # [n]
+    return _bilinear_crops(ops.concatenate(tables, axis=0), rows, height, width, boxes,
+                           crop_size)
+
+
+def _bilinear_crops(table, rows, height, width, boxes, crop_size: Sequence[int]):
+    """tf.image.crop_and_resize's bilinear samples, gathered from a table of pixels.
+
+    table: [pixels, C] float32, maps flattened row-major
+    rows: [n] int32, the table row of each box's map's pixel (0, 0)
+    height, width: ints (every box's map) or [n] int32 (each box's map)
+    Returns: [n, crop_height, crop_width, C]
+    """
+    crop_height, crop_width = (int(s) for s in crop_size)
     boxes = ops.cast(boxes, "float32")
-    height, width = images.shape[1], images.shape[2]
+    height, width = _per_box(height), _per_box(width)  # int, or [n, 1] int32
     ys = _sample_positions(boxes[:, 0], boxes[:, 2], crop_height, height)  # [n, ch]
     xs = _sample_positions(boxes[:, 1], boxes[:, 3], crop_width, width)  # [n, cw]
-    batch = ops.cast(box_indices, "int32")
     top, y_lerp, y_valid = _neighbours(ys, height)
     left, x_lerp, x_valid = _neighbours(xs, width)
+    row_width = width if isinstance(width, int) else width[:, :, None]  # [n, 1, 1]
 
     def gather(y, x):  # y [n, ch], x [n, cw] -> [n, ch, cw, C]
-        flat = ops.reshape(images, (-1, images.shape[-1]))  # [b * h * w, C]
-        index = (batch[:, None, None] * height + y[:, :, None]) * width + x[:, None, :]
-        return ops.reshape(ops.take(flat, ops.reshape(index, (-1,)), axis=0),
-                           (-1, crop_height, crop_width, images.shape[-1]))
+        index = rows[:, None, None] + y[:, :, None] * row_width + x[:, None, :]
+        return ops.reshape(ops.take(table, ops.reshape(index, (-1,)), axis=0),
+                           (-1, crop_height, crop_width, table.shape[-1]))
 
     bottom = ops.minimum(top + 1, height - 1)
     right = ops.minimum(left + 1, width - 1)
@@ -100,12 +147,20 @@ def crop_and_resize_ops(images, boxes, box_indices, crop_size: Sequence[int]):
     return ops.where(valid, crops, ops.zeros_like(crops))
 
 
-def _sample_positions(start, end, count: int, size: int):
-    """Positions (in pixels) of ``count`` samples from start to end (normalized)."""
+def _per_box(size):
+    """A map size: a python int as it is, a per-box [n] tensor as [n, 1] (broadcasts
+    against [n, samples])."""
+    return int(size) if isinstance(size, (int, np.integer)) else ops.reshape(size, (-1, 1))
+
+
+def _sample_positions(start, end, count: int, size):
+    """Positions (in pixels) of ``count`` samples from start to end (normalized) on a
+    map ``size`` pixels long (an int, or [n, 1] per box)."""
+    span = size - 1 if isinstance(size, int) else ops.cast(size - 1, "float32")
     if count > 1:
-        step = (end - start) * (size - 1) / (count - 1)  # [n]
-        return start[:, None] * (size - 1) + ops.arange(count, dtype="float32")[None] * step[:, None]
-    return (0.5 * (start + end) * (size - 1))[:, None]
+        step = (end - start)[:, None] * span / (count - 1)  # [n, 1]
+        return start[:, None] * span + ops.arange(count, dtype="float32")[None] * step
+    return 0.5 * (start + end)[:, None] * span
 
 
 # Samples within this many pixels of the map's edge count as on it. A box that spans
@@ -115,15 +170,15 @@ def _sample_positions(start, end, count: int, size: int):
 EDGE_TOLERANCE = 1e-3
 
 
-def _neighbours(position, size: int):
-    """(floor index clipped to the map, fraction, inside the map) of sample positions."""
-    valid = ops.logical_and(position >= -EDGE_TOLERANCE,
-                            position <= size - 1 + EDGE_TOLERANCE)
-    position = ops.clip(position, 0.0, float(size - 1))
+def _neighbours(position, size):
+    """(floor index clipped to the map, fraction, inside the map) of sample positions
+    on a map ``size`` pixels long (an int, or [n, 1] per box)."""
+    last = float(size - 1) if isinstance(size, int) else ops.cast(size - 1, "float32")
+    valid = ops.logical_and(position >= -EDGE_TOLERANCE, position <= last + EDGE_TOLERANCE)
+    position = ops.minimum(ops.maximum(position, 0.0), last)
     low = ops.floor(position)
     fraction = position - low
-    low = ops.cast(ops.clip(low, 0, size - 1), "int32")
-    return low, fraction, valid
+    return ops.cast(low, "int32"), fraction, valid
 
 
 def non_max_suppression_padded(boxes, scores, max_output_size: int, iou_threshold: float):
@@ -267,4 +322,5 @@ def _iou_matrix(boxes):
 
 
 __all__ = ["crop_and_resize", "crop_and_resize_ops", "greedy_keep",
-           "non_max_suppression_padded", "non_max_suppression_ops", "top_k"]
+           "non_max_suppression_padded", "non_max_suppression_ops",
+           "pyramid_crop_and_resize", "top_k"]

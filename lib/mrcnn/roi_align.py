@@ -7,7 +7,7 @@ from typing import Sequence
 import keras
 from keras import ops
 
-from mrcnn.backend_ops import crop_and_resize
+from mrcnn.backend_ops import pyramid_crop_and_resize
 from mrcnn.molding import parse_image_meta_graph
 
 try:  # the TensorFlow backend's graph; JAX and PyTorch run call_ops (keras.ops)
@@ -128,19 +128,15 @@ class PyramidROIAlign(keras.layers.Layer):
         return pooled  # [batch, num_boxes, ph, pw, C]
 
     def call_ops(self, inputs):
-        """call() in keras.ops with static shapes (the JAX and PyTorch backends): every
-        box is cropped from every level and the crop of its own level kept."""
+        """call() in keras.ops with static shapes (the JAX and PyTorch backends): each
+        box cropped from its own level in one gather over the four maps."""
         boxes = ops.stop_gradient(ops.cast(inputs[0], "float32"))  # [batch, N, 4]
         image_shape = parse_image_meta_graph(inputs[1])["image_shape"][0]  # [3]
-        feature_maps = inputs[2:]
         batch, count = int(boxes.shape[0]), int(boxes.shape[1])
-        level = ops.reshape(roi_level_ops(boxes, image_shape), (-1,))  # [batch * N]
-        flat = ops.reshape(boxes, (-1, 4))
+        level = ops.reshape(roi_level_ops(boxes, image_shape), (-1,))  # [batch * N] 2..5
         index = ops.repeat(ops.arange(batch, dtype="int32"), count)  # the image of each box
-        pooled = 0.0
-        for i, level_id in enumerate(range(2, 6)):
-            crops = crop_and_resize(feature_maps[i], flat, index, self.pool_shape)
-            pooled = pooled + ops.where((level == level_id)[:, None, None, None], crops, 0.0)
+        pooled = pyramid_crop_and_resize(inputs[2:], ops.reshape(boxes, (-1, 4)), index,
+                                         level - 2, self.pool_shape)  # [batch * N, ph, pw, C]
         return ops.reshape(pooled, (batch, count, *self.pool_shape, -1))
 
     def _output_shape(self, boxes_shape, feature_shape) -> tuple:

@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 
 from mrcnn.backend_ops import (crop_and_resize, crop_and_resize_ops, greedy_keep,
-                               non_max_suppression_ops, non_max_suppression_padded)
+                               non_max_suppression_ops, non_max_suppression_padded,
+                               pyramid_crop_and_resize)
 from tests.helpers.processes import ROOT, needs_backend, run_python
 
 
@@ -85,6 +86,36 @@ def test_crop_and_resize_ops_equals_tensorflow(case):
     assert np.all(want[13] == 0)  # wholly outside: zeros
 
 
+def pyramid_case() -> tuple:
+    """(maps, boxes, indices, levels, size): three maps of different sizes, the crop
+    cases' boxes (edge cases included) spread over them."""
+    rng = np.random.default_rng(4)
+    maps = [rng.normal(size=(2, h, w, 5)).astype(np.float32)
+            for h, w in ((13, 17), (7, 9), (1, 4))]
+    _, boxes, indices, _ = crop_cases()[0]
+    levels = (np.arange(len(boxes)) * 7 % 3).astype(np.int32)
+    return maps, boxes, indices, levels, (4, 3)
+
+
+def tf_pyramid_crops(maps, boxes, indices, levels, size) -> np.ndarray:
+    """TensorFlow's crop of each box from its own map."""
+    return np.stack([tf.image.crop_and_resize(maps[level], boxes[i:i + 1], indices[i:i + 1],
+                                              size).numpy()[0]
+                     for i, level in enumerate(levels)])
+
+
+def test_pyramid_crop_equals_tensorflow_crop_of_each_box_from_its_map():
+    maps, boxes, indices, levels, size = pyramid_case()
+    assert set(levels.tolist()) == {0, 1, 2}
+    want = tf_pyramid_crops(maps, boxes, indices, levels, size)
+    got = np.asarray(pyramid_crop_and_resize(maps, boxes, indices, levels, size))
+    assert got.shape == (len(boxes), *size, 5)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    # The same as crop_and_resize_ops of every map, then the crop of the box's level.
+    every = np.stack([np.asarray(crop_and_resize_ops(m, boxes, indices, size)) for m in maps])
+    np.testing.assert_allclose(got, every[levels, np.arange(len(boxes))], atol=1e-6)
+
+
 @pytest.mark.parametrize("case", range(6))
 def test_nms_ops_equals_tensorflow(case):
     boxes, scores, size, threshold = nms_cases()[case]
@@ -143,12 +174,13 @@ sys.path[:0] = [sys.argv[2], sys.argv[3]]
 import keras
 backend = keras.backend.backend()
 from mrcnn.backend_ops import (crop_and_resize, non_max_suppression_ops,
-                               non_max_suppression_padded)
-from tests.mrcnn.test_backend_ops import crop_cases, nms_cases, subset_case
+                               non_max_suppression_padded, pyramid_crop_and_resize)
+from tests.mrcnn.test_backend_ops import crop_cases, nms_cases, pyramid_case, subset_case
 out = {}
 for i, (images, boxes, indices, size) in enumerate(crop_cases()):
     out[f"crop{i}"] = np.asarray(keras.ops.convert_to_numpy(
         crop_and_resize(images, boxes, indices, size)))
+out["pyramid"] = keras.ops.convert_to_numpy(pyramid_crop_and_resize(*pyramid_case()))
 import mrcnn.backend_ops
 # Under JAX twice: on the CPU's host callback, then on the fixed point that runs on an
 # accelerator, each jit-compiled (tags "" and "fixed").
@@ -186,6 +218,8 @@ def test_the_ops_under_another_backend_equal_tensorflow(tmp_path, backend):
     for i, (images, boxes, indices, size) in enumerate(crop_cases()):
         want = tf.image.crop_and_resize(images, boxes, indices, size).numpy()
         np.testing.assert_allclose(got[f"crop{i}"], want, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(got["pyramid"], tf_pyramid_crops(*pyramid_case()),
+                               atol=1e-5, rtol=1e-5)
     tags = ["", "fixed"] if backend == "jax" else [""]
     assert set(info["traces"]) == set(tags)
     want_subset = tf_subset_nms(*subset_case())

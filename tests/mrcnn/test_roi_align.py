@@ -116,3 +116,26 @@ def test_get_config_round_trip_and_bad_pool_shape():
     assert clone.pool_shape == (7, 7) and clone.name == "roi_align_mask"
     with pytest.raises(ValueError, match="pool_shape"):
         PyramidROIAlign([7])
+
+
+def test_keras_ops_path_equals_the_tensorflow_path():
+    # call_ops (what JAX and PyTorch run: one gather over the four maps) against call
+    # (TensorFlow's per-level crops, then the sort back to box order), on every level,
+    # zero-padded boxes and boxes that reach past the image.
+    size = 1024
+    rng = np.random.RandomState(2)
+    pyramid = [rng.normal(size=(2, size // s, size // s, 4)).astype(np.float32)
+               for s in (4, 8, 16, 32)]
+    sides = np.array([[40, 112, 224, 448] * 2 + [80]] * 2) / size  # levels 2..5
+    y1x1 = rng.uniform(-0.1, 0.9, (2, 9, 2))
+    boxes = np.concatenate([y1x1, y1x1 + sides[..., None]], -1).astype(np.float32)
+    boxes[1, -2:] = 0  # padding
+    layer = PyramidROIAlign((5, 4))
+    inputs = [boxes, meta(2, size)] + pyramid
+    levels = roi_level_graph(tf.constant(boxes), tf.constant([size, size, 3.0])).numpy()
+    assert set(levels[0].tolist()) == {2, 3, 4, 5}
+    want = np.asarray(layer(inputs))
+    got = np.asarray(layer.call_ops([tf.constant(x) for x in inputs]))
+    assert got.shape == want.shape == (2, 9, 5, 4, 4)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    assert np.all(got[1, -2:] == want[1, -2:])
