@@ -47,6 +47,10 @@ def _jax_on_cpu() -> bool:
     return jax.default_backend() == "cpu"
 
 
+# What require_tensorflow names when a SavedModel export is asked for.
+EXPORT_NEEDS = "export (a TensorFlow SavedModel)"
+
+
 def require_tensorflow(what: str) -> None:
     """A ValueError that names the backend when ``what`` needs TensorFlow's."""
     if not _tensorflow():
@@ -321,6 +325,6 @@ def _iou_matrix(boxes):
     return ops.where(empty, ops.zeros_like(inter), inter / ops.where(union > 0, union, 1.0))
 
 
-__all__ = ["crop_and_resize", "crop_and_resize_ops", "greedy_keep",
+__all__ = ["EXPORT_NEEDS", "crop_and_resize", "crop_and_resize_ops", "greedy_keep",
            "non_max_suppression_padded", "non_max_suppression_ops",
-           "pyramid_crop_and_resize", "top_k"]
+           "pyramid_crop_and_resize", "require_tensorflow", "top_k"]

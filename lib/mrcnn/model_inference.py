@@ -18,7 +18,7 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from mrcnn import utils
+from mrcnn import backend_ops, utils
 from mrcnn.backbone import compute_backbone_shapes
 from mrcnn.molding import check_image, compose_image_meta, mold_image
 from mrcnn.inspection import log
@@ -237,7 +237,9 @@ class InferenceMixin:
 
     def export(self, path: str) -> str:
         """Writes a TensorFlow SavedModel at ``path`` (a new folder) whose signatures take
-        raw images and do the molding and unmolding in the graph (mrcnn.export)."""
+        raw images and do the molding and unmolding in the graph (mrcnn.export).
+        ValueError under another backend than TensorFlow."""
+        backend_ops.require_tensorflow(backend_ops.EXPORT_NEEDS)
         from mrcnn.export import export_mask_rcnn
 
         return export_mask_rcnn(self, path)

@@ -383,6 +383,12 @@ def cmd_search(args) -> dict:
 # --------------------------------------------------------------------- export
 def cmd_export(args) -> dict:
     """Writes a TensorFlow SavedModel that takes raw images (siamese_mrcnn.export)."""
+    from mrcnn import backend_ops  # keras: not imported for --help
+
+    try:  # before the model is built
+        backend_ops.require_tensorflow(backend_ops.EXPORT_NEEDS)
+    except ValueError as error:
+        raise CLIError(str(error)) from error
     if args.shots is not None and args.shots < 1:
         raise CLIError(f"--shots must be >= 1, got {args.shots}")
     if os.path.exists(args.output):

@@ -21,7 +21,7 @@ from typing import Mapping, Sequence
 import keras
 import numpy as np
 
-from mrcnn import heads
+from mrcnn import backend_ops, heads
 from mrcnn.backbone import build_resnet_model
 from mrcnn.checkpoints import FixedRun, epoch_in_name
 from mrcnn.fpn import build_fpn_model
@@ -426,7 +426,8 @@ class SiameseMaskRCNN(MaskRCNN):
     def export(self, path: str) -> str:
         """Writes a TensorFlow SavedModel at ``path`` (a new folder) with the signatures
         serving_default, encode_reference and detect_with_reference, which take raw
-        images (siamese_mrcnn.export)."""
+        images (siamese_mrcnn.export). ValueError under another backend than TensorFlow."""
+        backend_ops.require_tensorflow(backend_ops.EXPORT_NEEDS)
         from siamese_mrcnn.export import export_siamese
 
         return export_siamese(self, path)

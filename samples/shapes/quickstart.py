@@ -6,6 +6,8 @@
 3. evaluates with the paper's protocol on the held-out (one-shot) categories, on the
    background categories, and the random-boxes baseline on the one-shot categories;
 4. writes results.json (AP50 as fractions) and a picture of one-shot detections.
+5. exports the model (a TensorFlow SavedModel; skipped under another Keras backend)
+   and searches the val images with it for one held-out category.
 
 Everything goes under --out (default runs/quickstart). Re-running reuses the data set and
 continues training from the last checkpoint.
@@ -298,9 +300,13 @@ def main(argv=None) -> int:
         timings["evaluate_s"] = time.time() - t
         picture = draw_examples(data_dir, checkpoint, inference_config, one_shot,
                                 os.path.join(out, "one_shot_detections.png"))
-        t = time.time()
-        search = export_and_search(data_dir, checkpoint, inference_config, one_shot, out)
-        timings["export_search_s"] = time.time() - t
+        import keras
+
+        search = None  # the export is a TensorFlow SavedModel
+        if keras.backend.backend() == "tensorflow":
+            t = time.time()
+            search = export_and_search(data_dir, checkpoint, inference_config, one_shot, out)
+            timings["export_search_s"] = time.time() - t
     except CLIError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -325,15 +331,21 @@ def main(argv=None) -> int:
                             results[f"{key}_ap50{suffix}_interval"])
                  for suffix in ("", "_segm")]
         print(f"{label:38} {cells[0]:>22} {cells[1]:>22}")
-    from siamese_mrcnn.search import summary_line
+    if search is None:
+        print(f"\nexport and search: skipped, they write a TensorFlow SavedModel "
+              f"(KERAS_BACKEND=tensorflow); this run's backend is "
+              f"{keras.backend.backend()!r}")
+    else:
+        from siamese_mrcnn.search import summary_line
 
-    print(f"\nexported model: {search['exported']} (train_siamese.py search --model it)\n"
-          f"search for a {search['category']} (held out) in the val images: "
-          f"{summary_line(search)}")
+        print(f"\nexported model: {search['exported']} (train_siamese.py search --model "
+              f"it)\nsearch for a {search['category']} (held out) in the val images: "
+              f"{summary_line(search)}")
     print(f"\nresults: {os.path.join(out, 'results.json')}\npicture: {picture}\n"
-          f"total {timings['total_s'] / 60:.1f} min\n"
-          f"try it in a web page: make app (python -m siamese_mrcnn.app --model "
-          f"{search['exported']} --images {os.path.join(out, 'data', 'val2017')})")
+          f"total {timings['total_s'] / 60:.1f} min")
+    if search is not None:
+        print(f"try it in a web page: make app (python -m siamese_mrcnn.app --model "
+              f"{search['exported']} --images {os.path.join(out, 'data', 'val2017')})")
     return 0
 
 

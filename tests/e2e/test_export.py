@@ -234,6 +234,29 @@ def test_export_refuses_what_it_cannot_serve(tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def test_export_asks_for_the_tensorflow_backend(exported, monkeypatch, capsys, tmp_path):
+    """Under another Keras backend the SavedModel export is refused at once with the
+    backend's name: both models' export() and the command line (one line, exit 2)."""
+    import keras
+
+    from mrcnn import model as modellib
+    from tests.helpers.shapes_dataset import tiny_config
+
+    models = [modellib.MaskRCNN("inference", tiny_config(), str(tmp_path)),
+              detector(exported, 1)]
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    output = tmp_path / "out"
+    for model in models:
+        with pytest.raises(ValueError, match=r"export \(a TensorFlow SavedModel\) needs "
+                                             r"the TensorFlow backend .*'torch'"):
+            model.export(str(output))
+    assert cli.main(["export", "--model", str(exported / "w.h5"), "--output", str(output),
+                     *SET]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "needs the TensorFlow backend" in err[0] and "'torch'" in err[0]
+    assert not output.exists() and not (tmp_path / "out.partial").exists()
+
+
 def test_served_model_rejects_a_tiny_reference(exported):
     served = tf.saved_model.load(str(exported / "k1")).signatures["serving_default"]
     query = tf.constant(images([(64, 64)], seed=0)[0])

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from samples.shapes import quickstart
-from tests.helpers.processes import run_python
+from tests.helpers.processes import needs_backend, run_python
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = str(REPO / "samples" / "shapes" / "quickstart.py")
@@ -160,6 +160,25 @@ def test_second_run_reuses_data_and_checkpoint(runs):
     # The skipped stage (a checkpoint check) against real training; the runs' wall
     # times are not compared: on a shared machine that would test the load, not the code.
     assert again["timings"]["train_s"] < runs["results"]["timings"]["train_s"]
+
+
+@slow
+def test_under_pytorch_it_runs_and_skips_only_the_export(tmp_path):
+    """KERAS_BACKEND=torch: data, training, evaluation and the picture as under
+    TensorFlow; the SavedModel export and the search are skipped with a line that says
+    why (not a traceback)."""
+    needs_backend("torch")
+    out = tmp_path / "torch"
+    proc = ok(run_python([SCRIPT, "--profile", "quick", "--out", out], cwd=REPO,
+                         extra_env={"KERAS_BACKEND": "torch"}))
+    assert "export and search: skipped" in proc.stdout and "'torch'" in proc.stdout
+    assert "Traceback" not in proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["search"] is None and "export_search_s" not in results["timings"]
+    for key in AP_KEYS:
+        assert 0.0 <= results[key] <= 1.0, key
+    assert Path(results["checkpoint"]).is_file() and Path(results["picture"]).is_file()
+    assert not (out / "exported").exists()
 
 
 def test_bad_arguments_fail_before_any_work(tmp_path):
