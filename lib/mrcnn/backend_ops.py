@@ -110,11 +110,11 @@ def pyramid_crop_and_resize(feature_maps: Sequence, boxes, box_indices, levels,
         first += batch * height * width
     levels = ops.cast(levels, "int32")
 
-    def per_box(values):  # [L] python ints -> [n] int32, each box's level's value
+    def of_level(values):  # [L] python ints -> [n] int32, each box's level's value
         return ops.take(ops.convert_to_tensor(np.array(values, np.int32)), levels)
 
-    height, width = per_box(heights), per_box(widths)
-    rows = per_box(firsts) + ops.cast(box_indices, "int32") * height * width  # [n]
+    height, width = of_level(heights), of_level(widths)
+    rows = of_level(firsts) + ops.cast(box_indices, "int32") * height * width  # [n]
     return _bilinear_crops(ops.concatenate(tables, axis=0), rows, height, width, boxes,
                            crop_size)
 
@@ -129,11 +129,12 @@ def _bilinear_crops(table, rows, height, width, boxes, crop_size: Sequence[int])
     """
     crop_height, crop_width = (int(s) for s in crop_size)
     boxes = ops.cast(boxes, "float32")
-    height, width = _per_box(height), _per_box(width)  # int, or [n, 1] int32
-    ys = _sample_positions(boxes[:, 0], boxes[:, 2], crop_height, height)  # [n, ch]
-    xs = _sample_positions(boxes[:, 1], boxes[:, 3], crop_width, width)  # [n, cw]
-    top, y_lerp, y_valid = _neighbours(ys, height)
-    left, x_lerp, x_valid = _neighbours(xs, width)
+    height, width = _as_column(height), _as_column(width)  # int, or [n, 1] int32
+    last_y, last_x = _last_position(height), _last_position(width)
+    ys = _sample_positions(boxes[:, 0], boxes[:, 2], crop_height, last_y)  # [n, ch]
+    xs = _sample_positions(boxes[:, 1], boxes[:, 3], crop_width, last_x)  # [n, cw]
+    top, y_lerp, y_valid = _neighbours(ys, last_y)
+    left, x_lerp, x_valid = _neighbours(xs, last_x)
     row_width = width if isinstance(width, int) else width[:, :, None]  # [n, 1, 1]
 
     def gather(y, x):  # y [n, ch], x [n, cw] -> [n, ch, cw, C]
@@ -151,20 +152,25 @@ def _bilinear_crops(table, rows, height, width, boxes, crop_size: Sequence[int])
     return ops.where(valid, crops, ops.zeros_like(crops))
 
 
-def _per_box(size):
+def _as_column(size):
     """A map size: a python int as it is, a per-box [n] tensor as [n, 1] (broadcasts
     against [n, samples])."""
     return int(size) if isinstance(size, (int, np.integer)) else ops.reshape(size, (-1, 1))
 
 
-def _sample_positions(start, end, count: int, size):
+def _last_position(size):
+    """The last pixel's position on a map ``size`` pixels long: a float, or [n, 1]
+    float32 per box."""
+    return float(size - 1) if isinstance(size, int) else ops.cast(size - 1, "float32")
+
+
+def _sample_positions(start, end, count: int, last):
     """Positions (in pixels) of ``count`` samples from start to end (normalized) on a
-    map ``size`` pixels long (an int, or [n, 1] per box)."""
-    span = size - 1 if isinstance(size, int) else ops.cast(size - 1, "float32")
+    map whose last pixel is at ``last`` (a float, or [n, 1] per box)."""
     if count > 1:
-        step = (end - start)[:, None] * span / (count - 1)  # [n, 1]
-        return start[:, None] * span + ops.arange(count, dtype="float32")[None] * step
-    return 0.5 * (start + end)[:, None] * span
+        step = (end - start)[:, None] * last / (count - 1)  # [n, 1]
+        return start[:, None] * last + ops.arange(count, dtype="float32")[None] * step
+    return 0.5 * (start + end)[:, None] * last
 
 
 # Samples within this many pixels of the map's edge count as on it. A box that spans
@@ -174,10 +180,9 @@ def _sample_positions(start, end, count: int, size):
 EDGE_TOLERANCE = 1e-3
 
 
-def _neighbours(position, size):
+def _neighbours(position, last):
     """(floor index clipped to the map, fraction, inside the map) of sample positions
-    on a map ``size`` pixels long (an int, or [n, 1] per box)."""
-    last = float(size - 1) if isinstance(size, int) else ops.cast(size - 1, "float32")
+    on a map whose last pixel is at ``last`` (a float, or [n, 1] per box)."""
     valid = ops.logical_and(position >= -EDGE_TOLERANCE, position <= last + EDGE_TOLERANCE)
     position = ops.minimum(ops.maximum(position, 0.0), last)
     low = ops.floor(position)

@@ -180,9 +180,9 @@ def draw_examples(data_dir: str, checkpoint: str, config, one_shot, path: str,
     if not images:
         logger.warning("No val image holds a held-out category: no picture drawn")
         return None
-    fig = display_grid(refs, images, [r["rois"] for r in results],
-                       [r["masks"] for r in results], [r["class_ids"] for r in results],
-                       [r["scores"] for r in results], save=path)
+    display_grid(refs, images, [r["rois"] for r in results],
+                   [r["masks"] for r in results], [r["class_ids"] for r in results],
+                   [r["scores"] for r in results], save=path)
     plt.close("all")
     return path
 
@@ -300,10 +300,14 @@ def main(argv=None) -> int:
         timings["evaluate_s"] = time.time() - t
         picture = draw_examples(data_dir, checkpoint, inference_config, one_shot,
                                 os.path.join(out, "one_shot_detections.png"))
-        import keras
+        from mrcnn import backend_ops
 
-        search = None  # the export is a TensorFlow SavedModel
-        if keras.backend.backend() == "tensorflow":
+        search, skipped = None, None  # the export is a TensorFlow SavedModel
+        try:
+            backend_ops.require_tensorflow(backend_ops.EXPORT_NEEDS)
+        except ValueError as error:
+            skipped = str(error)
+        if skipped is None:
             t = time.time()
             search = export_and_search(data_dir, checkpoint, inference_config, one_shot, out)
             timings["export_search_s"] = time.time() - t
@@ -331,10 +335,8 @@ def main(argv=None) -> int:
                             results[f"{key}_ap50{suffix}_interval"])
                  for suffix in ("", "_segm")]
         print(f"{label:38} {cells[0]:>22} {cells[1]:>22}")
-    if search is None:
-        print(f"\nexport and search: skipped, they write a TensorFlow SavedModel "
-              f"(KERAS_BACKEND=tensorflow); this run's backend is "
-              f"{keras.backend.backend()!r}")
+    if skipped is not None:
+        print(f"\nexport and search: skipped: {skipped}")
     else:
         from siamese_mrcnn.search import summary_line
 
