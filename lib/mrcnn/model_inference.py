@@ -13,7 +13,7 @@ once by ``sub_model(name)``; they share the model's layers and weights.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import keras
 import numpy as np
@@ -237,9 +237,14 @@ class InferenceMixin:
 
     def export(self, path: str) -> str:
         """Writes a TensorFlow SavedModel at ``path`` (a new folder) whose signatures take
-        raw images and do the molding and unmolding in the graph (mrcnn.export).
-        ValueError under another backend than TensorFlow."""
+        raw images and do the molding and unmolding in the graph (the writer is
+        saved_model_writer()). ValueError under another backend than TensorFlow."""
         backend_ops.require_tensorflow(backend_ops.EXPORT_NEEDS)
+        return self.saved_model_writer()(self, path)
+
+    def saved_model_writer(self) -> Callable[[object, str], str]:
+        """The function (model, path) -> path that export() calls: mrcnn.export's
+        export_mask_rcnn. Imported here, not at the top, because it needs TensorFlow."""
         from mrcnn.export import export_mask_rcnn
 
-        return export_mask_rcnn(self, path)
+        return export_mask_rcnn

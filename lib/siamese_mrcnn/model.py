@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import keras
 import numpy as np
 
-from mrcnn import backend_ops, heads
+from mrcnn import heads
 from mrcnn.backbone import build_resnet_model
 from mrcnn.checkpoints import FixedRun, epoch_in_name
 from mrcnn.fpn import build_fpn_model
@@ -423,14 +423,12 @@ class SiameseMaskRCNN(MaskRCNN):
                 break
 
     # ------------------------------------------------------------ checkpoints
-    def export(self, path: str) -> str:
-        """Writes a TensorFlow SavedModel at ``path`` (a new folder) with the signatures
-        serving_default, encode_reference and detect_with_reference, which take raw
-        images (siamese_mrcnn.export). ValueError under another backend than TensorFlow."""
-        backend_ops.require_tensorflow(backend_ops.EXPORT_NEEDS)
+    def saved_model_writer(self) -> Callable[[object, str], str]:
+        """export()'s writer here is siamese_mrcnn.export's export_siamese: signatures
+        serving_default, encode_reference and detect_with_reference, on raw images."""
         from siamese_mrcnn.export import export_siamese
 
-        return export_siamese(self, path)
+        return export_siamese
 
     def get_latest_checkpoint(self) -> str:
         """The checkpoint of this run with the highest epoch number (a plain str;
