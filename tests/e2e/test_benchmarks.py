@@ -9,9 +9,11 @@ on kernels whose speed depends on the host CPU (about 100x slower than float32 o
 hosts), so that part stays in the benchmark; the mixed-precision code path is covered by
 tests/siamese_mrcnn/test_mixed_precision.py on small graphs.
 """
+import importlib.metadata
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -298,19 +300,23 @@ def test_gpu_script_cpu_check(tmp_path):
     """benchmarks/gpu.sh as its CPU check: the JAX backend, tiny configs, one JSON line
     with the graph's rate, the compile and no slow calls (no retrace per call); then
     one training line: the step's rate, its compile, no slow steps, and a
-    model.train() run of 3 epochs of 1 step whose loss is reported per epoch."""
+    model.train() run of 3 epochs of 1 step whose loss is reported per epoch; then the
+    extra batch size's inference line."""
     needs_backend("jax")
     results = tmp_path / "gpu.jsonl"
     done = subprocess.run(
         ["bash", str(REPO / "benchmarks" / "gpu.sh")], cwd=REPO, capture_output=True,
         text=True, timeout=1500,  # a hang bound: about 30 s on 2 idle cores
-        env={**os.environ, "CONFIG": "tiny_eval", "BATCHES": "2",
+        env={**os.environ, "CONFIG": "tiny_eval", "BATCHES": "2", "EXTRA_BATCHES": "1",
              "POLICIES": "float32", "ITERATIONS": "4", "RESULTS": str(results),
              "TRAIN_CONFIG": "tiny", "TRAIN_BATCH": "2", "TRAIN_ITERATIONS": "2",
              "RUN_STEPS": "3",
              "PYTHON": sys.executable, "JAX_PLATFORMS": "cpu"})
     assert done.returncode == 0, done.stderr[-3000:]
-    line, train = [json.loads(x) for x in results.read_text().splitlines()]
+    # In this order: a cut-short device run keeps the inference and training lines first.
+    line, train, extra = [json.loads(x) for x in results.read_text().splitlines()]
+    assert (extra["batch"], extra["config"], "benchmark" in extra) == (1, "tiny_eval", False)
+    assert _positive(extra["graph_images_per_s"])
     assert line["backend"] == "jax" and line["batch"] == 2 and line["config"] == "tiny_eval"
     assert _positive(line["graph_images_per_s"]) and _positive(line["detect_images_per_s"])
     assert line["graph_first_call_s"] > line["graph_median_s"]  # the compile
@@ -321,6 +327,32 @@ def test_gpu_script_cpu_check(tmp_path):
     assert train["step_first_s"] > 3 * train["step_median_s"]  # the compile, once
     assert train["run_steps"] == 3 and len(train["run_epoch_losses"]) == 3
     assert all(np.isfinite(train["run_epoch_losses"]))
+
+
+GPU_WHEELS = ["keras", "namex", "optree", "pycocotools", "imgaug"]
+
+
+def test_gpu_wheels_are_the_pinned_and_installed_versions():
+    """The wheels carried to the GPU machine are requirements.txt's pins, which are the
+    versions installed here (the ones the tests run with)."""
+    done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_wheels.sh"), "--list"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    listed = [line.split("==") for line in done.stdout.split()]
+    assert [name for name, _ in listed] == GPU_WHEELS
+    for name, version in listed:
+        assert f"{name}=={version}" in (REPO / "requirements.txt").read_text().splitlines()
+        assert importlib.metadata.version(name) == version, name
+
+
+def test_gpu_wheels_refuses_an_unpinned_package(tmp_path):
+    (tmp_path / "benchmarks").mkdir()
+    shutil.copy(REPO / "benchmarks" / "gpu_wheels.sh", tmp_path / "benchmarks")
+    (tmp_path / "requirements.txt").write_text("keras==3.15.1\nnamex==0.1.0\noptree>=0.2\n")
+    done = subprocess.run(["bash", str(tmp_path / "benchmarks" / "gpu_wheels.sh"), "--list"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "pins no version of optree (expected a line optree==VERSION)" in done.stderr
+    assert not (tmp_path / ".whl").exists()
 
 
 def test_sharded_eval_smoke(tmp_path):
