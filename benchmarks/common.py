@@ -13,7 +13,7 @@ import os
 import platform
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -93,3 +93,29 @@ def report_line(result: dict, output: str | None) -> None:
     if output:
         with open(output, "a", encoding="utf-8") as f:
             f.write(line + "\n")
+
+
+def record_trace(function: Callable[[], Any], calls: int, path: str) -> str:
+    """Run `function` `calls` times under the JAX profiler and write the trace (one
+    XSpace, gzipped) to `path`, which benchmarks/profile_ops.py reads. Needs only JAX
+    (the GPU machine has no TensorFlow); written under a temp name, then renamed."""
+    import glob
+    import gzip
+    import tempfile
+
+    import jax
+
+    with tempfile.TemporaryDirectory(prefix="jax_trace_") as folder:
+        with jax.profiler.trace(folder):
+            for _ in range(calls):
+                function()
+        found = sorted(glob.glob(os.path.join(folder, "**", "*.xplane.pb"), recursive=True))
+        if not found:
+            raise RuntimeError(f"the JAX profiler wrote no .xplane.pb under {folder}")
+        with open(found[0], "rb") as f:
+            space = f.read()
+    partial = path + ".partial"
+    with gzip.open(partial, "wb") as f:
+        f.write(space)
+    os.replace(partial, path)
+    return path

@@ -12,7 +12,9 @@ size. Measures, after one warm-up call (the compile):
   images/s; with random weights it depends on how many detections pass the threshold
   (each mask is resized on the CPU), so only the graph figure compares across runs;
 - the compile time, the spread of the timed calls (a retrace per call would show as
-  calls as slow as the first), and the accelerator's peak memory.
+  calls as slow as the first), and the accelerator's peak memory;
+- with --profile, a JAX profiler trace of 3 more graph calls (profile_ops.py sums it
+  per layer).
 Prints one JSON object and appends it to --output.
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ import statistics
 import sys
 import time
 
-from common import accelerator_info, report_line  # and lib/ on sys.path
+from common import accelerator_info, record_trace, report_line  # and lib/ on sys.path
 
 
 def timed(function, repeats: int) -> list:
@@ -44,6 +46,9 @@ def main(argv=None) -> int:
                         help="float32 | mixed_bfloat16 | mixed_float16")
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--output", default=None, help="append the JSON line here")
+    parser.add_argument("--profile", default=None, metavar="PATH",
+                        help="also trace 3 graph calls under the JAX profiler into PATH "
+                             "(.xplane.pb.gz; summed per layer by profile_ops.py)")
     args = parser.parse_args(argv)
 
     import keras
@@ -98,6 +103,8 @@ def main(argv=None) -> int:
         "iterations": args.iterations, "python": platform.python_version(),
         "keras": keras.__version__,
     }
+    if args.profile:
+        result["profile"] = record_trace(graph, 3, args.profile)
     report_line(result, args.output)
     return 0
 

@@ -6,7 +6,7 @@
 # then inference at EXTRA_BATCHES (larger batches: throughput beyond the paper's 3).
 # Where keras is missing and a folder .whl of wheels is there (benchmarks/gpu_wheels.sh
 # makes it), they are installed under /tmp/site first. CONFIG, BATCHES, EXTRA_BATCHES,
-# POLICIES and ITERATIONS override the defaults (the CPU check:
+# POLICIES, ITERATIONS and TRACES (below) override the defaults (the CPU check:
 # CONFIG=tiny_eval BATCHES=2 ITERATIONS=3 bash benchmarks/gpu.sh).
 # Each measurement is one JSON line in $RESULTS (default benchmarks/results/gpu.jsonl).
 set -uo pipefail
@@ -34,16 +34,27 @@ TRAIN_BATCH=${TRAIN_BATCH:-3}
 TRAIN_ITERATIONS=${TRAIN_ITERATIONS:-10}
 RUN_STEPS=${RUN_STEPS:-300}
 status=0
-inference() {  # one gpu.py line per batch size and policy
+# TRACES=DIR: a JAX profiler trace of each BATCHES and training line there
+# (gpu_CONFIG_bN_POLICY.xplane.pb.gz, train_...; benchmarks/profile_ops.py reads them).
+TRACES=${TRACES:-}
+profile() {  # the --profile argument for one line, or nothing
+    [ -n "$TRACES" ] && [ "$1" = traced ] && echo "--profile=$TRACES/$2.xplane.pb.gz"
+}
+inference() {  # one gpu.py line per batch size and policy; $1: traced or plain
+    local traced=$1
+    shift
     for batch in "$@"; do
         for policy in $POLICIES; do
+            # shellcheck disable=SC2046  # an empty profile() adds no argument
             $PYTHON benchmarks/gpu.py --config "$CONFIG" --batch "$batch" --policy "$policy" \
-                --iterations "$ITERATIONS" --output "$RESULTS" || status=1
+                --iterations "$ITERATIONS" --output "$RESULTS" \
+                $(profile "$traced" "gpu_${CONFIG}_b${batch}_${policy}") || status=1
         done
     done
 }
+[ -n "$TRACES" ] && mkdir -p "$TRACES"
 # shellcheck disable=SC2086  # the lists split on spaces
-inference $BATCHES
+inference traced $BATCHES
 if [ "$TRAIN" = 1 ]; then
     data=$(mktemp -d)
     last=""
@@ -53,10 +64,11 @@ if [ "$TRAIN" = 1 ]; then
         [ "$policy" = "$last" ] && steps=$RUN_STEPS
         $PYTHON benchmarks/gpu_train.py --config "$TRAIN_CONFIG" --batch "$TRAIN_BATCH" \
             --policy "$policy" --iterations "$TRAIN_ITERATIONS" --run-steps "$steps" \
-            --data "$data/shapes" --output "$RESULTS" || status=1
+            --data "$data/shapes" --output "$RESULTS" \
+            $(profile traced "train_${TRAIN_CONFIG}_b${TRAIN_BATCH}_${policy}") || status=1
     done
     rm -rf "$data"
 fi
 # shellcheck disable=SC2086
-inference $EXTRA_BATCHES
+inference plain $EXTRA_BATCHES
 exit $status

@@ -11,7 +11,8 @@ under --data). Measures, after one warm-up step (the compile):
   step would make them as slow as the first) and the accelerator's peak memory;
 - with --run-steps N: N steps of model.train() on the generated set (data loading
   included; ``STEPS_PER_EPOCH`` = N / 3, 3 epochs), its images/s and each epoch's mean
-  loss, which must fall.
+  loss, which must fall;
+- with --profile, a JAX profiler trace of 2 more steps (profile_ops.py sums it per layer).
 Prints one JSON object and appends it to --output.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ import sys
 import tempfile
 import time
 
-from common import accelerator_info, report_line  # and lib/, the repository on sys.path
+from common import accelerator_info, record_trace, report_line  # and lib/, the repo on sys.path
 
 
 def main(argv=None) -> int:
@@ -39,6 +40,9 @@ def main(argv=None) -> int:
                         help="then train this many steps with model.train (0: no)")
     parser.add_argument("--data", default=None, help="the generated set (default: a temp dir)")
     parser.add_argument("--output", default=None, help="append the JSON line here")
+    parser.add_argument("--profile", default=None, metavar="PATH",
+                        help="also trace 2 steps under the JAX profiler into PATH "
+                             "(.xplane.pb.gz; summed per layer by profile_ops.py)")
     args = parser.parse_args(argv)
 
     import keras
@@ -90,6 +94,8 @@ def main(argv=None) -> int:
         "slow_steps": sum(t > 3 * median for t in times),
         "peak_memory_gib": peak, "iterations": args.iterations,
     }
+    if args.profile:
+        result["profile"] = record_trace(step, 2, args.profile)
     if args.run_steps:
         model.epoch = 0
         started = time.perf_counter()

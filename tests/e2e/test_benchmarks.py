@@ -301,16 +301,17 @@ def test_gpu_script_cpu_check(tmp_path):
     with the graph's rate, the compile and no slow calls (no retrace per call); then
     one training line: the step's rate, its compile, no slow steps, and a
     model.train() run of 3 epochs of 1 step whose loss is reported per epoch; then the
-    extra batch size's inference line."""
+    extra batch size's inference line. The first two traced, and the traces read per
+    layer by profile_ops.py."""
     needs_backend("jax")
     results = tmp_path / "gpu.jsonl"
     done = subprocess.run(
         ["bash", str(REPO / "benchmarks" / "gpu.sh")], cwd=REPO, capture_output=True,
-        text=True, timeout=1500,  # a hang bound: about 30 s on 2 idle cores
+        text=True, timeout=1500,  # a hang bound: about 100 s on 2 idle cores
         env={**os.environ, "CONFIG": "tiny_eval", "BATCHES": "2", "EXTRA_BATCHES": "1",
              "POLICIES": "float32", "ITERATIONS": "4", "RESULTS": str(results),
              "TRAIN_CONFIG": "tiny", "TRAIN_BATCH": "2", "TRAIN_ITERATIONS": "2",
-             "RUN_STEPS": "3",
+             "RUN_STEPS": "3", "TRACES": str(tmp_path / "traces"),
              "PYTHON": sys.executable, "JAX_PLATFORMS": "cpu"})
     assert done.returncode == 0, done.stderr[-3000:]
     # In this order: a cut-short device run keeps the inference and training lines first.
@@ -327,6 +328,20 @@ def test_gpu_script_cpu_check(tmp_path):
     assert train["step_first_s"] > 3 * train["step_median_s"]  # the compile, once
     assert train["run_steps"] == 3 and len(train["run_epoch_losses"]) == 3
     assert all(np.isfinite(train["run_epoch_losses"]))
+    # A trace for the first inference line and the training line, not the extra batch.
+    import profile_ops
+
+    assert "profile" not in extra
+    assert sorted(p.name for p in (tmp_path / "traces").iterdir()) == [
+        "gpu_tiny_eval_b2_float32.xplane.pb.gz", "train_tiny_b2_float32.xplane.pb.gz"]
+    inference = profile_ops.summarize(line["profile"], depth=1)
+    training = profile_ops.summarize(train["profile"], depth=1)
+    for summary in (inference, training):
+        assert summary["total_ms"] > 0
+        assert sum(share for _, _, share in summary["layers"]) == pytest.approx(1.0)
+    layers = {name for name, _, _ in inference["layers"]}
+    assert {"resnet_model", "fpn_model", "rpn_model", "mrcnn_mask_deconv"} <= layers
+    assert "mrcnn_mask_deconv (grad)" in {name for name, _, _ in training["layers"]}
 
 
 GPU_WHEELS = ["keras", "namex", "optree", "pycocotools", "imgaug"]
