@@ -119,3 +119,15 @@ def record_trace(function: Callable[[], Any], calls: int, path: str) -> str:
         f.write(space)
     os.replace(partial, path)
     return path
+
+
+def add_trace(result: dict, function: Callable[[], Any], calls: int, path: str) -> None:
+    """record_trace into result["profile"]; a failure is recorded in
+    result["profile_error"] instead of raised, so that a profiler that fails on the
+    device never costs the measurements taken before it."""
+    try:
+        result["profile"] = record_trace(function, calls, path)
+    except Exception as error:  # noqa: BLE001 - any profiler failure, reported in the line
+        result["profile_error"] = f"{type(error).__name__}: {error}"[:500]
+        if os.path.exists(path + ".partial"):
+            os.remove(path + ".partial")

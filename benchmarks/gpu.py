@@ -25,7 +25,7 @@ import statistics
 import sys
 import time
 
-from common import accelerator_info, record_trace, report_line  # and lib/ on sys.path
+from common import accelerator_info, add_trace, report_line  # and lib/ on sys.path
 
 
 def timed(function, repeats: int) -> list:
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
         "keras": keras.__version__,
     }
     if args.profile:
-        result["profile"] = record_trace(graph, 3, args.profile)
+        add_trace(result, graph, 3, args.profile)
     report_line(result, args.output)
     return 0
 

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 
-from common import accelerator_info, record_trace, report_line  # and lib/, the repo on sys.path
+from common import accelerator_info, add_trace, report_line  # and lib/, the repo on sys.path
 
 
 def main(argv=None) -> int:
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
         "peak_memory_gib": peak, "iterations": args.iterations,
     }
     if args.profile:
-        result["profile"] = record_trace(step, 2, args.profile)
+        add_trace(result, step, 2, args.profile)
     if args.run_steps:
         model.epoch = 0
         started = time.perf_counter()

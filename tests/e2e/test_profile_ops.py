@@ -139,3 +139,32 @@ def test_bad_traces_get_one_line(tmp_path, capsys, content, message):
 def test_missing_trace_gets_one_line(tmp_path, capsys):
     assert profile_ops.main([str(tmp_path / "none.xplane.pb.gz")]) == 2
     assert "none.xplane.pb.gz" in capsys.readouterr().err
+
+
+def test_add_trace_records_a_jax_program(tmp_path):
+    import common
+    import jax
+    import jax.numpy as jnp
+
+    matrix = jnp.ones((256, 256))
+    function = jax.jit(lambda a: jnp.tanh(a @ a).sum())
+    function(matrix).block_until_ready()  # the compile, outside the trace
+    result = {}
+    path = str(tmp_path / "t.xplane.pb.gz")
+    common.add_trace(result, lambda: function(matrix).block_until_ready(), 2, path)
+    assert result == {"profile": path}
+    summary = profile_ops.summarize(path)
+    assert summary["total_ms"] > 0 and summary["ops"]
+
+
+def test_add_trace_reports_a_failure_and_keeps_the_line(tmp_path):
+    import common
+
+    def failing():
+        raise ValueError("boom")
+
+    result = {"graph_images_per_s": 1.0}
+    path = tmp_path / "t.xplane.pb.gz"
+    common.add_trace(result, failing, 2, str(path))
+    assert result == {"graph_images_per_s": 1.0, "profile_error": "ValueError: boom"}
+    assert list(tmp_path.iterdir()) == []
