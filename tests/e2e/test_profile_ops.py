@@ -126,8 +126,8 @@ def test_command_line_prints_and_writes(tmp_path, capsys):
 
 @pytest.mark.parametrize("content, message", [
     (b"not a trace at all", "not a JAX profiler trace"),
-    (gzip.compress(xplane_pb2.XSpace().SerializeToString()), "holds no HLO"),
-])
+    (gzip.compress(xplane_pb2.XSpace().SerializeToString(), mtime=0), "holds no HLO"),
+], ids=["garbage", "no-hlo"])  # fixed ids: xdist's workers must collect the same names
 def test_bad_traces_get_one_line(tmp_path, capsys, content, message):
     path = tmp_path / "bad.xplane.pb.gz"
     path.write_bytes(content)
