@@ -115,9 +115,13 @@ def record_trace(function: Callable[[], Any], calls: int, path: str) -> str:
         with open(found[0], "rb") as f:
             space = f.read()
     partial = path + ".partial"
-    with gzip.open(partial, "wb") as f:
-        f.write(space)
-    os.replace(partial, path)
+    try:
+        with gzip.open(partial, "wb") as f:
+            f.write(space)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):  # a failed write leaves nothing behind
+            os.remove(partial)
     return path
 
 
@@ -129,5 +133,3 @@ def add_trace(result: dict, function: Callable[[], Any], calls: int, path: str) 
         result["profile"] = record_trace(function, calls, path)
     except Exception as error:  # noqa: BLE001 - any profiler failure, reported in the line
         result["profile_error"] = f"{type(error).__name__}: {error}"[:500]
-        if os.path.exists(path + ".partial"):
-            os.remove(path + ".partial")

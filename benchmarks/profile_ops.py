@@ -73,17 +73,18 @@ def op_names(hlo_module) -> dict:
     of a fusion is often a tuple or a copy that carries no name), else that of the
     nearest named op feeding it."""
     computations = {c.id: c for c in hlo_module.computations}
+    members = {c.id: {i.id: i for i in c.instructions} for c in hlo_module.computations}
     found: dict = {}
 
-    def in_computation(computation, depth: int) -> str:
-        by_id = {i.id: i for i in computation.instructions}
-        queue, seen = [computation.root_id], set()
-        while queue:
+    def nearest(start: list, by_id: dict, depth: int, limit: int) -> str:
+        # Breadth-first back through the operands from `start`: the first named op.
+        queue, seen = list(start), set()
+        while queue and len(seen) < limit:
             instruction = by_id.get(queue.pop(0))
             if instruction is None or instruction.id in seen:
                 continue
             seen.add(instruction.id)
-            name = named(instruction, depth + 1)
+            name = named(instruction, depth)
             if name:
                 return name
             queue.extend(instruction.operand_ids)
@@ -97,33 +98,20 @@ def op_names(hlo_module) -> dict:
             found[key] = ""
             for called in instruction.called_computation_ids:
                 if called in computations:
-                    found[key] = in_computation(computations[called], depth)
+                    found[key] = nearest([computations[called].root_id], members[called],
+                                         depth + 1, len(members[called]))
                     if found[key]:
                         break
         return found[key]
 
-    def from_operands(instruction, by_id) -> str:
-        # Ops XLA made for the backward pass (a convolution's transposes) carry no name:
-        # they take that of the nearest named op that feeds them.
-        queue, seen = list(instruction.operand_ids), set()
-        while queue and len(seen) < 32:
-            operand = by_id.get(queue.pop(0))
-            if operand is None or operand.id in seen:
-                continue
-            seen.add(operand.id)
-            name = named(operand)
-            if name:
-                return name
-            queue.extend(operand.operand_ids)
-        return ""
-
     names = {}
     for computation in hlo_module.computations:
-        by_id = {i.id: i for i in computation.instructions}
         for instruction in computation.instructions:
             own = named(instruction)
+            # Ops XLA made for the backward pass (a convolution's transposes) carry no
+            # name: they take that of the nearest named op that feeds them.
             names[instruction.name] = (own, False) if own else (
-                from_operands(instruction, by_id), True)
+                nearest(instruction.operand_ids, members[computation.id], 0, 32), True)
     return names
 
 
@@ -159,21 +147,22 @@ def programs(space) -> tuple[dict, dict]:
 
 
 def op_events(space):
-    """(plane, line, event) for each op event: the device's XLA Ops lines if any, else
-    the host's events with an hlo_op stat."""
+    """(plane, line, event, its stats) for each op event: the device's XLA Ops lines if
+    any, else the host's events with an hlo_op stat."""
     device_lines = [(p, line) for p in space.planes if p.name.startswith("/device:")
                     for line in p.lines if line.name == "XLA Ops"]
     if device_lines:
         for plane, line in device_lines:
             for event in line.events:
-                yield plane, line, event
+                yield plane, line, event, _stats(plane, event)
         return
     for plane in space.planes:
         if plane.name.startswith("/host:") and plane.name != "/host:metadata":
             for line in plane.lines:
                 for event in line.events:
-                    if "hlo_op" in _stats(plane, event):
-                        yield plane, line, event
+                    stats = _stats(plane, event)
+                    if "hlo_op" in stats:
+                        yield plane, line, event, stats
 
 
 def self_times(events) -> list:
@@ -198,14 +187,15 @@ def summarize(path: str, depth: int = 2) -> dict:
     if not by_id:
         raise ValueError(f"{path}: the trace holds no HLO (was it recorded by "
                          f"jax.profiler.trace around a jitted call?)")
-    lines = collections.defaultdict(list)
-    for plane, line, event in op_events(space):
+    lines, stats_of = collections.defaultdict(list), {}
+    for plane, line, event, stats in op_events(space):
         lines[(plane.name, line.id)].append((plane, event))
+        stats_of[id(event)] = stats
     layers, ops = collections.Counter(), collections.Counter()
     for entries in lines.values():
         plane = entries[0][0]
         for event, ps in self_times([e for _, e in entries]):
-            stats = _stats(plane, event)
+            stats = stats_of[id(event)]
             name = stats.get("hlo_op") or plane.event_metadata[event.metadata_id].name
             names = by_id.get(stats.get("program_id")) or by_module.get(
                 stats.get("hlo_module"), {})
