@@ -45,6 +45,10 @@ logger = logging.getLogger(__name__)
 # chief may still be writing a full model's checkpoint (seconds to a minute on a slow
 # disk); past this, a worker that never came is taken for lost.
 END_BARRIER_TIMEOUT_S = 900
+# How long the chief waits, after the barrier, for each other worker to say that its
+# answer came. A worker says so as soon as the answer comes (under a second); one that
+# never does died after the barrier, with its work done: a warning, not an error.
+DEPARTURE_TIMEOUT_S = 120
 _barrier_ids = itertools.count()  # every worker makes the same calls: the ids agree
 
 TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["10.0.0.1:12345", "10.0.0.2:12345"]}, '
@@ -346,7 +350,8 @@ def worker_failures(cluster: Cluster) -> Iterator[None]:
             "checkpoint.") from e
 
 
-def wait_for_workers(name: str, timeout_s: float = END_BARRIER_TIMEOUT_S) -> None:
+def wait_for_workers(name: str, cluster: Cluster,
+                     timeout_s: float = END_BARRIER_TIMEOUT_S) -> None:
     """Returns once every worker of the cluster has called it (with the same ``name``).
 
     A worker that leaves right after its last collective operation can take away a
@@ -356,18 +361,39 @@ def wait_for_workers(name: str, timeout_s: float = END_BARRIER_TIMEOUT_S) -> Non
     coordination service (which MultiWorkerMirroredStrategy starts), not another
     collective, so it does not have that race itself. Raises what a collective raises
     when a peer is lost (wrap it in ``worker_failures``).
+
+    The barrier's answers to the other workers are sent from the chief's process (it
+    hosts the coordination service), so a chief that exits as soon as its own wait
+    returns can close the socket before they go out: the peer then fails with "Socket
+    closed" after a good run (seen once in CI). So every other worker writes a key once
+    its answer has come, and the chief returns only when it has read them all.
     """
     from tensorflow.python.eager import context  # the barrier has no public name
 
     barrier = f"mrcnn_{name}_{next(_barrier_ids)}"
-    context.context().wait_at_barrier(barrier, int(timeout_s * 1000))
+    service = context.context()
+    service.wait_at_barrier(barrier, int(timeout_s * 1000))
     logger.debug("Every worker reached %s", barrier)
+    if cluster.is_chief:
+        for index in range(1, cluster.count):
+            try:
+                service.get_config_key_value(f"{barrier}/left/{index}",
+                                             int(DEPARTURE_TIMEOUT_S * 1000))
+            except _PEER_FAILURES as e:
+                logger.warning("Worker %d reached %s but did not say it left (%s); "
+                               "its work was done", index, barrier, type(e).__name__)
+    else:
+        try:
+            service.set_config_key_value(f"{barrier}/left/{cluster.index}", "1")
+        except _PEER_FAILURES:
+            # The chief read the key and left before it answered: nothing is lost.
+            logger.debug("The chief left %s before it answered", barrier)
 
 
 def leave_together(cluster: Cluster | None, name: str) -> None:
-    """``wait_for_workers(name)`` on a multi-worker run (its lost peers raising
+    """``wait_for_workers(name, cluster)`` on a multi-worker run (its lost peers raising
     WorkerLostError); without a cluster, nothing."""
     if cluster is None:
         return
     with worker_failures(cluster):
-        wait_for_workers(name)
+        wait_for_workers(name, cluster)

@@ -305,9 +305,99 @@ def test_a_killed_worker_stops_the_other_and_a_restart_resumes(tmp_path):
 def test_leave_together_waits_only_on_a_cluster(monkeypatch):
     """One process has no peers: nothing to wait for (and no coordination service)."""
     calls = []
-    monkeypatch.setattr(multi_worker, "wait_for_workers", lambda name: calls.append(name))
+    monkeypatch.setattr(multi_worker, "wait_for_workers",
+                        lambda name, cluster: calls.append((name, cluster.index)))
     multi_worker.leave_together(None, "train_end")
     assert calls == []
     cluster = multi_worker.Cluster(("127.0.0.1:1", "127.0.0.1:2"), 1, "worker")
     multi_worker.leave_together(cluster, "train_end")
-    assert calls == ["train_end"]
+    assert calls == [("train_end", 1)]
+
+
+class FakeService:
+    """The coordination service's calls that wait_for_workers makes, recorded; each
+    method raises what ``fail`` maps its name to."""
+
+    def __init__(self, **fail):
+        self.calls, self.fail = [], fail
+
+    def _call(self, method, *args):
+        self.calls.append((method, *args))
+        if method in self.fail:
+            raise self.fail[method]
+
+    def wait_at_barrier(self, barrier, timeout_ms):
+        self._call("barrier", barrier, timeout_ms)
+
+    def get_config_key_value(self, key, timeout_ms):
+        self._call("get", key, timeout_ms)
+        return "1"
+
+    def set_config_key_value(self, key, value):
+        self._call("set", key, value)
+
+
+def fake_service(monkeypatch, **fail) -> FakeService:
+    from tensorflow.python.eager import context
+
+    service = FakeService(**fail)
+    monkeypatch.setattr(context, "context", lambda: service)
+    monkeypatch.setattr(multi_worker, "_barrier_ids", iter([7]))
+    return service
+
+
+def three(index: int) -> multi_worker.Cluster:
+    return multi_worker.Cluster(("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"), index,
+                                "worker")
+
+
+def test_the_chief_leaves_only_after_every_other_worker_says_its_answer_came(monkeypatch):
+    """The chief hosts the coordination service: leaving at once could close the socket
+    before the barrier's answers reach the others (CI saw "Socket closed")."""
+    service = fake_service(monkeypatch)
+    multi_worker.leave_together(three(0), "train_end")
+    wait_ms = multi_worker.DEPARTURE_TIMEOUT_S * 1000
+    assert service.calls == [
+        ("barrier", "mrcnn_train_end_7", multi_worker.END_BARRIER_TIMEOUT_S * 1000),
+        ("get", "mrcnn_train_end_7/left/1", wait_ms),
+        ("get", "mrcnn_train_end_7/left/2", wait_ms)]
+
+
+def test_another_worker_says_it_left_after_the_barrier(monkeypatch):
+    service = fake_service(monkeypatch)
+    multi_worker.leave_together(three(2), "train_end")
+    assert service.calls == [
+        ("barrier", "mrcnn_train_end_7", multi_worker.END_BARRIER_TIMEOUT_S * 1000),
+        ("set", "mrcnn_train_end_7/left/2", "1")]
+
+
+def test_a_chief_gone_before_it_answered_the_key_is_no_error(monkeypatch):
+    """Past the barrier every worker's work is done; the chief may read the key and exit
+    before its answer is sent."""
+    import tensorflow as tf
+
+    service = fake_service(monkeypatch, set=tf.errors.UnavailableError(None, None, "gone"))
+    multi_worker.leave_together(three(1), "train_end")
+    assert [c[0] for c in service.calls] == ["barrier", "set"]
+
+
+def test_a_worker_that_never_says_it_left_is_a_warning_for_the_chief(monkeypatch, caplog):
+    import tensorflow as tf
+
+    service = fake_service(
+        monkeypatch, get=tf.errors.DeadlineExceededError(None, None, "no key"))
+    with caplog.at_level("WARNING", logger=multi_worker.__name__):
+        multi_worker.leave_together(three(0), "train_end")
+    assert [c[0] for c in service.calls] == ["barrier", "get", "get"]  # both were asked
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 2 and "Worker 1 reached mrcnn_train_end_7" in warned[0], warned
+
+
+def test_a_peer_lost_before_the_barrier_is_a_worker_lost_error(monkeypatch):
+    import tensorflow as tf
+
+    service = fake_service(
+        monkeypatch, barrier=tf.errors.UnavailableError(None, None, "Socket closed"))
+    with pytest.raises(multi_worker.WorkerLostError, match="task 1 of 3.*Socket closed"):
+        multi_worker.leave_together(three(1), "train_end")
+    assert [c[0] for c in service.calls] == ["barrier"]  # no key after a failed barrier
