@@ -49,6 +49,19 @@ def add_set_option(parser) -> None:
                              "BACKBONE=resnet50 RPN_ANCHOR_SCALES=(16,32,64,128,256))")
 
 
+def weights_error(error: Exception, options: str = "--config and --set") -> str:
+    """One line for a weights file that would not load: a shape mismatch names the first
+    weight and asks for the ``options`` the file's model was trained with (the library's
+    message suggests exclude=/skip_mismatch=, which a command line does not have)."""
+    mismatched = getattr(error, "mismatched", None)  # mrcnn.weights.ShapeMismatchError
+    if not mismatched:
+        return str(error)
+    key, expected, found = mismatched[0]
+    return (f"{len(mismatched)} weight(s) of the file do not fit the model (first: "
+            f"'{key}' is {found} in the file, {expected} in the model): it was written "
+            f"by a model of another configuration; give the {options} it was trained with")
+
+
 def run_command(command: Callable[[], object], prefix: str = "error",
                 interrupted: str = "interrupted") -> int:
     """Runs ``command()`` and maps its outcome to an exit code.
@@ -84,4 +97,4 @@ def run_command(command: Callable[[], object], prefix: str = "error",
 
 
 __all__ = ["CliError", "CLIError", "user_input", "parse_set", "add_set_option",
-           "run_command"]
+           "weights_error", "run_command"]

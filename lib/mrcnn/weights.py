@@ -313,6 +313,21 @@ def read_layout(filepath: str) -> dict[str, list[tuple[str, tuple]]]:
 #  Loading
 ############################################################
 
+class ShapeMismatchError(ValueError):
+    """Weights of the file whose shapes differ from the model's (nothing was assigned).
+
+    mismatched: [(key "layer/var", model's shape, file's shape)], in the model's order.
+    """
+
+    def __init__(self, mismatched: Sequence[tuple[str, tuple, tuple]]):
+        self.mismatched = list(mismatched)
+        key, expected, found = self.mismatched[0]
+        super().__init__(
+            f"Shape mismatch for layer '{key.split('/')[0]}', weight '{key}': the model "
+            f"expects {expected}, the file has {found} ({len(self.mismatched)} mismatches "
+            "in all). Pass exclude=[...] or skip_mismatch=True to skip them.")
+
+
 @dataclass
 class LoadReport:
     """What `load_weights` did, by weight key ("layer/var").
@@ -450,12 +465,7 @@ def _assign(pairs: list, root: h5py.Group, report: LoadReport,
             continue
         values.append((entry, root[source.group][source.name][()]))
     if report.mismatched and not skip_mismatch:
-        key, expected, found = report.mismatched[0]
-        layer = key.split("/")[0]
-        raise ValueError(
-            f"Shape mismatch for layer '{layer}', weight '{key}': the model expects "
-            f"{expected}, the file has {found} ({len(report.mismatched)} mismatches in "
-            "all). Pass exclude=[...] or skip_mismatch=True to skip them.")
+        raise ShapeMismatchError(report.mismatched)
     for entry, value in values:
         entry.variable.assign(value)
         report.loaded.append(entry.key)

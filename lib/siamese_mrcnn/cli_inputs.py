@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mrcnn.cli_support import CLIError
+from mrcnn.cli_support import CLIError, weights_error
 
 # The command line's messages come from one logger, whichever module says them.
 logger = logging.getLogger("siamese_mrcnn.cli")
@@ -244,7 +244,7 @@ def init_weights(model, spec: str, schedule: dict | None = None) -> str:
     except FileNotFoundError as error:
         raise CLIError(str(error)) from error
     except ValueError as error:
-        raise CLIError(f"--model {spec}: {error}") from error
+        raise CLIError(f"--model {spec}: {weights_error(error)}") from error
     except OSError as error:  # h5py: not an HDF5 file, truncated, unreadable
         raise CLIError(f"--model {spec}: cannot read the weights: {error}") from error
 

@@ -49,7 +49,7 @@ from mrcnn.coco import (COCO_NUM_CLASSES, DEFAULT_DATASET_YEAR, EVAL_TYPES,  # n
                         evaluation_image_ids, load_results, load_training_data, make_config,
                         run_cocoeval, validation_subset)
 from mrcnn.cli_support import (CliError, add_set_option, parse_set,  # noqa: E402,F401
-                               run_command, user_input)
+                               run_command, user_input, weights_error)
 from mrcnn.config import Config  # noqa: E402
 from mrcnn.multi_worker import distribution_from_env  # noqa: E402
 from mrcnn.overrides import config_from_overrides  # noqa: E402
@@ -284,7 +284,8 @@ def load_model_weights(model: modellib.MaskRCNN, model_arg: str) -> None:
     try:
         model.load_weights(weights_path, by_name=True, exclude=exclude or None)
     except (OSError, ValueError) as error:
-        raise CliError(f"Could not load weights {weights_path}: {error}") from error
+        message = weights_error(error, "--backbone, --num-classes and --set")
+        raise CliError(f"Could not load weights {weights_path}: {message}") from error
 
 
 def train(args: argparse.Namespace) -> None:

@@ -680,11 +680,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="regenerate even if cached")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        parser.error(f"--out {args.out}: expected a folder, found a file")
     try:
         generate_dataset(args.out, args.train, args.val, args.seed, args.size,
                          args.workers, args.categories, args.force)
     except ValueError as error:
         parser.error(str(error))
+    except OSError as error:  # an unwritable --out, a full disk: one line, like the CLIs
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to write the data set",
+              file=sys.stderr)
+        return 130
     return 0
 
 

@@ -15,7 +15,6 @@ continues training from the last checkpoint.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -258,7 +257,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from siamese_mrcnn.cli import CLIError, parse_set
+    from mrcnn.cli_support import run_command
 
     profile = dict(PROFILES[args.profile])
     for key in ("epochs", "steps", "runs", "eval_images"):
@@ -268,52 +267,65 @@ def main(argv=None) -> int:
                 parser.error(f"--{key.replace('_', '-')}: expected an integer >= 1, "
                              f"got {value}")
             profile[key] = value
+    return run_command(
+        lambda: run(args, profile), prefix="error",
+        interrupted="interrupted: run the same command again to continue from the last "
+                    "checkpoint")
+
+
+def run(args: argparse.Namespace, profile: dict) -> None:
+    """The five steps under args.out, then the AP50 table. Bad inputs raise CLIError;
+    an unusable --out or a full disk is an OSError (main reports either in one line)."""
+    from siamese_mrcnn.analysis import save_json
+    from siamese_mrcnn.cli import CLIError, parse_set
+
     out = os.path.abspath(args.out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise CLIError(f"--out {args.out}: expected a folder, found a file")
     os.makedirs(out, exist_ok=True)
     started = time.time()
     timings = {}
-    try:
-        from samples.shapes.generate import generate_dataset
+    from samples.shapes.generate import generate_dataset
 
-        overrides = parse_set(args.set)
-        # Before the data set is generated: a bad --set fails at once.
-        try:
-            train_config, inference_config = build_configs(overrides)
-        except ValueError as error:
-            raise CLIError(f"--set: {error}") from error
-        data_dir = os.path.join(out, "data")
-        t = time.time()
+    overrides = parse_set(args.set)
+    # Before the data set is generated: a bad --set fails at once.
+    try:
+        train_config, inference_config = build_configs(overrides)
+    except ValueError as error:
+        raise CLIError(f"--set: {error}") from error
+    data_dir = os.path.join(out, "data")
+    t = time.time()
+    try:
         generate_dataset(data_dir, profile["train"], profile["val"], seed=args.seed,
                          size=128)
-        timings["data_s"] = time.time() - t
+    except ValueError as error:
+        raise CLIError(f"data set: {error}") from error
+    timings["data_s"] = time.time() - t
 
+    t = time.time()
+    val_images = max(1, profile["train"] // 20)
+    checkpoint, one_shot, background = train(
+        data_dir, os.path.join(out, "logs"), train_config, profile["epochs"],
+        profile["steps"], val_images)
+    timings["train_s"] = time.time() - t
+
+    t = time.time()
+    results = evaluate(data_dir, checkpoint, inference_config, one_shot, background,
+                       profile["eval_images"], profile["runs"], out)
+    timings["evaluate_s"] = time.time() - t
+    picture = draw_examples(data_dir, checkpoint, inference_config, one_shot,
+                            os.path.join(out, "one_shot_detections.png"))
+    from mrcnn import backend_ops
+
+    search, skipped = None, None  # the export is a TensorFlow SavedModel
+    try:
+        backend_ops.require_tensorflow(backend_ops.EXPORT_NEEDS)
+    except ValueError as error:
+        skipped = str(error)
+    if skipped is None:
         t = time.time()
-        val_images = max(1, profile["train"] // 20)
-        checkpoint, one_shot, background = train(
-            data_dir, os.path.join(out, "logs"), train_config, profile["epochs"],
-            profile["steps"], val_images)
-        timings["train_s"] = time.time() - t
-
-        t = time.time()
-        results = evaluate(data_dir, checkpoint, inference_config, one_shot, background,
-                           profile["eval_images"], profile["runs"], out)
-        timings["evaluate_s"] = time.time() - t
-        picture = draw_examples(data_dir, checkpoint, inference_config, one_shot,
-                                os.path.join(out, "one_shot_detections.png"))
-        from mrcnn import backend_ops
-
-        search, skipped = None, None  # the export is a TensorFlow SavedModel
-        try:
-            backend_ops.require_tensorflow(backend_ops.EXPORT_NEEDS)
-        except ValueError as error:
-            skipped = str(error)
-        if skipped is None:
-            t = time.time()
-            search = export_and_search(data_dir, checkpoint, inference_config, one_shot, out)
-            timings["export_search_s"] = time.time() - t
-    except CLIError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        search = export_and_search(data_dir, checkpoint, inference_config, one_shot, out)
+        timings["export_search_s"] = time.time() - t
     timings["total_s"] = time.time() - started
     results.update({
         "checkpoint": checkpoint, "picture": picture, "profile": args.profile,
@@ -323,8 +335,8 @@ def main(argv=None) -> int:
                    for k, v in QUICKSTART_CONFIG.items()},
         "overrides": overrides, "search": search,
     })
-    with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2, default=float)
+    # Atomic: make app and the tests read it; a kill must not leave half a file.
+    save_json(results, os.path.join(out, "results.json"), indent=2, default=float)
     rows = [("one-shot (held-out categories)", "one_shot"),
             ("background (trained categories)", "background"),
             ("random boxes (one-shot categories)", "random")]
@@ -348,7 +360,6 @@ def main(argv=None) -> int:
     if search is not None:
         print(f"try it in a web page: make app (python -m siamese_mrcnn.app --model "
               f"{search['exported']} --images {os.path.join(out, 'data', 'val2017')})")
-    return 0
 
 
 if __name__ == "__main__":

@@ -423,6 +423,29 @@ def test_coco_weights_load_without_the_heads_for_other_class_counts(tmp_path, mo
     np.testing.assert_array_equal(kernel, values["mrcnn_class_conv1/kernel"])
 
 
+def test_weights_of_another_size_ask_for_the_options_that_size_the_model(tmp_path):
+    """--model PATH.h5 written by a model with smaller heads: a one-line CliError naming
+    the first weight that does not fit and this command line's options."""
+    from mrcnn import model as modellib
+    from mrcnn.weights import save_weights
+
+    tiny = dict(BACKBONE="resnet_tiny", IMAGE_MAX_DIM=64, IMAGE_MIN_DIM=64)
+    other = coco.make_config(False, 4, FPN_CLASSIF_FC_LAYERS_SIZE=32, **tiny)
+    path = str(tmp_path / "other.h5")
+    save_weights(modellib.MaskRCNN("inference", other, str(tmp_path / "logs")).keras_model,
+                 path)
+    model = modellib.MaskRCNN("inference", coco.make_config(False, 4, **tiny),
+                              str(tmp_path / "logs"))
+    with pytest.raises(coco.CliError) as error:
+        coco.load_model_weights(model, path)
+    message = str(error.value)
+    assert message.startswith(f"Could not load weights {path}: ")
+    assert "(first: 'mrcnn_class_conv1/kernel' is (7, 7, 256, 32) in the file, " \
+           "(7, 7, 256, 1024) in the model)" in message, message
+    assert message.endswith("give the --backbone, --num-classes and --set it was trained "
+                            "with")
+
+
 # ------------------------------------------------------------------ CLI, in process
 
 def _main_error(argv, capsys):

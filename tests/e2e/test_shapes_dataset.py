@@ -229,6 +229,24 @@ def test_command_line_script_matches_library(tmp_path):
     assert len(json.loads(_read(cli.val_annotations))["categories"]) == 28
 
 
+def test_command_line_reports_an_unusable_out_in_one_line(tmp_path, capsys):
+    """A file as --out is a usage error (2); a folder that cannot be made (here: under a
+    file, since the tests may run as root) is an I/O error (1); neither is a traceback."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    with pytest.raises(SystemExit) as exit_info:
+        shapes.main(["--out", str(a_file), "--train", "1", "--val", "1", "--workers", "1"])
+    assert exit_info.value.code == 2
+    assert f"--out {a_file}: expected a folder, found a file" in capsys.readouterr().err
+    code = shapes.main(["--out", str(a_file / "data"), "--train", "1", "--val", "1",
+                        "--workers", "1"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("error: ") and "Not a directory" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert a_file.read_text() == "not a folder"
+
+
 def test_readable_by_matterport_coco_loader(dataset):
     coco_sample = pytest.importorskip("samples.coco.coco")
     data = coco_sample.CocoDataset()

@@ -325,6 +325,26 @@ def test_detect_with_a_reference_box_and_model_last(work, trained):
     assert all(d["score"] >= 0.1 for d in summary["detections"])
 
 
+@slow
+def test_a_checkpoint_of_another_size_asks_for_its_config(work, trained):
+    """A checkpoint loaded into a model of another configuration: one line that names
+    the first weight that does not fit and the options to give, not the library's
+    exclude=/skip_mismatch= advice."""
+    checkpoint = trained["log_dir"] / "siamese_mrcnn_0002.h5"
+    proc = run_cli("detect", "--model", checkpoint, "--image", "q.png", "--reference",
+                   "q.png", *TINY_SET, "FPN_CLASSIF_FC_LAYERS_SIZE=32", cwd=work)
+    assert proc.returncode == 2, (proc.stdout[-2000:], proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = error_lines(proc)
+    assert len(lines) == 1, proc.stderr
+    assert f"--model {checkpoint}: " in lines[0]
+    # The first head layer after the ROI align: 64 filters in the file, 32 asked for.
+    assert ("(first: 'mrcnn_class_conv1/kernel' is (7, 7, 48, 64) in the file, "
+            "(7, 7, 48, 32) in the model)") in lines[0], lines[0]
+    assert lines[0].endswith("give the --config and --set it was trained with")
+    assert "skip_mismatch" not in lines[0]
+
+
 # ----------------------------------------------------------------------- errors
 
 ERRORS = {

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from mrcnn.cli_support import (CLIError, CliError, add_set_option, parse_set, run_command,
-                               user_input)
+                               user_input, weights_error)
 from mrcnn.config import COMPUTED_FIELDS, Config
 from mrcnn.overrides import config_from_overrides, parse_value
+from mrcnn.weights import ShapeMismatchError
 
 
 class TinyConfig(Config):
@@ -67,6 +68,19 @@ def test_run_command_maps_outcomes_to_exit_codes(error, code, line, capsys):
         assert err == ""
     else:
         assert len(err.splitlines()) == 1 and err.startswith(line)
+
+
+def test_weights_error_turns_a_shape_mismatch_into_command_line_advice():
+    error = ShapeMismatchError([("conv1/kernel", (7, 7, 3, 64), (7, 7, 3, 16)),
+                                ("conv1/bias", (64,), (16,))])
+    assert "skip_mismatch=True" in str(error)  # the library's advice, for API users
+    assert weights_error(error) == (
+        "2 weight(s) of the file do not fit the model (first: 'conv1/kernel' is "
+        "(7, 7, 3, 16) in the file, (7, 7, 3, 64) in the model): it was written by a model "
+        "of another configuration; give the --config and --set it was trained with")
+    assert weights_error(error, "--num-classes").endswith("give the --num-classes it was "
+                                                          "trained with")
+    assert weights_error(ValueError("not an HDF5 file")) == "not an HDF5 file"
 
 
 def test_overrides_are_typed_like_the_default():

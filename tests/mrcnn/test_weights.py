@@ -245,12 +245,14 @@ def test_exclude_top_level_and_leaf(tmp_path):
 def test_shape_mismatch_error_and_skip(tmp_path):
     W.save_weights(build_model(mask_filters=5), tmp_path / "w.h5")
     target = build_model(mask_filters=7)
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(W.ShapeMismatchError) as err:  # a ValueError, as before
         W.load_weights(target, tmp_path / "w.h5")
+    assert isinstance(err.value, ValueError)
     text = str(err.value)
     assert "mrcnn_mask_conv1" in text and "(96, 7)" in text and "(96, 5)" in text
     before = current(target)
     report = W.load_weights(target, tmp_path / "w.h5", skip_mismatch=True)
+    assert err.value.mismatched == report.mismatched
     mismatched = {m[0] for m in report.mismatched}
     assert ("mrcnn_mask_conv1/kernel", (96, 7), (96, 5)) in report.mismatched
     assert {"mrcnn_mask_bn1/gamma", "mrcnn_mask_conv1/bias"} <= mismatched
