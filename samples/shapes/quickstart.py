@@ -279,20 +279,20 @@ def run(args: argparse.Namespace, profile: dict) -> None:
     from siamese_mrcnn.analysis import save_json
     from siamese_mrcnn.cli import CLIError, parse_set
 
+    from samples.shapes.generate import generate_dataset
+
+    overrides = parse_set(args.set)
+    # Before anything is written: a bad --set fails at once.
+    try:
+        train_config, inference_config = build_configs(overrides)
+    except ValueError as error:
+        raise CLIError(f"--set: {error}") from error
     out = os.path.abspath(args.out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise CLIError(f"--out {args.out}: expected a folder, found a file")
     os.makedirs(out, exist_ok=True)
     started = time.time()
     timings = {}
-    from samples.shapes.generate import generate_dataset
-
-    overrides = parse_set(args.set)
-    # Before the data set is generated: a bad --set fails at once.
-    try:
-        train_config, inference_config = build_configs(overrides)
-    except ValueError as error:
-        raise CLIError(f"--set: {error}") from error
     data_dir = os.path.join(out, "data")
     t = time.time()
     try:

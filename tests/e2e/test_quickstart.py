@@ -186,7 +186,7 @@ def test_bad_arguments_fail_before_any_work(tmp_path):
     proc, _ = run_quickstart(out, "--set", "NOT_A_FIELD=1")
     assert proc.returncode == 2
     assert "NOT_A_FIELD" in proc.stderr and "Traceback" not in proc.stderr
-    assert not (out / "data").exists()
+    assert not out.exists()
     proc, _ = run_quickstart(out, "--epochs", "0")
     assert proc.returncode == 2 and "--epochs" in proc.stderr
 
