@@ -327,6 +327,10 @@ class ShapeMismatchError(ValueError):
             f"expects {expected}, the file has {found} ({len(self.mismatched)} mismatches "
             "in all). Pass exclude=[...] or skip_mismatch=True to skip them.")
 
+    def __reduce__(self):
+        # Rebuilt from the list, not the message, when it crosses a process (pickle).
+        return type(self), (self.mismatched,)
+
 
 @dataclass
 class LoadReport:

@@ -2,6 +2,7 @@
 typed overrides (mrcnn.overrides) they apply."""
 import argparse
 import errno
+import pickle
 
 import numpy as np
 import pytest
@@ -81,6 +82,10 @@ def test_weights_error_turns_a_shape_mismatch_into_command_line_advice():
     assert weights_error(error, "--num-classes").endswith("give the --num-classes it was "
                                                           "trained with")
     assert weights_error(ValueError("not an HDF5 file")) == "not an HDF5 file"
+    # It crosses processes whole (a worker pool's error): same class, list and message.
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is ShapeMismatchError and copy.mismatched == error.mismatched
+    assert str(copy) == str(error)
 
 
 def test_overrides_are_typed_like_the_default():
