@@ -49,6 +49,28 @@ def add_set_option(parser) -> None:
                              "BACKBONE=resnet50 RPN_ANCHOR_SCALES=(16,32,64,128,256))")
 
 
+def check_output(path: str, option: str, kind: str = "folder") -> str:
+    """Checks, before any work, that ``path`` can be written as a ``kind`` ("folder" or
+    "file"); returns it. CliError naming ``option`` when it is the other kind, or when
+    something above it is a file (os.makedirs would fail only after the model ran)."""
+    if kind not in ("folder", "file"):
+        raise ValueError(f"kind must be 'folder' or 'file', got {kind!r}")
+    if os.path.isdir(path):
+        if kind == "file":
+            raise CliError(f"{option} {path}: expected a file, found a folder")
+        return path
+    if os.path.exists(path):
+        if kind == "folder":
+            raise CliError(f"{option} {path}: expected a folder, found a file")
+        return path
+    above = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(above):  # the root exists: this ends
+        above = os.path.dirname(above)
+    if not os.path.isdir(above):
+        raise CliError(f"{option} {path}: {above} is a file, not a folder")
+    return path
+
+
 def weights_error(error: Exception, options: str = "--config and --set") -> str:
     """One line for a weights file that would not load: a shape mismatch names the first
     weight and asks for the ``options`` the file's model was trained with (the library's
@@ -97,4 +119,4 @@ def run_command(command: Callable[[], object], prefix: str = "error",
 
 
 __all__ = ["CliError", "CLIError", "user_input", "parse_set", "add_set_option",
-           "weights_error", "run_command"]
+           "check_output", "weights_error", "run_command"]

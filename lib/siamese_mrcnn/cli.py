@@ -17,8 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from mrcnn.cli_support import (CLIError, add_set_option, parse_set,  # noqa: F401
-                               run_command, user_input)
+from mrcnn.cli_support import (CLIError, add_set_option, check_output,  # noqa: F401
+                               parse_set, run_command, user_input)
 # What the subcommands read (--config, --dataset/--split, --schedule, --model), re-exported
 # under their old names.
 from siamese_mrcnn.cli_inputs import (EVAL_TYPES, MODEL_CHOICES,  # noqa: F401
@@ -56,6 +56,7 @@ def cmd_train(args) -> dict:
         raise CLIError(f"--epochs must be >= 0 (0: the schedule's end), got {args.epochs}")
     annotation_file(args.dataset, "train", args.year)
     check_model_spec(args.model)
+    check_output(args.logs, "--logs")
     lr = paper_learning_rate(config)
     schedule = resolve_schedule(args.schedule, lr)
     until = args.epochs or max(schedule)
@@ -116,6 +117,8 @@ def cmd_evaluate(args) -> dict:
     --shard I/N writes one part instead; --merge computes the table from all parts."""
     overrides = parse_set(args.set)
     split = check_split(args.split)
+    if args.output:  # the JSON (or a shard's part file), also of --merge
+        check_output(args.output, "--output", "file")
     if args.merge:
         return merge_evaluation(args, split)
     eval_types = parse_eval_types(args.eval_type)
@@ -284,6 +287,9 @@ def cmd_detect(args) -> dict:
     # One query at a time, whatever the configuration trained with.
     config = inference_config(args, IMAGES_PER_GPU=1, GPU_COUNT=1)
     check_model_spec(args.model)
+    for option, path in (("--output", args.output), ("--json", args.json)):
+        if path:
+            check_output(path, option, "file")
     query = read_image(args.image)
     reference = read_reference(args)
 
@@ -352,6 +358,7 @@ def cmd_search(args) -> dict:
         raise CLIError(f"--batch must be >= 1, got {args.batch}")
     if args.top < 0:
         raise CLIError(f"--top must be >= 0, got {args.top}")
+    check_output(args.output, "--output")
     exported = os.path.isdir(args.model)
     config = inference_config(args, IMAGES_PER_GPU=args.batch, GPU_COUNT=1)
     if not exported:
@@ -393,6 +400,7 @@ def cmd_export(args) -> dict:
         raise CLIError(f"--shots must be >= 1, got {args.shots}")
     if os.path.exists(args.output):
         raise CLIError(f"--output {args.output} exists already; choose a new folder")
+    check_output(args.output, "--output")  # e.g. under a file: TensorFlow's traceback
     shots = {} if args.shots is None else {"NUM_TARGETS": args.shots}
     config = inference_config(args, IMAGES_PER_GPU=1, GPU_COUNT=1, **shots)
     check_model_spec(args.model)

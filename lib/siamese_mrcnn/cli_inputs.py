@@ -203,16 +203,18 @@ def resolve_schedule(spec: str, learning_rate: float) -> dict:
 
 
 # ---------------------------------------------------------------------- model
-def check_model_spec(spec: str) -> None:
-    """Cheap checks of --model, before a model is built: a path must exist."""
+def check_model_spec(spec: str, option: str = "--model") -> None:
+    """Cheap checks of --model (or the ``option`` that gave ``spec``), before a model is
+    built: a path must exist."""
     if spec in ("none", "last") or spec.startswith("imagenet"):
         return
     if not os.path.isfile(spec):
-        raise CLIError(f"--model: weights file not found: {spec} (expected "
+        raise CLIError(f"{option}: weights file not found: {spec} (expected "
                        f"{MODEL_CHOICES})")
 
 
-def init_weights(model, spec: str, schedule: dict | None = None) -> str:
+def init_weights(model, spec: str, schedule: dict | None = None,
+                 option: str = "--model") -> str:
     """Initialises a model from --model; returns the file loaded (or 'none').
 
     last / a siamese_mrcnn_####.h5 file: the checkpoint, training resumes at the next
@@ -222,7 +224,7 @@ def init_weights(model, spec: str, schedule: dict | None = None) -> str:
     spec = spec or "none"
     if spec == "none":
         return "none"
-    check_model_spec(spec)
+    check_model_spec(spec, option)
     try:
         if spec.startswith("imagenet"):
             path = model.get_imagenet_weights(spec)
@@ -244,9 +246,9 @@ def init_weights(model, spec: str, schedule: dict | None = None) -> str:
     except FileNotFoundError as error:
         raise CLIError(str(error)) from error
     except ValueError as error:
-        raise CLIError(f"--model {spec}: {weights_error(error)}") from error
+        raise CLIError(f"{option} {spec}: {weights_error(error)}") from error
     except OSError as error:  # h5py: not an HDF5 file, truncated, unreadable
-        raise CLIError(f"--model {spec}: cannot read the weights: {error}") from error
+        raise CLIError(f"{option} {spec}: cannot read the weights: {error}") from error
 
 
 

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from mrcnn.cli_support import CLIError, parse_set
+from mrcnn.cli_support import CLIError, check_output, parse_set
 from siamese_mrcnn.cli_inputs import (build_config, check_model_spec, init_weights,
                                       json_default, load_split_datasets, parse_eval_types,
                                       run_names)
@@ -70,8 +70,10 @@ def _parse_args(args) -> tuple:
         raise CLIError(f"--shots must be >= 1, got {args.shots!r}")
     if args.runs < 1 or args.limit < 0:
         raise CLIError("--runs must be >= 1 and --limit >= 0")
-    for model in models + ([args.full] if args.full else []):
-        check_model_spec(model)
+    for model in models:
+        check_model_spec(model, "--models")
+    if args.full:
+        check_model_spec(args.full, "--full")
     splits = [str(i + 1) for i in range(count)]
     return dict(zip(splits, models)), splits, shots, parse_eval_types(args.eval_type)
 
@@ -100,6 +102,7 @@ def cmd_report(args) -> dict:
 
     overrides = parse_set(args.set)
     models, splits, shots, eval_types = _parse_args(args)
+    check_output(args.output, "--output")
     cells = report_cells(splits, shots, full=bool(args.full))
     cell_dir = os.path.join(args.output, "cells")
     results = _read_results([cell_dir] + ([args.results] if args.results else []),
@@ -118,7 +121,8 @@ def cmd_report(args) -> dict:
     for cell in todo:
         groups.setdefault((cell.split, cell.shots), []).append(cell)
     for (split, k), group in groups.items():
-        model = _model(args, overrides, split, k, models.get(split, args.full))
+        model = _model(args, overrides, split, k, models.get(split, args.full),
+                       "--models" if split in models else "--full")
         for cell in group:
             one_shot, background = get_class_split(split, dataset.num_classes - 1)
             classes = {"one-shot": one_shot, "background": background,
@@ -150,13 +154,14 @@ def cmd_report(args) -> dict:
     return {"tables": tables, "paths": paths, "figures": figures, "evaluated": len(todo)}
 
 
-def _model(args, overrides: dict, split: str, shots: int, weights: str):
+def _model(args, overrides: dict, split: str, shots: int, weights: str,
+           option: str = "--models"):
     from siamese_mrcnn.model import SiameseMaskRCNN
 
     config = build_config(args.config, overrides, evaluation=True, NUM_TARGETS=shots,
                           **run_names(args.config, split))
     model = SiameseMaskRCNN("inference", config, args.logs)
-    init_weights(model, weights)
+    init_weights(model, weights, option=option)
     return model
 
 

@@ -48,8 +48,8 @@ from mrcnn.coco import (COCO_NUM_CLASSES, DEFAULT_DATASET_YEAR, EVAL_TYPES,  # n
                         build_coco_results, detect_coco_results, evaluate_coco,
                         evaluation_image_ids, load_results, load_training_data, make_config,
                         run_cocoeval, validation_subset)
-from mrcnn.cli_support import (CliError, add_set_option, parse_set,  # noqa: E402,F401
-                               run_command, user_input, weights_error)
+from mrcnn.cli_support import (CliError, add_set_option, check_output,  # noqa: E402,F401
+                               parse_set, run_command, user_input, weights_error)
 from mrcnn.config import Config  # noqa: E402
 from mrcnn.multi_worker import distribution_from_env  # noqa: E402
 from mrcnn.overrides import config_from_overrides  # noqa: E402
@@ -367,6 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.model.lower() != "last":
             resolve_weights(args.model)
         if args.command == "train":
+            check_output(args.logs, "--logs")
             train(args)
         else:
             evaluate(args)

@@ -18,7 +18,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "lib"))
 
-from mrcnn.cli_support import CliError, run_command, user_input  # noqa: E402
+from mrcnn.cli_support import CliError, check_output, run_command, user_input  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -64,6 +64,8 @@ def run(args) -> dict:
         raise CliError(f"--image-size must be >= 32 (the ResNet's stride), got {args.image_size}")
     output = args.output or os.path.join(
         "checkpoints", f"imagenet_{args.classes.split('-')[1]}.h5")
+    check_output(output, "--output", "file")
+    check_output(args.logs, "--logs")
     with user_input("--data"):
         result = pretrain(args.data, args.classes, os.path.join(args.logs,
                                                                 f"pretrain_{args.classes}"),

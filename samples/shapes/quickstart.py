@@ -274,10 +274,11 @@ def main(argv=None) -> int:
 
 
 def run(args: argparse.Namespace, profile: dict) -> None:
-    """The five steps under args.out, then the AP50 table. Bad inputs raise CLIError;
-    an unusable --out or a full disk is an OSError (main reports either in one line)."""
+    """The five steps under args.out, then the AP50 table. Bad inputs (a --out that is or
+    lies under a file) raise CLIError; a full disk is an OSError (main reports either in
+    one line)."""
     from siamese_mrcnn.analysis import save_json
-    from siamese_mrcnn.cli import CLIError, parse_set
+    from mrcnn.cli_support import CLIError, check_output, parse_set
 
     from samples.shapes.generate import generate_dataset
 
@@ -287,9 +288,7 @@ def run(args: argparse.Namespace, profile: dict) -> None:
         train_config, inference_config = build_configs(overrides)
     except ValueError as error:
         raise CLIError(f"--set: {error}") from error
-    out = os.path.abspath(args.out)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise CLIError(f"--out {args.out}: expected a folder, found a file")
+    out = os.path.abspath(check_output(args.out, "--out"))
     os.makedirs(out, exist_ok=True)
     started = time.time()
     timings = {}

@@ -459,6 +459,8 @@ def test_cli_reports_bad_inputs_in_one_line(tiny, tmp_path, capsys, monkeypatch)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(coco.COCO_WEIGHTS_ENV, raising=False)
     base = ["--model", "none", "--logs", str(tmp_path / "logs")]
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
     cases = [
         (["train", "--dataset", str(tmp_path / "nowhere")] + base, "not found"),
         (["evaluate", "--dataset", str(tmp_path)] + base, "instances_minival2014.json"),
@@ -478,6 +480,10 @@ def test_cli_reports_bad_inputs_in_one_line(tiny, tmp_path, capsys, monkeypatch)
          + base, "BATCH_SIZE is computed"),
         (["train", "--dataset", tiny.root, "--year", tiny.year, "--set", "IMAGES_PER_GPU"]
          + base, "--set expects KEY=VALUE"),
+        # Before the data and the model are loaded (os.makedirs failed after them).
+        (["train", "--dataset", tiny.root, "--year", tiny.year] + base
+         + ["--logs", str(a_file / "logs")],
+         f"--logs {a_file / 'logs'}: {a_file} is a file, not a folder"),
     ]
     for argv, needle in cases:
         code, lines = _main_error(argv, capsys)

@@ -106,16 +106,24 @@ def test_the_loss_falls(tmp_path):
     (["--data", "{empty}"], "no images of the 687 classes"),
     (["--data", "{data}", "--decay-epochs", "a,b"], "--decay-epochs"),
     (["--data", "{data}", "--image-size", "8"], "--image-size must be >= 32"),
+    # Output paths, checked before the data are read.
+    (["--data", "{data}", "--output", "{data}"], "--output {data}: expected a file, found a folder"),
+    (["--data", "{data}", "--output", "{file}/b.h5"],
+     "--output {file}/b.h5: {file} is a file, not a folder"),
+    (["--data", "{data}", "--logs", "{file}"], "--logs {file}: expected a folder, found a file"),
 ])
 def test_errors_are_one_line(tmp_path, args, words, capsys):
     (tmp_path / "empty" / "train").mkdir(parents=True)
+    (tmp_path / "a_file").write_text("x")
     make_imagenet(tmp_path / "data", per_class=1)
     names = {"missing": str(tmp_path / "nope"), "empty": str(tmp_path / "empty"),
-             "data": str(tmp_path / "data")}
-    assert pretrain.main([a.format(**names) for a in args]
-                         + ["--logs", str(tmp_path / "logs")]) == 2
+             "data": str(tmp_path / "data"), "file": str(tmp_path / "a_file")}
+    assert pretrain.main(["--logs", str(tmp_path / "logs")]
+                         + [a.format(**names) for a in args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and words in err[0], err
+    assert len(err) == 1 and words.format(**names) in err[0], err
+    assert (tmp_path / "a_file").read_text() == "x"
+    assert not (tmp_path / "logs").exists()
 
 
 def test_two_workers_pretrain_and_the_chief_writes_the_backbone(tmp_path):

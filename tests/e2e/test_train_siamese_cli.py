@@ -420,6 +420,68 @@ def test_more_user_errors_in_process(work, case, capsys, monkeypatch):
     assert len(lines) == 1 and expected in lines[0], lines
 
 
+# Each output option is checked before any work (a model run takes minutes; os.makedirs
+# used to fail only after it, and export's TensorFlow printed a traceback). FILE is a
+# file, DIR a folder; {FILE} stands for its path.
+OUTPUT_ERRORS = {
+    "train --logs under a file": (
+        ["train", "--dataset", "data", "--model", "none", "--logs", "FILE/logs"],
+        "--logs FILE/logs: {FILE} is a file, not a folder"),
+    "evaluate --output a folder": (
+        ["evaluate", "--dataset", "data", "--model", "none", "--output", "DIR"],
+        "--output DIR: expected a file, found a folder"),
+    "evaluate --merge --output a folder": (
+        ["evaluate", "--dataset", "data", "--merge", "part0.json", "--output", "DIR"],
+        "--output DIR: expected a file, found a folder"),
+    "detect --output under a file": (
+        ["detect", "--model", "none", "--image", "q.png", "--reference", "q.png",
+         "--output", "FILE/picture.png"], "--output FILE/picture.png: {FILE} is a file"),
+    "detect --json a folder": (
+        ["detect", "--model", "none", "--image", "q.png", "--reference", "q.png",
+         "--json", "DIR"], "--json DIR: expected a file, found a folder"),
+    "search --output a file": (
+        ["search", "--model", "none", "--images", "DIR", "--reference", "q.png",
+         "--output", "FILE"], "--output FILE: expected a folder, found a file"),
+    "export --output under a file": (
+        ["export", "--model", "none", "--output", "FILE/saved"],
+        "--output FILE/saved: {FILE} is a file, not a folder"),
+    "report --output a file": (
+        ["report", "--dataset", "data", "--models", "none", "--output", "FILE"],
+        "--output FILE: expected a folder, found a file"),
+}
+
+
+@pytest.mark.parametrize("case", list(OUTPUT_ERRORS))
+def test_an_unusable_output_is_one_line_before_any_work(work, tmp_path, case, capsys,
+                                                        monkeypatch):
+    """Each command's output paths: a file where a folder goes (or under a file), a
+    folder where a file goes. A usage error (2) naming the option; nothing is written."""
+    monkeypatch.chdir(work)
+    (tmp_path / "a_folder").mkdir()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    before = sorted(p.name for p in work.iterdir())
+    argv, expected = OUTPUT_ERRORS[case]
+    names = {"FILE": str(a_file), "DIR": str(tmp_path / "a_folder")}
+
+    def path(arg: str) -> str:
+        head, sep, tail = arg.partition("/")
+        return names[head] + sep + tail if head in names else arg
+
+    if "--merge" in argv:  # a part file that exists, so only --output can be wrong
+        (tmp_path / "part0.json").write_text("{}")
+        names["part0.json"] = str(tmp_path / "part0.json")
+    assert cli.main([path(arg) for arg in argv]) == 2
+    lines = error_lines(capsys.readouterr().err)
+    line = expected.replace("{FILE}", str(a_file))
+    for name, value in names.items():
+        line = line.replace(f" {name}", f" {value}")
+    assert len(lines) == 1 and lines[0].startswith(f"error: {line}"), (line, lines)
+    assert a_file.read_text() == "not a folder"
+    assert list((tmp_path / "a_folder").iterdir()) == []
+    assert sorted(p.name for p in work.iterdir()) == before
+
+
 # ------------------------------------------------------------------------- help
 
 HELP_OPTIONS = {
@@ -760,7 +822,8 @@ def test_report_writes_both_tables_and_the_figures_and_reuses_its_cells(work, se
 @pytest.mark.parametrize("args, words", [
     ([], "give --models"),
     (["--splits", "2"], "no result and no model for split(s) ['1', '2']"),
-    (["--models", "missing.h5"], "missing.h5"),
+    (["--models", "missing.h5"], "--models: weights file not found: missing.h5"),
+    (["--models", "none", "--full", "nothing.h5"], "--full: weights file not found: nothing.h5"),
     (["--models", "none", "--shots", "1,x"], "--shots expects numbers"),
 ])
 def test_report_errors_are_one_line(work, tmp_path, args, words, capsys):

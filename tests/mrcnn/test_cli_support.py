@@ -7,8 +7,8 @@ import pickle
 import numpy as np
 import pytest
 
-from mrcnn.cli_support import (CLIError, CliError, add_set_option, parse_set, run_command,
-                               user_input, weights_error)
+from mrcnn.cli_support import (CLIError, CliError, add_set_option, check_output, parse_set,
+                               run_command, user_input, weights_error)
 from mrcnn.config import COMPUTED_FIELDS, Config
 from mrcnn.overrides import config_from_overrides, parse_value
 from mrcnn.weights import ShapeMismatchError
@@ -50,6 +50,43 @@ def test_user_input_turns_missing_and_invalid_inputs_into_cli_errors():
     with pytest.raises(KeyError):  # a bug stays a bug
         with user_input("data set"):
             raise KeyError("x")
+
+
+def test_check_output_names_the_option_and_what_is_in_the_way(tmp_path):
+    a_file, a_folder = tmp_path / "a_file", tmp_path / "a_folder"
+    a_file.write_text("x")
+    a_folder.mkdir()
+    new = str(tmp_path / "new" / "deeper")
+    # What can be written is returned unchanged, and nothing is created.
+    assert check_output(new, "--out") == new
+    assert check_output(str(a_folder), "--out") == str(a_folder)
+    assert check_output(str(a_file), "--json", "file") == str(a_file)  # overwritten later
+    assert check_output(str(a_folder / "x.json"), "--json", "file") == str(a_folder / "x.json")
+    assert not (tmp_path / "new").exists()
+    cases = [
+        ((str(a_file), "--out"), f"--out {a_file}: expected a folder, found a file"),
+        ((str(a_folder), "--json", "file"),
+         f"--json {a_folder}: expected a file, found a folder"),
+        ((str(a_file / "run" / "deeper"), "--logs"),
+         f"--logs {a_file / 'run' / 'deeper'}: {a_file} is a file, not a folder"),
+        ((str(a_file / "x.png"), "--output", "file"),
+         f"--output {a_file / 'x.png'}: {a_file} is a file, not a folder"),
+    ]
+    for args, message in cases:
+        with pytest.raises(CliError) as info:
+            check_output(*args)
+        assert str(info.value) == message
+    assert a_file.read_text() == "x"
+    with pytest.raises(ValueError, match="kind must be 'folder' or 'file'"):
+        check_output(new, "--out", "dir")
+
+
+def test_check_output_takes_a_relative_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("x")
+    assert check_output("logs", "--logs") == "logs"
+    with pytest.raises(CliError, match=r"^--logs a_file/logs: .*a_file is a file"):
+        check_output("a_file/logs", "--logs")
 
 
 @pytest.mark.parametrize("error, code, line", [
