@@ -16,7 +16,7 @@ import os
 import shutil
 import sys
 
-from common import REPO, machine_info  # sets up sys.path
+from common import REPO, machine_info, write_json  # sets up sys.path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = str(REPO)
@@ -41,9 +41,7 @@ def main(argv=None) -> int:
     with open(os.path.join(args.out, "results.json"), encoding="utf-8") as f:
         results = json.load(f)
     results["machine"] = machine_info()
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
+    write_json(results, args.output)
     picture = os.path.join(os.path.dirname(args.output), "accuracy_one_shot_detections.png")
     shutil.copyfile(results["picture"], picture)
     print(f"wrote {args.output} and {picture}")

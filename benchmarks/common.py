@@ -83,6 +83,20 @@ def accelerator_info() -> tuple[str, float | None]:
         round(peak / 2 ** 30, 2) if peak else None)
 
 
+def write_json(value: Any, path: str | Path, indent: int | None = 2) -> str:
+    """`value`, made JSON-safe, as JSON at `path` (its folder made). Written under a temp
+    name, then renamed: a run killed while writing leaves the previous report whole,
+    never half of a new one. Returns the path."""
+    import json
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    partial.write_text(json.dumps(to_json(value), indent=indent) + "\n", encoding="utf-8")
+    os.replace(partial, target)
+    return str(target)
+
+
 def report_line(result: dict, output: str | None) -> None:
     """Print `result` as one JSON line and append it to `output` (when given) in a single
     write, so that a killed run leaves every earlier line parseable."""

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, machine_info, to_json  # noqa: E402 - sets up sys.path
+from common import REPO, machine_info, write_json  # noqa: E402 - sets up sys.path
 
 DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "multi_worker.json"
 ALL_REDUCE_REPEATS = 10
@@ -93,8 +93,7 @@ def worker(args) -> None:
               "step_s_epoch2": steps.times[1],
               "all_reduce_s_median": statistics.median(times),
               "gradient_mb": sum(int(np.prod(v.shape)) for v in variables) * 4 / 2 ** 20}
-    with open(args.report, "w") as f:
-        json.dump(report, f)
+    write_json(report, args.report, indent=None)  # the parent reads it once we are gone
     leave_together(cluster, "benchmark_end")  # the last all-reduce may still read from us
     sys.stdout.flush()
     os._exit(0)  # TensorFlow's collective threads may hold the interpreter
@@ -182,8 +181,7 @@ def main(argv=None) -> int:
         "gradient_mb": round(one[0]["gradient_mb"], 2),
         "reports": one + two, "wall_s": round(wall, 1), "machine": machine_info(),
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(to_json(result), indent=1) + "\n")
+    write_json(result, args.output, indent=1)
     print(json.dumps({k: v for k, v in result.items() if k not in ("reports", "machine")},
                      indent=1))
     return 0

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -43,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from common import REPO, machine_info, to_json  # noqa: E402 - sets up sys.path
+from common import REPO, machine_info, write_json  # noqa: E402 - sets up sys.path
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -537,8 +536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         args.steps, args.held_out, args.runs, args.checks)
     report.update(config=args.config, machine=machine_info(), data=data_dir,
                   total_seconds=time.perf_counter() - start)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(to_json(report), indent=1))
+    write_json(report, args.output, indent=1)
     print(table(report))
     print(f"\nwithin tolerance: {report['within_tolerance']}; report: {args.output}")
     return 0

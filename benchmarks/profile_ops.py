@@ -26,11 +26,10 @@ from __future__ import annotations
 import argparse
 import collections
 import gzip
-import json
 import re
 import sys
 
-from common import to_json  # and lib/ on sys.path
+from common import write_json  # and lib/ on sys.path
 
 _WRAPPER = re.compile(r"^(jvp|transpose|vmap|remat|checkpoint|pjit)\((.*)\)$")
 
@@ -230,8 +229,7 @@ def main(argv=None) -> int:
     for layer, ms, share in summary["layers"][:args.top]:
         print(f"{share:7.1%} {ms:10.2f} ms  {layer}")
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            json.dump(to_json(summary), f, indent=1)
+        write_json(summary, args.output, indent=1)
     return 0
 
 

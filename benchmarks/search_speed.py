@@ -17,15 +17,13 @@ DETECTION_MAX_INSTANCES detections to encode (the worst case).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 import tempfile
-from pathlib import Path
 from typing import Sequence
 
-from common import REPO, machine_info, to_json  # noqa: E402 - sets up sys.path
+from common import REPO, machine_info, to_json, write_json  # noqa: E402 - sets up sys.path
 
 from samples.shapes.generate import generate_dataset  # noqa: E402
 from siamese_mrcnn.model import SiameseMaskRCNN  # noqa: E402
@@ -118,9 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="search_bench_") as work:
         report = measure(args.config, args.images, args.batch, args.repeats, work)
     report = to_json({"machine": machine_info(), **report})
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
+    output = write_json(report, args.output)
     rates = report["images_per_s"]
     print(f"search_over_model {report['search_over_model']:.2f} (goal >= {GOAL}): search "
           f"{rates['search']:.1f} images/s, detect_with_reference on molded batches "

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, machine_info, to_json  # noqa: E402 - sets up sys.path
+from common import REPO, machine_info, to_json, write_json  # noqa: E402 - sets up sys.path
 
 DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "sharded_eval.json"
 SCRIPT = str(REPO / "samples" / "coco" / "train_siamese.py")
@@ -91,8 +91,7 @@ def main(argv=None) -> int:
               "runs": args.runs, "one_process_s": one, "shard_processes_s": shards,
               "merge_s": merge, "one_over_sharded": one / (shards + merge),
               "merged_equals_unsharded": equal}
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(to_json(report), indent=2) + "\n")
+    write_json(report, args.output)
     print(json.dumps({k: v for k, v in to_json(report).items() if k != "machine"}))
     return 0 if equal else 1
 

@@ -41,16 +41,14 @@ Timings exclude a warm-up call (graph tracing) and are the median over --repeats
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
-from common import REPO, machine_info, to_json  # noqa: E402,F401 - sets up sys.path
+from common import REPO, machine_info, to_json, write_json  # noqa: E402,F401 - sets up sys.path
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -296,9 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     report = to_json(run(args))
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
+    output = write_json(report, args.output)
     print(markdown_table(report))
     print(f"\nJSON: {output}")
     return 0

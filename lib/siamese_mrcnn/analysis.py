@@ -241,17 +241,17 @@ def save_json(data: Any, path: str, indent: Optional[int] = 2,
 
 def save_csv(rows: Sequence[dict], path: str, fieldnames: Optional[Sequence[str]] = None
              ) -> str:
-    """Writes a list of dicts as CSV (columns: fieldnames or the union of the keys)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    """Writes a list of dicts as CSV (columns: fieldnames or the union of the keys),
+    atomically (write_atomic); returns the path."""
     if fieldnames is None:
         fieldnames = []
         for row in rows:
             fieldnames.extend(k for k in row if k not in fieldnames)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(fieldnames))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(fieldnames))
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_atomic(path, text.getvalue())
 
 
 def _save_figure(draw: Callable, path: str, figsize: tuple) -> str:

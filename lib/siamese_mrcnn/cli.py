@@ -10,7 +10,6 @@ second and reads as one ``error: ...`` line, never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 from typing import Sequence
@@ -309,9 +308,9 @@ def cmd_detect(args) -> dict:
         _save_picture(args.output, reference, query, result)
         summary["picture"] = args.output
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2)
+        from siamese_mrcnn.analysis import save_json
+
+        save_json(summary, args.json)  # temp name, then renamed
     print(f"{len(summary['detections'])} detection(s)"
           + (f"; picture: {args.output}" if args.output else "")
           + (f"; json: {args.json}" if args.json else ""))

@@ -250,6 +250,27 @@ def test_to_json_and_error_text():
                                             "X.call(). Input 'boxes' has type float16.")
 
 
+def test_write_json_makes_the_folder_and_never_leaves_half_a_report(tmp_path, monkeypatch):
+    import common
+
+    path = tmp_path / "results" / "speed.json"
+    assert common.write_json({"x": np.float32(0.5), "a": np.arange(2)}, path) == str(path)
+    assert json.loads(path.read_text()) == {"x": 0.5, "a": [0, 1]}
+    assert os.listdir(path.parent) == ["speed.json"]
+
+    def killed(source, target):  # the run dies after the write, before the rename
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(common.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        common.write_json({"x": 2.0}, path, indent=1)
+    assert json.loads(path.read_text()) == {"x": 0.5, "a": [0, 1]}  # the last whole one
+    monkeypatch.undo()
+    common.write_json({"x": 3.0}, path, indent=None)  # the next run replaces both
+    assert path.read_text() == '{"x": 3.0}\n'
+    assert os.listdir(path.parent) == ["speed.json"]  # the stale .partial was renamed
+
+
 def test_make_config_rejects_unknown_names_and_applies_overrides():
     config = speed.make_config("tiny", "training", 3, {"MAX_GT_INSTANCES": "7"})
     assert config.BATCH_SIZE == 3 and config.MAX_GT_INSTANCES == 7

@@ -88,6 +88,22 @@ def test_ap50_by_instance_count(dataset):
         an.ap50_by_instance_count(result, dataset[1], bins=(2, 2))
 
 
+def test_save_csv_writes_whole_files_only(tmp_path, monkeypatch):
+    path = str(tmp_path / "out" / "rows.csv")
+    assert an.save_csv([{"a": 1}, {"b": "x,y"}], path) == path
+    with open(path, newline="") as f:
+        assert f.read() == 'a,b\r\n1,\r\n,"x,y"\r\n'  # csv's dialect, quoted commas
+
+    def killed(source, target):  # the process dies between the write and the rename
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(an.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        an.save_csv([{"a": 2}], path)
+    with open(path) as f:
+        assert list(csv.DictReader(f)) == [{"a": "1", "b": ""}, {"a": "", "b": "x,y"}]
+
+
 def test_writers_save_json_csv_and_figures(dataset, tmp_path):
     ds, coco = dataset
     model = StandInSiamese(make_config(batch_size=4), confuse={5: 9})
