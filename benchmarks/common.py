@@ -83,18 +83,28 @@ def accelerator_info() -> tuple[str, float | None]:
         round(peak / 2 ** 30, 2) if peak else None)
 
 
-def write_json(value: Any, path: str | Path, indent: int | None = 2) -> str:
-    """`value`, made JSON-safe, as JSON at `path` (its folder made). Written under a temp
-    name, then renamed: a run killed while writing leaves the previous report whole,
-    never half of a new one. Returns the path."""
-    import json
-
+def write_whole(path: str | Path, data: bytes) -> str:
+    """`data` at `path` (its folder made), under a temp name, then renamed: a run killed
+    while writing leaves the previous file whole, never half of a new one, and a failed
+    write leaves no temp file. Returns the path."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
-    partial.write_text(json.dumps(to_json(value), indent=indent) + "\n", encoding="utf-8")
-    os.replace(partial, target)
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, target)
+    finally:
+        if partial.exists():
+            partial.unlink()
     return str(target)
+
+
+def write_json(value: Any, path: str | Path, indent: int | None = 2) -> str:
+    """`value`, made JSON-safe, as JSON at `path` (write_whole). Returns the path."""
+    import json
+
+    text = json.dumps(to_json(value), indent=indent) + "\n"
+    return write_whole(path, text.encode("utf-8"))
 
 
 def report_line(result: dict, output: str | None) -> None:
@@ -112,7 +122,7 @@ def report_line(result: dict, output: str | None) -> None:
 def record_trace(function: Callable[[], Any], calls: int, path: str) -> str:
     """Run `function` `calls` times under the JAX profiler and write the trace (one
     XSpace, gzipped) to `path`, which benchmarks/profile_ops.py reads. Needs only JAX
-    (the GPU machine has no TensorFlow); written under a temp name, then renamed."""
+    (the GPU machine has no TensorFlow); written by write_whole."""
     import glob
     import gzip
     import tempfile
@@ -128,15 +138,7 @@ def record_trace(function: Callable[[], Any], calls: int, path: str) -> str:
             raise RuntimeError(f"the JAX profiler wrote no .xplane.pb under {folder}")
         with open(found[0], "rb") as f:
             space = f.read()
-    partial = path + ".partial"
-    try:
-        with gzip.open(partial, "wb") as f:
-            f.write(space)
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):  # a failed write leaves nothing behind
-            os.remove(partial)
-    return path
+    return write_whole(path, gzip.compress(space))
 
 
 def add_trace(result: dict, function: Callable[[], Any], calls: int, path: str) -> None:

@@ -265,10 +265,11 @@ def test_write_json_makes_the_folder_and_never_leaves_half_a_report(tmp_path, mo
     with pytest.raises(KeyboardInterrupt):
         common.write_json({"x": 2.0}, path, indent=1)
     assert json.loads(path.read_text()) == {"x": 0.5, "a": [0, 1]}  # the last whole one
+    assert os.listdir(path.parent) == ["speed.json"]  # and no temp file
     monkeypatch.undo()
-    common.write_json({"x": 3.0}, path, indent=None)  # the next run replaces both
+    common.write_json({"x": 3.0}, path, indent=None)
     assert path.read_text() == '{"x": 3.0}\n'
-    assert os.listdir(path.parent) == ["speed.json"]  # the stale .partial was renamed
+    assert os.listdir(path.parent) == ["speed.json"]
 
 
 def test_make_config_rejects_unknown_names_and_applies_overrides():
