@@ -223,12 +223,20 @@ def _subset_ap50(coco_eval: customCOCOeval, keep: set) -> float:
 
 def write_atomic(path: str, text: str) -> str:
     """Writes text to PATH.partial, then renames it onto path (creating the directory):
-    a killed process never leaves a half-written file under the name. Returns path."""
+    a killed process never leaves a half-written file under the name, and a failed write
+    (a full disk, Ctrl-C) removes its PATH.partial. Returns path."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     temporary = path + ".partial"
-    with open(temporary, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(temporary, path)
+    try:
+        # newline="": the text's line ends are written as given (save_csv's \r\n would
+        # become \r\r\n on Windows otherwise).
+        with open(temporary, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
     return path
 
 

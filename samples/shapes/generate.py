@@ -40,6 +40,9 @@ import skimage.draw
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "lib"))
+from mrcnn.cli_support import CliError, check_output  # noqa: E402 (stdlib only)
+
 logger = logging.getLogger(__name__)
 
 GENERATOR_VERSION = "1.0"
@@ -680,8 +683,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="regenerate even if cached")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        parser.error(f"--out {args.out}: expected a folder, found a file")
+    try:  # a file as --out, or above it, is told before any image is drawn
+        check_output(args.out, "--out")
+    except CliError as error:
+        parser.error(str(error))
     try:
         generate_dataset(args.out, args.train, args.val, args.seed, args.size,
                          args.workers, args.categories, args.force)

@@ -230,21 +230,38 @@ def test_command_line_script_matches_library(tmp_path):
 
 
 def test_command_line_reports_an_unusable_out_in_one_line(tmp_path, capsys):
-    """A file as --out is a usage error (2); a folder that cannot be made (here: under a
-    file, since the tests may run as root) is an I/O error (1); neither is a traceback."""
+    """A file as --out, or a file above it, is a usage error (2) told before any image is
+    drawn, in the words of the other command lines (cli_support.check_output); an --out
+    that cannot be written for another reason stays an I/O error (1). No traceback."""
     a_file = tmp_path / "a_file"
     a_file.write_text("not a folder")
     with pytest.raises(SystemExit) as exit_info:
         shapes.main(["--out", str(a_file), "--train", "1", "--val", "1", "--workers", "1"])
     assert exit_info.value.code == 2
     assert f"--out {a_file}: expected a folder, found a file" in capsys.readouterr().err
-    code = shapes.main(["--out", str(a_file / "data"), "--train", "1", "--val", "1",
+    with pytest.raises(SystemExit) as exit_info:
+        shapes.main(["--out", str(a_file / "data"), "--train", "1", "--val", "1",
+                     "--workers", "1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].endswith(
+        f"error: --out {a_file / 'data'}: {a_file} is a file, not a folder"), err
+    assert "Traceback" not in err
+    assert a_file.read_text() == "not a folder"
+    assert sorted(os.listdir(tmp_path)) == ["a_file"]  # nothing written
+
+
+def test_command_line_reports_an_unwritable_out_in_one_line(tmp_path, capsys, monkeypatch):
+    """An OSError while writing (a full disk, permissions) is one line and exit 1."""
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shapes, "_write_json", full_disk)
+    code = shapes.main(["--out", str(tmp_path / "data"), "--train", "1", "--val", "1",
                         "--workers", "1"])
     err = capsys.readouterr().err
     assert code == 1
-    assert err.startswith("error: ") and "Not a directory" in err, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert a_file.read_text() == "not a folder"
+    assert err == "error: [Errno 28] No space left on device\n", err
 
 
 def test_readable_by_matterport_coco_loader(dataset):

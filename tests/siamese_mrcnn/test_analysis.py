@@ -102,6 +102,7 @@ def test_save_csv_writes_whole_files_only(tmp_path, monkeypatch):
         an.save_csv([{"a": 2}], path)
     with open(path) as f:
         assert list(csv.DictReader(f)) == [{"a": "1", "b": ""}, {"a": "", "b": "x,y"}]
+    assert os.listdir(tmp_path / "out") == ["rows.csv"]  # the failed write's temp is gone
 
 
 def test_writers_save_json_csv_and_figures(dataset, tmp_path):
