@@ -40,7 +40,9 @@ import skimage.draw
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "lib"))
+_LIB = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "lib"))
+if _LIB not in sys.path:  # the benchmarks and tests import this module: add lib/ once
+    sys.path.insert(0, _LIB)
 from mrcnn.cli_support import CliError, check_output  # noqa: E402 (stdlib only)
 
 logger = logging.getLogger(__name__)
