@@ -23,6 +23,8 @@ for _path in (str(REPO / "lib"), str(REPO)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+from mrcnn.files import write_atomic  # noqa: E402 - standard library only (no TensorFlow)
+
 
 def machine_info() -> dict:
     """Where and when the numbers were measured."""
@@ -83,28 +85,12 @@ def accelerator_info() -> tuple[str, float | None]:
         round(peak / 2 ** 30, 2) if peak else None)
 
 
-def write_whole(path: str | Path, data: bytes) -> str:
-    """`data` at `path` (its folder made), under a temp name, then renamed: a run killed
-    while writing leaves the previous file whole, never half of a new one, and a failed
-    write leaves no temp file. Returns the path."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    try:
-        partial.write_bytes(data)
-        os.replace(partial, target)
-    finally:
-        if partial.exists():
-            partial.unlink()
-    return str(target)
-
-
 def write_json(value: Any, path: str | Path, indent: int | None = 2) -> str:
-    """`value`, made JSON-safe, as JSON at `path` (write_whole). Returns the path."""
+    """`value`, made JSON-safe, as JSON at `path`, written whole or not at all
+    (mrcnn.files.write_atomic). Returns the path."""
     import json
 
-    text = json.dumps(to_json(value), indent=indent) + "\n"
-    return write_whole(path, text.encode("utf-8"))
+    return write_atomic(path, json.dumps(to_json(value), indent=indent) + "\n")
 
 
 def report_line(result: dict, output: str | None) -> None:
@@ -122,7 +108,7 @@ def report_line(result: dict, output: str | None) -> None:
 def record_trace(function: Callable[[], Any], calls: int, path: str) -> str:
     """Run `function` `calls` times under the JAX profiler and write the trace (one
     XSpace, gzipped) to `path`, which benchmarks/profile_ops.py reads. Needs only JAX
-    (the GPU machine has no TensorFlow); written by write_whole."""
+    (the GPU machine has no TensorFlow); written whole or not at all."""
     import glob
     import gzip
     import tempfile
@@ -138,7 +124,7 @@ def record_trace(function: Callable[[], Any], calls: int, path: str) -> str:
             raise RuntimeError(f"the JAX profiler wrote no .xplane.pb under {folder}")
         with open(found[0], "rb") as f:
             space = f.read()
-    return write_whole(path, gzip.compress(space))
+    return write_atomic(path, gzip.compress(space))
 
 
 def add_trace(result: dict, function: Callable[[], Any], calls: int, path: str) -> None:

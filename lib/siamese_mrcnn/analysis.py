@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 import numpy as np
 from pycocotools.coco import COCO
 
+from mrcnn.files import write_atomic  # noqa: F401 - also this module's public name
 from siamese_mrcnn.data import active_classes_of
 from siamese_mrcnn.coco_eval import (customCOCOeval, detections_to_coco, parse_eval_types,
                                      run_coco_eval)
@@ -221,29 +222,10 @@ def _subset_ap50(coco_eval: customCOCOeval, keep: set) -> float:
 #  Writing data and figures
 ############################################################
 
-def write_atomic(path: str, text: str) -> str:
-    """Writes text to PATH.partial, then renames it onto path (creating the directory):
-    a killed process never leaves a half-written file under the name, and a failed write
-    (a full disk, Ctrl-C) removes its PATH.partial. Returns path."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = path + ".partial"
-    try:
-        # newline="": the text's line ends are written as given (save_csv's \r\n would
-        # become \r\r\n on Windows otherwise).
-        with open(temporary, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(temporary)
-        raise
-    return path
-
-
 def save_json(data: Any, path: str, indent: Optional[int] = 2,
               default: Optional[Callable] = None) -> str:
     """Writes data as JSON (indented by default; json.dumps' default for other types),
-    atomically (write_atomic); returns the path."""
+    atomically (mrcnn.files.write_atomic); returns the path."""
     return write_atomic(path, json.dumps(data, indent=indent, default=default))
 
 

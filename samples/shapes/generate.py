@@ -44,6 +44,7 @@ _LIB = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "lib"
 if _LIB not in sys.path:  # the benchmarks and tests import this module: add lib/ once
     sys.path.insert(0, _LIB)
 from mrcnn.cli_support import CliError, check_output  # noqa: E402 (stdlib only)
+from mrcnn.files import write_atomic  # noqa: E402 (stdlib only)
 
 logger = logging.getLogger(__name__)
 
@@ -550,11 +551,8 @@ def dataset_info(n_train: int, n_val: int, seed: int, size: int,
 
 
 def _write_json(path: Path, content: dict) -> None:
-    """Write atomically so that a killed run never leaves a valid-looking file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(content, f, separators=(",", ":"))
-    os.replace(tmp, path)
+    """Written whole or not at all, so that a killed run never leaves a valid-looking file."""
+    write_atomic(path, json.dumps(content, separators=(",", ":")))
 
 
 def _count_images(folder: Path) -> int:
