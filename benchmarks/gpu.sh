@@ -55,6 +55,7 @@ inference() {  # one gpu.py line per batch size and policy
 inference $BATCHES
 if [ "$TRAIN" = 1 ]; then
     data=$(mktemp -d)
+    trap 'rm -rf "$data"' EXIT  # also when timeout stops the run
     last=""
     for policy in $POLICIES; do last=$policy; done
     for policy in $POLICIES; do
@@ -65,7 +66,6 @@ if [ "$TRAIN" = 1 ]; then
             --data "$data/shapes" --output "$RESULTS" \
             $(profile "train_${TRAIN_CONFIG}_b${TRAIN_BATCH}_${policy}") || status=1
     done
-    rm -rf "$data"
 fi
 # Not traced: at most 8 files come back from the device.
 # shellcheck disable=SC2086

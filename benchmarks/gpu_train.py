@@ -48,6 +48,17 @@ def main(argv=None) -> int:
     import keras
 
     keras.mixed_precision.set_global_policy(args.policy)
+    # The data (unless --data) and the --run-steps run's checkpoints (one per epoch: 13 MB
+    # each at the tiny config, far more at large) go to a folder removed at the end.
+    with tempfile.TemporaryDirectory(prefix="gpu_train_") as work:
+        result = _measure(args, keras, work)
+    result.update(python=platform.python_version(), keras=keras.__version__)
+    report_line(result, args.output)
+    return 0
+
+
+def _measure(args: argparse.Namespace, keras, work: str) -> dict:
+    """The result line's measurements; the data (unless --data) and logs under `work`."""
     from samples.shapes.generate import generate_dataset
     from siamese_mrcnn.cli_inputs import load_split_datasets
     from siamese_mrcnn.config import preset
@@ -57,7 +68,7 @@ def main(argv=None) -> int:
     config = preset(args.config, IMAGES_PER_GPU=args.batch, GPU_COUNT=1,
                     STEPS_PER_EPOCH=max(1, args.run_steps // run_epochs), VALIDATION_STEPS=0)
     size = int(config.IMAGE_MAX_DIM)
-    data = args.data or tempfile.mkdtemp(prefix="gpu_train_data_")
+    data = args.data or os.path.join(work, "data")
     if not os.path.exists(os.path.join(data, "annotations")):
         # At least 128 px: the generator's smallest scenes (the model resizes them).
         generate_dataset(data, 48, 8, seed=0, size=max(size, 128), workers=1)
@@ -65,7 +76,7 @@ def main(argv=None) -> int:
 
     keras.utils.set_random_seed(0)
     started = time.perf_counter()
-    model = SiameseMaskRCNN("training", config, tempfile.mkdtemp(prefix="gpu_train_logs_"))
+    model = SiameseMaskRCNN("training", config, os.path.join(work, "logs"))
     build_s = time.perf_counter() - started
     model.set_trainable(model.layer_regex("all"), verbose=0)
     model.compile(0.001, config.LEARNING_MOMENTUM)
@@ -107,9 +118,7 @@ def main(argv=None) -> int:
         result.update(run_steps=steps, run_wall_s=round(wall, 1),
                       run_images_per_s=round(steps * args.batch / wall, 2),
                       run_epoch_losses=losses, run_loss_fell=losses[-1] < losses[0])
-    result.update(python=platform.python_version(), keras=keras.__version__)
-    report_line(result, args.output)
-    return 0
+    return result
 
 
 if __name__ == "__main__":

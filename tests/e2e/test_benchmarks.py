@@ -324,9 +324,12 @@ def test_gpu_script_cpu_check(tmp_path):
     one training line: the step's rate, its compile, no slow steps, and a
     model.train() run of 3 epochs of 1 step whose loss is reported per epoch; then the
     extra batch size's inference line. The first two traced, and the traces read per
-    layer by profile_ops.py."""
+    layer by profile_ops.py. Nothing is left in the temp folder (the data set and the
+    run's checkpoints are removed)."""
     needs_backend("jax")
     results = tmp_path / "gpu.jsonl"
+    temp = tmp_path / "tmp"
+    temp.mkdir()
     done = subprocess.run(
         ["bash", str(REPO / "benchmarks" / "gpu.sh")], cwd=REPO, capture_output=True,
         text=True, timeout=1500,  # a hang bound: about 100 s on 2 idle cores
@@ -334,8 +337,9 @@ def test_gpu_script_cpu_check(tmp_path):
              "POLICIES": "float32", "ITERATIONS": "4", "RESULTS": str(results),
              "TRAIN_CONFIG": "tiny", "TRAIN_BATCH": "2", "TRAIN_ITERATIONS": "2",
              "RUN_STEPS": "3", "TRACES": str(tmp_path / "traces"),
-             "PYTHON": sys.executable, "JAX_PLATFORMS": "cpu"})
+             "PYTHON": sys.executable, "JAX_PLATFORMS": "cpu", "TMPDIR": str(temp)})
     assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in temp.iterdir()) == []
     # In this order: a cut-short device run keeps the inference and training lines first.
     line, train, extra = [json.loads(x) for x in results.read_text().splitlines()]
     assert (extra["batch"], extra["config"], "benchmark" in extra) == (1, "tiny_eval", False)
