@@ -117,8 +117,10 @@ def run(work: Path, args, count: int) -> list[dict]:
         config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
                   "task": {"type": "worker", "index": index}}
         report = work / f"report_{count}_{index}.json"
+        # TMPDIR: the workers leave with os._exit, which skips TensorFlow's removal of
+        # its autograph files; under `work` they go when the benchmark ends.
         env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2",
-                   TF_CONFIG=json.dumps(config))
+                   TF_CONFIG=json.dumps(config), TMPDIR=str(work))
         # A file, not a pipe: a worker blocked on a full pipe would stall the other.
         log = work / f"worker_{count}_{index}.log"
         with open(log, "w") as stderr:

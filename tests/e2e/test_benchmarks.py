@@ -412,12 +412,17 @@ def test_sharded_eval_smoke(tmp_path):
 
 def test_multi_worker_smoke(tmp_path):
     """benchmarks/multi_worker.py on the tiny config, 2 steps: both throughputs, their
-    ratio, the all-reduce times, each worker's report with its share of the batch."""
+    ratio, the all-reduce times, each worker's report with its share of the batch.
+    Nothing is left in the temp folder, though the workers leave with os._exit (which
+    skips TensorFlow's removal of its autograph files)."""
     output = tmp_path / "multi_worker.json"
+    temp = tmp_path / "tmp"
+    temp.mkdir()
     done = run_python([str(REPO / "benchmarks" / "multi_worker.py"), "--config", "tiny",
                        "--steps", "2", "--global-batch", "2", "--output", str(output)],
-                      cwd=REPO)
+                      cwd=REPO, extra_env={"TMPDIR": str(temp)})
     assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in temp.iterdir()) == []
     report = json.loads(output.read_text())
     one, two = report["one_process_images_per_s"], report["two_workers_images_per_s"]
     assert _positive(one) and _positive(two)

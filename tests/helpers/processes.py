@@ -111,8 +111,10 @@ def run_workers(commands: Sequence[Sequence[str | os.PathLike]], cwd: str | os.P
     with tempfile.TemporaryDirectory() as folder:
         try:
             for index, args in enumerate(commands):
+                # TMPDIR: a worker killed or leaving with os._exit skips TensorFlow's
+                # removal of its autograph files; here they go with `folder`.
                 env = dict(os.environ, **QUIET_ENV, **dict(extra_env),
-                           TF_CONFIG=tf_config(ports, index))
+                           TF_CONFIG=tf_config(ports, index), TMPDIR=folder)
                 out = open(os.path.join(folder, f"{index}.out"), "w+")
                 err = open(os.path.join(folder, f"{index}.err"), "w+")
                 files.append((out, err))

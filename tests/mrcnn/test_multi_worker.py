@@ -173,8 +173,12 @@ class Cluster:
         self.results = [os.path.join(self.work_dir, f"{tag}_{i}.json") for i in range(count)]
         self.logs = [os.path.join(self.work_dir, f"{tag}_{i}.log") for i in range(count)]
         self.procs = []
+        # The tasks leave with os._exit or are killed, which skips TensorFlow's removal
+        # of its autograph files: they go to the test's own folder, not /tmp.
+        temp = os.path.join(self.work_dir, "tmp")
+        os.makedirs(temp, exist_ok=True)
         for i in range(count):
-            env = dict(os.environ, **QUIET_ENV, PYTHONPATH=pythonpath,
+            env = dict(os.environ, **QUIET_ENV, PYTHONPATH=pythonpath, TMPDIR=temp,
                        TF_CONFIG=tf_config(ports, i), LATE_PEER_S=str(late_peer_s))
             with open(self.logs[i], "w") as log:
                 self.procs.append(subprocess.Popen(
