@@ -51,14 +51,16 @@ def main(argv=None) -> int:
     # The data (unless --data) and the --run-steps run's checkpoints (one per epoch: 13 MB
     # each at the tiny config, far more at large) go to a folder removed at the end.
     with tempfile.TemporaryDirectory(prefix="gpu_train_") as work:
-        result = _measure(args, keras, work)
+        result = _measure(args, work)
     result.update(python=platform.python_version(), keras=keras.__version__)
     report_line(result, args.output)
     return 0
 
 
-def _measure(args: argparse.Namespace, keras, work: str) -> dict:
+def _measure(args: argparse.Namespace, work: str) -> dict:
     """The result line's measurements; the data (unless --data) and logs under `work`."""
+    import keras
+
     from samples.shapes.generate import generate_dataset
     from siamese_mrcnn.cli_inputs import load_split_datasets
     from siamese_mrcnn.config import preset
