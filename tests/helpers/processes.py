@@ -93,6 +93,19 @@ def tf_config(ports: Sequence[int], index: int) -> str:
                        "task": {"type": "worker", "index": index}})
 
 
+def worker_env(ports: Sequence[int], index: int, temp: str | os.PathLike,
+               extra_env: Mapping[str, str] = ()) -> dict:
+    """The environment of worker ``index`` of a TF_CONFIG cluster on 127.0.0.1:ports:
+    this process's, QUIET_ENV, extra_env and TMPDIR=temp.
+
+    TMPDIR: a worker that is killed, or leaves with os._exit (TensorFlow's collective
+    threads can hold a normal exit), skips TensorFlow's removal of its autograph files;
+    under ``temp``, a folder the caller removes, they go with it.
+    """
+    return dict(os.environ, **QUIET_ENV, **dict(extra_env),
+                TF_CONFIG=tf_config(ports, index), TMPDIR=str(temp))
+
+
 def run_workers(commands: Sequence[Sequence[str | os.PathLike]], cwd: str | os.PathLike = ROOT,
                 extra_env: Mapping[str, str] = (),
                 timeout: float = HANG_TIMEOUT_S) -> list[subprocess.CompletedProcess]:
@@ -111,10 +124,7 @@ def run_workers(commands: Sequence[Sequence[str | os.PathLike]], cwd: str | os.P
     with tempfile.TemporaryDirectory() as folder:
         try:
             for index, args in enumerate(commands):
-                # TMPDIR: a worker killed or leaving with os._exit skips TensorFlow's
-                # removal of its autograph files; here they go with `folder`.
-                env = dict(os.environ, **QUIET_ENV, **dict(extra_env),
-                           TF_CONFIG=tf_config(ports, index), TMPDIR=folder)
+                env = worker_env(ports, index, folder, extra_env)
                 out = open(os.path.join(folder, f"{index}.out"), "w+")
                 err = open(os.path.join(folder, f"{index}.err"), "w+")
                 files.append((out, err))

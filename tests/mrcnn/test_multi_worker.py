@@ -20,7 +20,7 @@ import pytest
 
 from mrcnn import multi_worker
 from mrcnn.data import DataGenerator
-from tests.helpers.processes import HANG_TIMEOUT_S, QUIET_ENV, ROOT, free_ports, kill_group
+from tests.helpers.processes import HANG_TIMEOUT_S, ROOT, free_ports, kill_group, worker_env
 from tests.helpers.rect_dataset import ShapesDataset, make_config
 
 SCRIPT = os.path.join(ROOT, "tests", "helpers", "multi_worker_check.py")
@@ -173,13 +173,11 @@ class Cluster:
         self.results = [os.path.join(self.work_dir, f"{tag}_{i}.json") for i in range(count)]
         self.logs = [os.path.join(self.work_dir, f"{tag}_{i}.log") for i in range(count)]
         self.procs = []
-        # The tasks leave with os._exit or are killed, which skips TensorFlow's removal
-        # of its autograph files: they go to the test's own folder, not /tmp.
-        temp = os.path.join(self.work_dir, "tmp")
+        temp = os.path.join(self.work_dir, "tmp")  # removed with the test's tmp_path
         os.makedirs(temp, exist_ok=True)
         for i in range(count):
-            env = dict(os.environ, **QUIET_ENV, PYTHONPATH=pythonpath, TMPDIR=temp,
-                       TF_CONFIG=tf_config(ports, i), LATE_PEER_S=str(late_peer_s))
+            env = worker_env(ports, i, temp, {"PYTHONPATH": pythonpath,
+                                              "LATE_PEER_S": str(late_peer_s)})
             with open(self.logs[i], "w") as log:
                 self.procs.append(subprocess.Popen(
                     [sys.executable, SCRIPT, self.results[i], self.work_dir, str(epochs),
