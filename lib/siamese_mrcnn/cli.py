@@ -361,7 +361,7 @@ def cmd_search(args) -> dict:
     exported = os.path.isdir(args.model)
     config = inference_config(args, IMAGES_PER_GPU=args.batch, GPU_COUNT=1)
     if not exported:
-        check_model_spec(args.model)
+        check_model_spec(args.model, exports=True)
     try:
         files = list_images(args.images)
     except ValueError as error:

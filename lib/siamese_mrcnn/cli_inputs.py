@@ -203,14 +203,16 @@ def resolve_schedule(spec: str, learning_rate: float) -> dict:
 
 
 # ---------------------------------------------------------------------- model
-def check_model_spec(spec: str, option: str = "--model") -> None:
+def check_model_spec(spec: str, option: str = "--model", exports: bool = False) -> None:
     """Cheap checks of --model (or the ``option`` that gave ``spec``), before a model is
-    built: a path must exist."""
+    built: a path must exist. ``exports``: the command also takes a folder written by
+    export (search, the web page), so the message offers it."""
     if spec in ("none", "last") or spec.startswith("imagenet"):
         return
     if not os.path.isfile(spec):
+        also = " or a folder written by export" if exports else ""
         raise CLIError(f"{option}: weights file not found: {spec} (expected "
-                       f"{MODEL_CHOICES})")
+                       f"{MODEL_CHOICES}{also})")
 
 
 def init_weights(model, spec: str, schedule: dict | None = None,

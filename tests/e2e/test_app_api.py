@@ -275,7 +275,8 @@ def test_close_removes_the_jobs_folder(work):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--model", "missing.h5"], "missing.h5"),
+    (["--model", "missing.h5"], "missing.h5 (expected imagenet-687|imagenet-771|imagenet-1k|"
+                                "last|none|PATH.h5 or a folder written by export)"),
     (["--model", "{tiny}", "--config", "tiny", "--images", "{empty}"], "no files found"),
     (["--model", "{tiny}", "--port", "0"], "--port must be in 1..65535"),
     (["--model", "{root}"], "not a SavedModel"),

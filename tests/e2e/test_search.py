@@ -217,7 +217,10 @@ def test_killed_search_resumes_without_duplicates_or_gaps(work, tmp_path):
 
 BAD_INPUT = {
     "empty folder": (["--images", "{root}/empty"], "no files found"),
-    "missing weights": (["--model", "{root}/nope.h5"], "weights file not found"),
+    "missing weights": (["--model", "{root}/nope.h5"],
+                        "weights file not found: {root}/nope.h5 (expected imagenet-687|"
+                        "imagenet-771|imagenet-1k|last|none|PATH.h5 or a folder written by "
+                        "export)"),
     "a one-pixel reference": (["--reference", "{root}/dot.png"], "expected at least 4x4"),
     "a box of no size": (["--reference", None, "--reference-box", "{root}/ref.png:1,1,0,5"],
                          "width and height must be > 0"),
@@ -239,7 +242,7 @@ def test_bad_input_is_one_line_and_exit_2(work, tmp_path, case, capsys):
                          for v in (k, value)] + EVERY_DETECTION
     assert cli.main(argv) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(err) == 1 and expected in err[0], err
+    assert len(err) == 1 and expected.format(root=root) in err[0], err
     assert not (tmp_path / "out" / "results.jsonl").exists()
 
 

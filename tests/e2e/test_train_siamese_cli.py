@@ -359,7 +359,10 @@ ERRORS = {
     "invalid --set value": (["evaluate", "--dataset", "data", "--model", "none",
                              "--set", "IMAGE_MAX_DIM=100"], "IMAGE_MAX_DIM"),
     "missing --model file": (["detect", "--model", "missing.h5", "--image", "q.png",
-                              "--reference", "q.png"], "weights file not found: missing.h5"),
+                              "--reference", "q.png"],
+                             # detect takes no export folder, so none is offered
+                             "weights file not found: missing.h5 (expected imagenet-687|"
+                             "imagenet-771|imagenet-1k|last|none|PATH.h5)"),
     "malformed --reference-box": (["detect", "--model", "none", "--image", "q.png",
                                    "--reference-box", "q.png:1,2,3"],
                                   "--reference-box expects IMAGE:x,y,w,h"),

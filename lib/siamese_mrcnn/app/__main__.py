@@ -63,7 +63,7 @@ def load_engine(args):
     config = None
     if not os.path.isdir(args.model):  # an export takes no --config/--set/--batch
         config = inference_config(args, IMAGES_PER_GPU=args.batch, GPU_COUNT=1)
-        check_model_spec(args.model)
+        check_model_spec(args.model, exports=True)
     model, name = load_inference_model(args.model, config, args.logs)
     return Engine(model, name, images=args.images)
 
