@@ -14,7 +14,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ SCRIPT = REPO / "benchmarks" / "speed.py"
 sys.path.insert(0, str(SCRIPT.parent))
 
 import speed  # noqa: E402
-from tests.helpers.processes import needs_backend, run_python  # noqa: E402
+from tests.helpers.processes import needs_backend, run_command, run_python  # noqa: E402
 
 
 def _positive(value) -> bool:
@@ -330,14 +329,15 @@ def test_gpu_script_cpu_check(tmp_path):
     results = tmp_path / "gpu.jsonl"
     temp = tmp_path / "tmp"
     temp.mkdir()
-    done = subprocess.run(
-        ["bash", str(REPO / "benchmarks" / "gpu.sh")], cwd=REPO, capture_output=True,
-        text=True, timeout=1500,  # a hang bound: about 100 s on 2 idle cores
-        env={**os.environ, "CONFIG": "tiny_eval", "BATCHES": "2", "EXTRA_BATCHES": "1",
-             "POLICIES": "float32", "ITERATIONS": "4", "RESULTS": str(results),
-             "TRAIN_CONFIG": "tiny", "TRAIN_BATCH": "2", "TRAIN_ITERATIONS": "2",
-             "RUN_STEPS": "3", "TRACES": str(tmp_path / "traces"),
-             "PYTHON": sys.executable, "JAX_PLATFORMS": "cpu", "TMPDIR": str(temp)})
+    # run_command: on a hang, gpu.sh's Python children are killed with it. Bounded by
+    # HANG_TIMEOUT_S; a correct run took 132 to 165 s in the 2026-12-07 CI runs.
+    done = run_command(
+        ["bash", REPO / "benchmarks" / "gpu.sh"], cwd=REPO,
+        extra_env={"CONFIG": "tiny_eval", "BATCHES": "2", "EXTRA_BATCHES": "1",
+                   "POLICIES": "float32", "ITERATIONS": "4", "RESULTS": str(results),
+                   "TRAIN_CONFIG": "tiny", "TRAIN_BATCH": "2", "TRAIN_ITERATIONS": "2",
+                   "RUN_STEPS": "3", "TRACES": str(tmp_path / "traces"),
+                   "PYTHON": sys.executable, "JAX_PLATFORMS": "cpu", "TMPDIR": str(temp)})
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in temp.iterdir()) == []
     # In this order: a cut-short device run keeps the inference and training lines first.
@@ -376,8 +376,8 @@ GPU_WHEELS = ["keras", "namex", "optree", "pycocotools", "imgaug"]
 def test_gpu_wheels_are_the_pinned_and_installed_versions():
     """The wheels carried to the GPU machine are requirements.txt's pins, which are the
     versions installed here (the ones the tests run with)."""
-    done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_wheels.sh"), "--list"],
-                          capture_output=True, text=True, timeout=60, check=True)
+    done = run_command(["bash", REPO / "benchmarks" / "gpu_wheels.sh", "--list"], timeout=60)
+    assert done.returncode == 0, done.stderr
     listed = [line.split("==") for line in done.stdout.split()]
     assert [name for name, _ in listed] == GPU_WHEELS
     for name, version in listed:
@@ -389,8 +389,8 @@ def test_gpu_wheels_refuses_an_unpinned_package(tmp_path):
     (tmp_path / "benchmarks").mkdir()
     shutil.copy(REPO / "benchmarks" / "gpu_wheels.sh", tmp_path / "benchmarks")
     (tmp_path / "requirements.txt").write_text("keras==3.15.1\nnamex==0.1.0\noptree>=0.2\n")
-    done = subprocess.run(["bash", str(tmp_path / "benchmarks" / "gpu_wheels.sh"), "--list"],
-                          capture_output=True, text=True, timeout=60)
+    done = run_command(["bash", tmp_path / "benchmarks" / "gpu_wheels.sh", "--list"],
+                       timeout=60)
     assert done.returncode == 2
     assert "pins no version of optree (expected a line optree==VERSION)" in done.stderr
     assert not (tmp_path / ".whl").exists()

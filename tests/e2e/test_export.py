@@ -9,7 +9,6 @@ molded inputs are detect()'s (test_graph_molding_equals_numpy_molding).
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import tensorflow as tf
 
 from mrcnn import utils
 from siamese_mrcnn import cli
-from tests.helpers.processes import run_python
+from tests.helpers.processes import run_command, run_python
 from tests.helpers.settled import settle
 
 QUERY_SIZES = [(64, 64), (70, 90), (33, 47), (96, 64), (200, 150), (128, 128)]
@@ -268,8 +267,7 @@ def test_served_model_rejects_a_tiny_reference(exported):
 
 def test_saved_model_cli_lists_the_signatures(exported):
     cli_path = Path(sys.executable).with_name("saved_model_cli")
-    done = subprocess.run([str(cli_path), "show", "--dir", str(exported / "k1"), "--all"],
-                          capture_output=True, text=True, timeout=600)
+    done = run_command([cli_path, "show", "--dir", exported / "k1", "--all"], timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     for name in ("serving_default", "encode_reference", "detect_with_reference", "query",
                  "reference", "vectors", "boxes", "scores", "masks", "num_detections"):

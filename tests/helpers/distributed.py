@@ -55,7 +55,7 @@ def run_check_script(script: str, work_dir: str) -> dict:
     out = os.path.join(str(work_dir), "results.json")
     pythonpath = os.pathsep.join(
         [os.path.join(ROOT, "lib"), ROOT, os.environ.get("PYTHONPATH", "")])
-    # The 2-replica scripts are the slowest subprocesses of the suite (about 2 min).
+    # The 2-replica scripts are among the slowest subprocesses of the suite (about 2 min).
     proc = run_python([script, out, work_dir], extra_env={"PYTHONPATH": pythonpath})
     if proc.returncode != 0:
         pytest.fail(f"{script} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")

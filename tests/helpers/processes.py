@@ -1,9 +1,9 @@
 """The project's scripts run in a fresh interpreter, for the end-to-end tests.
 
 Every wait is bounded only to catch a hang, never to judge speed. HANG_TIMEOUT_S (25
-minutes) is 13 times the slowest correct script measured on an idle 2-core machine (the
-1-vs-2-replica check, 116 s) and 6 times the same script with a second test suite on the
-same cores (258 s; README, "Tests"). pytest.ini's per-test limit (pytest-timeout, 40
+minutes) is 9 times the slowest correct script in the fresh-clone CI runs of 2026-12-07
+(gpu.sh's CPU check, at most 165 s, beside the suite's other worker on the same 2
+cores; README, "Tests"). pytest.ini's per-test limit (pytest-timeout, 40
 minutes) is above it, so that a hung script is killed here and reported with its output
 before pytest-timeout has to stop the test's worker.
 
@@ -34,18 +34,20 @@ def _tail(text: str | bytes | None, limit: int = 3000) -> str:
     return (text or "")[-limit:]
 
 
-def run_python(args: Sequence[str | os.PathLike], cwd: str | os.PathLike = ROOT,
-               env: Mapping[str, str] | None = None, extra_env: Mapping[str, str] = (),
-               timeout: float = HANG_TIMEOUT_S) -> subprocess.CompletedProcess:
-    """`python ARGS` with this interpreter; its CompletedProcess (text stdout/stderr).
+def run_command(command: Sequence[str | os.PathLike], cwd: str | os.PathLike = ROOT,
+                env: Mapping[str, str] | None = None, extra_env: Mapping[str, str] = (),
+                timeout: float = HANG_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """COMMAND (a program and its arguments); its CompletedProcess (text stdout/stderr).
 
     env: the whole environment (default: this process's); QUIET_ENV and then
     extra_env are laid over it. A run still going after `timeout` seconds is a hang:
-    its process group is killed and the calling test fails with the ends of its output.
+    its process group is killed (a shell script's children too: subprocess.run's
+    timeout kills the shell alone and leaves them running) and the calling test fails
+    with the ends of its output.
     """
     full_env = dict(os.environ if env is None else env, **QUIET_ENV)
     full_env.update(dict(extra_env))
-    command = [sys.executable, *[str(a) for a in args]]
+    command = [str(a) for a in command]
     proc = subprocess.Popen(command, cwd=str(cwd), env=full_env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -53,7 +55,7 @@ def run_python(args: Sequence[str | os.PathLike], cwd: str | os.PathLike = ROOT,
     except subprocess.TimeoutExpired:
         kill_group(proc)
         stdout, stderr = proc.communicate()
-        pytest.fail(f"hung: {' '.join(command[1:])} did not exit within {timeout:.0f} s "
+        pytest.fail(f"hung: {' '.join(command)} did not exit within {timeout:.0f} s "
                     f"(a correct run takes a few minutes at most); killed.\n"
                     f"stdout:\n{_tail(stdout)}\nstderr:\n{_tail(stderr)}")
     except BaseException:
@@ -61,6 +63,13 @@ def run_python(args: Sequence[str | os.PathLike], cwd: str | os.PathLike = ROOT,
         proc.communicate()
         raise
     return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
+def run_python(args: Sequence[str | os.PathLike], cwd: str | os.PathLike = ROOT,
+               env: Mapping[str, str] | None = None, extra_env: Mapping[str, str] = (),
+               timeout: float = HANG_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """`python ARGS` with this interpreter, through run_command."""
+    return run_command([sys.executable, *args], cwd, env, extra_env, timeout)
 
 
 def kill_group(proc: subprocess.Popen) -> None:

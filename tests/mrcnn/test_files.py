@@ -1,12 +1,11 @@
 """mrcnn.files.write_atomic: whole files or none, the folder made, no temp file left."""
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from mrcnn import files
+from tests.helpers.processes import run_python
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,7 +43,6 @@ def test_imports_only_the_standard_library():
     """benchmarks/common.py uses it on the GPU machine, which has no TensorFlow."""
     code = ("import sys; sys.path.insert(0, 'lib'); import mrcnn.files; "
             "print(sorted(m for m in ('tensorflow', 'keras', 'numpy') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)  # a cold interpreter on a busy machine
+    done = run_python(["-c", code], cwd=REPO, timeout=300)  # hang bound: a cold interpreter
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

@@ -1,4 +1,5 @@
-"""pytest.ini's choices, checked by running pytest under it on a small suite of its own.
+"""The suite's own machinery: pytest.ini's choices, checked by running pytest under it
+on a small suite of its own, and the hang bound of tests/helpers/processes.py.
 
 tmp_path_retention_policy = failed: `make test` writes about 2 GB under the temp folder;
 a passing run leaves none of it, and a failing test's tmp_path stays for a look.
@@ -7,8 +8,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
+import time
 from pathlib import Path
+
+import pytest
+
+from tests.helpers.processes import run_command, run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,11 +42,10 @@ def run_suite(tmp_path: Path, fails: bool) -> tuple[subprocess.CompletedProcess,
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PYTEST_", "PYTHONPATH"))}
     env.update(TMPDIR=str(temp), SUITE_FAILS="1" if fails else "0")
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-c", str(ROOT / "pytest.ini"), "--rootdir",
-         str(suite), "-p", "no:cacheprovider", "-q", str(suite / "test_suite.py")],
-        cwd=str(suite), env=env, capture_output=True, text=True,
-        timeout=600)  # a hang bound: two trivial tests take about 2 s
+    done = run_python(
+        ["-m", "pytest", "-c", str(ROOT / "pytest.ini"), "--rootdir", str(suite),
+         "-p", "no:cacheprovider", "-q", str(suite / "test_suite.py")],
+        cwd=suite, env=env, timeout=600)  # a hang bound: two trivial tests take about 2 s
     return done, temp
 
 
@@ -57,3 +61,34 @@ def test_a_failing_test_keeps_what_it_wrote_and_only_that(tmp_path):
     assert done.returncode == 1, done.stdout[-2000:]
     assert "1 failed, 1 passed" in done.stdout
     assert files_under(temp) == ["look_at_me.txt"]
+
+
+def test_a_hung_script_and_what_it_started_are_killed_and_reported(tmp_path):
+    """A shell script whose child holds its output pipe open (as gpu.sh's Python does):
+    at the bound, the whole process group goes, and the test fails with the output."""
+    child_pid = tmp_path / "child.pid"
+    script = f'sleep 600 & echo $! > {child_pid}; echo started; wait'
+    started = time.monotonic()
+    with pytest.raises(pytest.fail.Exception) as failure:
+        run_command(["bash", "-c", script], timeout=5)
+    # Killing the shell alone would leave the sleep running and, here, holding the pipes
+    # that communicate() reads to their end: 600 s.
+    assert time.monotonic() - started < 300
+    assert "did not exit within 5 s" in str(failure.value)
+    assert "stdout:\nstarted" in str(failure.value)
+    pid = int(child_pid.read_text())
+    deadline = time.monotonic() + 60  # a hang bound: SIGKILL lands at once
+    while is_running(pid):
+        if time.monotonic() > deadline:
+            pytest.fail(f"the script's child {pid} outlived the kill")
+        time.sleep(0.1)
+
+
+def is_running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan waits for a reaper, which a container's init
+    may never be)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
