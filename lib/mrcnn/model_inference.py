@@ -231,8 +231,9 @@ class InferenceMixin:
             return self.keras_model.sub_model(inputs, outputs, name=name)
         return keras.Model(inputs, outputs, name=name)
 
-    def sub_model_tensors(self, name: str) -> tuple[list, list]:
-        """(inputs, outputs) of the inference graph that bound sub-model ``name``."""
+    def sub_model_tensors(self, name: str) -> tuple:
+        """(inputs, outputs) of the inference graph that bound sub-model ``name``: inputs
+        one tensor (the sub-model is then called with one array) or a list of them."""
         raise NotImplementedError(f"{type(self).__name__} defines no sub-model {name!r}")
 
     def export(self, path: str) -> str:

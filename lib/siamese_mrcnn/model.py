@@ -172,13 +172,16 @@ class SiameseMaskRCNN(MaskRCNN):
         return LAYER_REGEX.get(layers, layers)
 
     # ---------------------------------------------------------- reference reuse
-    def sub_model_tensors(self, name: str) -> tuple[list, list]:
+    def sub_model_tensors(self, name: str) -> tuple:
         image, meta, reference, anchors = self.inner_model.inputs
         outputs = self.inner_model.outputs
+        # A one-input sub-model takes its tensor, not a list of one: it is called with
+        # one array, and Keras warns on every call whose structure differs from the
+        # model's (under PyTorch, which runs eagerly, once per evaluated pair).
         return {
-            "reference_encoder": ([reference], self._reference_vectors),
+            "reference_encoder": (reference, self._reference_vectors),
             "vector_detector": ([image, meta, *self._reference_vectors, anchors], outputs),
-            "query_encoder": ([image], self._query_levels),
+            "query_encoder": (image, self._query_levels),
             "feature_detector": ([meta, *self._query_levels, *self._reference_vectors,
                                   anchors], outputs),
         }[name]

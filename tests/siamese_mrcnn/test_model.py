@@ -5,6 +5,7 @@ The full-size graphs are checked against the released layout in test_weights.py.
 """
 import hashlib
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -127,6 +128,26 @@ def test_sub_models_are_one_cache_sharing_the_weights(k1):
     assert not np.allclose(before[3], after[3])
     with pytest.raises(ValueError, match="unknown name 'decoder'.*feature_detector"):
         k1.sub_model("decoder")
+
+
+def test_one_input_sub_models_take_one_array_without_a_warning(k1):
+    """The encoders are called with one array (encode_reference, encode_queries, the
+    export's reference signature): built on a list of one input, every such call warned
+    that the structure did not match, once per evaluated pair under PyTorch."""
+    reference, query = random_images(5, (30, 40, 3), (64, 64, 3))
+    references = mold_references([reference], k1.config)  # [1, 1, T, T, 3]
+    molded = k1.mold_inputs([query])[0]  # [1, S, S, 3]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        vectors = k1.sub_model("reference_encoder")(references)
+        levels = k1.sub_model("query_encoder")(molded)
+        encoded = k1.encode_reference([reference])
+        k1.encode_queries([query])
+    mismatches = [str(w.message) for w in caught if "expected structure" in str(w.message)]
+    assert mismatches == []
+    assert len(vectors) == len(levels) == 5
+    for direct, through_encode in zip(vectors, encoded):
+        np.testing.assert_allclose(np.asarray(direct), through_encode, rtol=1e-5, atol=1e-6)
 
 
 def test_k_references_are_averaged(k1, k3):
