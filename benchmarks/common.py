@@ -47,6 +47,7 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
+        "keras_backend": keras.backend.backend(),
         "numpy": np.__version__,
         "gpus": names,
     }

@@ -326,7 +326,12 @@ def run(args: argparse.Namespace, profile: dict) -> None:
         search = export_and_search(data_dir, checkpoint, inference_config, one_shot, out)
         timings["export_search_s"] = time.time() - t
     timings["total_s"] = time.time() - started
+    import keras
+
     results.update({
+        # The backend that ran this invocation: a rerun under another backend resumes
+        # the same checkpoints (they load on any backend) and writes its own name here.
+        "backend": keras.backend.backend(),
         "checkpoint": checkpoint, "picture": picture, "profile": args.profile,
         "budget": profile, "one_shot_classes": [int(c) for c in one_shot],
         "background_classes": [int(c) for c in background], "timings": timings,

@@ -194,6 +194,7 @@ def test_quick_run_machine_info_and_table(quick_report):
     for key in ("date", "platform", "cpu_count", "tensorflow", "keras", "python"):
         assert machine[key], key
     assert machine["tensorflow"].startswith("2.")
+    assert machine["keras_backend"] == "tensorflow"  # the tests' default backend
     assert "| measure | value | detail |" in stdout
     assert "inference_over_dense" in stdout and "data_over_train" in stdout
     assert "eval_vs_old_loop" in stdout and "batched_model_speedup" in stdout

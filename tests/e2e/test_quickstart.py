@@ -75,6 +75,7 @@ def test_results_json_has_the_six_ap50s_as_fractions_with_intervals(runs):
         # One evaluation run: no spread, so the interval is the point itself.
         assert low == pytest.approx(value) and high == pytest.approx(value), key
     assert results["profile"] == "quick"
+    assert results["backend"] == "tensorflow"  # the default; the PyTorch test checks "torch"
     assert results["budget"] == quickstart.PROFILES["quick"]
     assert results["one_shot_classes"] == ONE_SHOT
     assert sorted(results["one_shot_classes"] + results["background_classes"]) == \
@@ -175,6 +176,7 @@ def test_under_pytorch_it_runs_and_skips_only_the_export(tmp_path):
     assert "Traceback" not in proc.stderr
     results = json.loads((out / "results.json").read_text())
     assert results["search"] is None and "export_search_s" not in results["timings"]
+    assert results["backend"] == "torch"
     for key in AP_KEYS:
         assert 0.0 <= results[key] <= 1.0, key
     assert Path(results["checkpoint"]).is_file() and Path(results["picture"]).is_file()
