@@ -123,7 +123,10 @@ def refine_detections_ops(rois, probs, deltas, window, *, bbox_std_dev: Sequence
     class_scores = ops.take_along_axis(probs, class_ids[:, None], axis=1)[:, 0]  # [N]
     specific = ops.take_along_axis(deltas, class_ids[:, None, None], axis=1)[:, 0]  # [N, 4]
     refined = decode_box_deltas(ops.cast(rois, "float32"),
-                                specific * np.asarray(bbox_std_dev, np.float32),
+                                # A tensor: a torch tensor times a numpy array is
+                                # deprecated in NumPy 2 (and refused with grad).
+                                specific * ops.convert_to_tensor(
+                                    np.asarray(bbox_std_dev, np.float32)),
                                 ops.exp, ops.stack)  # [N, 4]
     low = ops.stack([window[0], window[1], window[0], window[1]])
     high = ops.stack([window[2], window[3], window[2], window[3]])

@@ -39,9 +39,12 @@ sys.meta_path[:] = [_Hidden(finder) for finder in sys.meta_path]
 """
 
 DETECT = r"""
-import json, sys
+import json, sys, warnings
 import numpy as np
 work = sys.argv[1]
+# A warning raised from our own code (NumPy's deprecations of a tensor-and-array mix
+# under PyTorch, say) is an error here, under every backend.
+warnings.filterwarnings("error", module=r"(siamese_)?mrcnn(\.|$)")
 import keras
 from siamese_mrcnn.config import preset
 from siamese_mrcnn.model import SiameseMaskRCNN
@@ -145,6 +148,7 @@ def run_backend(work, backend: str) -> dict:
              "PYTHONPATH": f"{work / 'site'}:{ROOT / 'lib'}:{ROOT}"}
     done = run_python([work / "detect.py", work], extra_env=extra)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "match the expected structure" not in done.stderr, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
