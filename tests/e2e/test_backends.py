@@ -143,13 +143,19 @@ def tensorflow_run(work):
     return np.load(work / "tensorflow.npz")
 
 
-def run_backend(work, backend: str) -> dict:
-    extra = {"KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu",
-             "PYTHONPATH": f"{work / 'site'}:{ROOT / 'lib'}:{ROOT}"}
-    done = run_python([work / "detect.py", work], extra_env=extra)
+def script_report(done) -> dict:
+    """The JSON last line of detect.py or evaluate.py, which must have exited 0 without
+    Keras' warning for a model called with inputs of another structure than its own
+    (under PyTorch the encoders printed it for every pair until they took one tensor)."""
     assert done.returncode == 0, done.stderr[-3000:]
     assert "match the expected structure" not in done.stderr, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_backend(work, backend: str) -> dict:
+    extra = {"KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu",
+             "PYTHONPATH": f"{work / 'site'}:{ROOT / 'lib'}:{ROOT}"}
+    return script_report(run_python([work / "detect.py", work], extra_env=extra))
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
@@ -221,11 +227,7 @@ def evaluate_under(work, backend: str) -> dict:
     done = run_python([work / "evaluate.py", work, data],
                       extra_env={"KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu",
                                  "PYTHONPATH": f"{site}{ROOT / 'lib'}:{ROOT}"})
-    assert done.returncode == 0, done.stderr[-3000:]
-    # Keras' warning for a model called with inputs of another structure than its own:
-    # under PyTorch the encoders printed it for every pair until they took one tensor.
-    assert "match the expected structure" not in done.stderr, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return script_report(done)
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
