@@ -378,10 +378,13 @@ class DataGenerator(keras.utils.PyDataset):
     next id of the stream (see load_batch()). An epoch is one pass over the
     data (len = ceil(images / BATCH_SIZE); the last batch is completed from
     the next pass) or, with steps_per_epoch, that many batches, the next epoch
-    continuing where this one stopped. Each sample's random content (RPN anchor
-    subsampling, augmentation draws) is seeded by (seed, its stream position)
-    (mrcnn.sample_random), so the batches are a pure function of the seed, in any
-    worker thread or process (see batch_at()).
+    continuing where this one stopped. The epoch is ``self.epoch``, which
+    on_epoch_end() advances; Keras' fit() calls that once before its first epoch
+    too, so MaskRCNN.train sets it to fit's epoch (training.FollowFitEpoch).
+    Each sample's random content (RPN anchor subsampling, augmentation draws) is
+    seeded by (seed, its stream position) (mrcnn.sample_random), so the batches
+    are a pure function of the seed, in any worker thread or process (see
+    batch_at()).
 
     Each item is `(inputs,)`, or `(inputs, outputs)` with detection_targets;
     see assemble_batch(). Note that fit(shuffle=True), the default, also

@@ -48,8 +48,8 @@ from mrcnn.rpn import build_rpn_model, rpn_graph  # noqa: F401
 from mrcnn.targets import (DetectionTargetLayer, build_detection_targets,  # noqa: F401
                            build_rpn_targets, detection_targets_graph, generate_random_rois,
                            overlaps_graph)
-from mrcnn.training import (LAYER_REGEX, LOSS_NAMES, AtomicCheckpoint, LossModel,
-                            set_trainable, tensorboard)
+from mrcnn.training import (LAYER_REGEX, LOSS_NAMES, AtomicCheckpoint, FollowFitEpoch,
+                            LossModel, set_trainable, tensorboard)
 from mrcnn import losses as losses_module
 from mrcnn import weights as weights_io
 
@@ -568,6 +568,9 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
                     self.strategy, val_generator, validation_steps, self.epoch, images)
             failures = multi_worker.worker_failures(cluster)
         else:  # tf.data without autotuning: see multi_worker.local_dataset
+            # Where fit() reads a generator itself (JAX, PyTorch, loader threads), it
+            # would read epochs shifted by Keras' extra epoch end: FollowFitEpoch.
+            callbacks.append(FollowFitEpoch(train_generator, val_generator))
             train_generator = multi_worker.local_dataset(train_generator, steps, self.epoch)
             val_generator = multi_worker.local_dataset(val_generator, validation_steps,
                                                        self.epoch)

@@ -245,7 +245,9 @@ def local_dataset(source: Any, steps_per_epoch: int, first_epoch: int) -> Any:
     Keras' own tf.data for a PyDataset autotunes, and deleting that iterator at the end
     of fit() waited for the autotune thread's next wake-up (10 to 40 s measured on busy
     cores). A source that loads with Keras' worker threads or processes (workers > 1,
-    or use_multiprocessing) is returned as it is: Keras then turns autotuning off itself.
+    or use_multiprocessing) is returned as it is: Keras then turns autotuning off itself,
+    and MaskRCNN.train keeps the source at fit's epoch (training.FollowFitEpoch), as it
+    does under JAX and PyTorch, where the source is returned as it is too.
     """
     if source is None or tf is None or keras.backend.backend() != "tensorflow":
         return source

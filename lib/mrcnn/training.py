@@ -1,5 +1,6 @@
 """The training loop's pieces: the loss-logging model, weight decay, layer presets,
-trainability, and an atomic checkpoint callback.
+trainability, an atomic checkpoint callback, and the callback that keeps a data
+generator at fit's epoch.
 
 Keras 3 dropped ``metrics_tensors`` and symbolic ``add_loss``. The training graph
 therefore outputs its loss components as named scalars, and ``LossModel`` weights
@@ -266,3 +267,37 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         save_weights(self.source or self.model, path)
         logger.info("Saved checkpoint %s", path)
+
+
+class FollowFitEpoch(keras.callbacks.Callback):
+    """Keeps data generators that fit() reads itself at fit()'s epoch.
+
+    A DataGenerator's batches are a function of (seed, its ``epoch``, position), and
+    its epoch advances in ``on_epoch_end``. Keras calls that hook once more than it
+    trains: fit() and evaluate() first reset their iterator, which ends an epoch
+    that never ran. Under JAX and PyTorch (and under TensorFlow with loader threads
+    or processes, where fit() reads the generator itself) fit's epoch k therefore
+    read the generator's epoch k + 1, its validation the epochs 1, 3, 5..., and a run
+    resumed at epoch k read epoch 1. This callback sets ``train.epoch`` when each of
+    fit's epochs begins, and ``validation.epoch`` when its evaluation begins (after
+    that reset, before the first batch), so every backend reads the epochs that
+    ``multi_worker.local_dataset`` streams under TensorFlow.
+    """
+
+    def __init__(self, train: object | None, validation: object | None = None):
+        super().__init__()
+        self.train, self.validation = train, validation
+        self.fit_epoch: int | None = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.fit_epoch = epoch
+        if self.train is not None:
+            self.train.epoch = epoch
+
+    def on_test_begin(self, logs=None):
+        # Only fit()'s own evaluation follows an epoch; evaluate() alone starts nothing.
+        if self.validation is not None and self.fit_epoch is not None:
+            self.validation.epoch = self.fit_epoch
+
+    def on_train_end(self, logs=None):
+        self.fit_epoch = None

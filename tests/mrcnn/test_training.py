@@ -233,6 +233,48 @@ def test_loss_weights_scale_logged_components(bn_run):
 
 
 ############################################################
+#  Loader threads: fit() reads the DataGenerator itself
+############################################################
+
+def test_resumed_run_with_loader_threads_reads_its_epochs_of_the_stream(tmp_path):
+    """WORKERS=2: fit() reads the DataGenerator through Keras' threads, as it does under
+    JAX and PyTorch, not through multi_worker.local_dataset's tf.data stream. A run
+    resumed at epoch 2 (what loading an epoch-2 checkpoint sets) trains and validates
+    on the generators' epoch 2, as that stream does (FollowFitEpoch; without it, Keras'
+    extra epoch end made it epoch 1, a new run's second epoch)."""
+    from mrcnn.data import DataGenerator
+
+    keras.utils.set_random_seed(0)
+    config = tiny_config(STEPS_PER_EPOCH=2, VALIDATION_STEPS=1, TRAIN_BN=False, WORKERS=2)
+    model = modellib.MaskRCNN("training", config, str(tmp_path))
+    model.epoch = 2
+    dataset = ShapesDataset.generate(count=4, seed=1)
+    events, batch_at = [], DataGenerator.batch_at
+
+    class Marks(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            events.append(("fit", epoch))
+
+        def on_test_begin(self, logs=None):
+            events.append(("test", None))
+
+    def recording(self, epoch, index, size):
+        # The two generators told apart by their steps: 2 training, 1 validation.
+        events.append(("train" if self.steps_per_epoch == 2 else "val", int(epoch)))
+        return batch_at(self, epoch, index, size)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DataGenerator, "batch_at", recording)
+        history = model.train(dataset, dataset, 0.01, epochs=3, layers="heads",
+                              custom_callbacks=[Marks()])
+    assert history.epoch == [2]
+    # Reads before the epoch's (or its evaluation's) start are Keras' peeks, dropped.
+    fit_at, test_at = events.index(("fit", 2)), events.index(("test", None))
+    assert [e for kind, e in events[fit_at:test_at] if kind == "train"] == [2, 2]
+    assert [e for kind, e in events[test_at:] if kind == "val"] == [2]
+
+
+############################################################
 #  LossModel on a toy graph: weighting and weight decay by hand
 ############################################################
 
