@@ -2,11 +2,11 @@
 epoch, in training and in validation, under every backend.
 
 Keras ends one epoch more than it trains (fit() and evaluate() reset their iterator
-first), and a DataGenerator advances its epoch there; without the callback a run resumed
-at epoch 3 read epochs 1 and 2, and its validation 1 and 3
-(tests/helpers/fit_epoch_check.py, under TensorFlow in this process, under JAX and
-PyTorch in a fresh interpreter each). MaskRCNN.train's use of it, with the real
-DataGenerator, is tested in test_training.py.
+first), and a DataGenerator advances its epoch there: without the callback, a run
+resumed at epoch 3 trained on epochs 1 and 2 and validated on 1 and 3. The epochs are
+read from the losses that fit() logs (tests/helpers/fit_epoch_check.py), under
+TensorFlow in this process, under JAX and PyTorch in a fresh interpreter each.
+MaskRCNN.train's use of it, with the real DataGenerator, is tested in test_training.py.
 """
 from __future__ import annotations
 
@@ -14,23 +14,23 @@ import json
 
 import pytest
 
-from tests.helpers.fit_epoch_check import epochs_read
+from tests.helpers.fit_epoch_check import epochs_consumed
 from tests.helpers.processes import ROOT, needs_backend, run_python
 
-# A run resumed at epoch 3 and trained to 5, 2 batches an epoch: each epoch's batches
-# come from that epoch of the generator, the training's and the validation's.
-FOLLOWED = {3: {"train": [3, 3], "val": [3, 3]}, 4: {"train": [4, 4], "val": [4, 4]}}
+# Resumed at epoch 3, trained to 5: each epoch trains and validates on its own epoch.
+FOLLOWED = {"train": [3.0, 4.0], "val": [3.0, 4.0]}
 
 
-def test_keras_reads_shifted_epochs_without_it():
-    """Why the callback exists (a Keras upgrade that stops the extra epoch end fails
-    here: the callback is then harmless but no longer needed)."""
-    assert epochs_read(follow=False) == {3: {"train": [1, 1], "val": [1, 1]},
-                                         4: {"train": [2, 2], "val": [3, 3]}}
+def test_keras_serves_shifted_epochs_without_it():
+    """Why the callback exists (a Keras upgrade that drops the extra epoch end fails
+    here: the callback is then harmless and no longer needed)."""
+    assert epochs_consumed(follow=False) == {"train": [1.0, 2.0], "val": [1.0, 3.0]}
 
 
-def test_generators_serve_fits_epochs_under_tensorflow():
-    assert epochs_read(follow=True) == FOLLOWED
+@pytest.mark.parametrize("workers", [1, 2])
+def test_generators_serve_fits_epochs_under_tensorflow(workers):
+    """workers=2: Keras' loader threads, which prefetch (and stop between epochs)."""
+    assert epochs_consumed(follow=True, workers=workers) == FOLLOWED
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
@@ -41,5 +41,4 @@ def test_generators_serve_fits_epochs_under(backend):
                                  "PYTHONPATH": f"{ROOT / 'lib'}:{ROOT}"})
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["backend"] == backend
-    assert {int(k): v for k, v in report["read"].items()} == FOLLOWED
+    assert report == {"backend": backend, "consumed": FOLLOWED}
