@@ -7,8 +7,8 @@ made for, and the inputs are zeros. A model that predicts 0 and learns nothing (
 rate 0) then logs a loss of epoch ** 2 for each epoch, so the logged losses say which
 epochs' batches fit() consumed, whatever Keras peeked at and dropped. The fit runs from
 initial_epoch 3 to epoch 5, as a resumed run would, with validation, with or without
-mrcnn.training.FollowFitEpoch (argument "follow"), loading in the calling thread or in
-two of Keras' loader threads (argument "threads").
+mrcnn.training.FollowFitEpoch (argument "follow"), loading in the calling thread
+(epochs_consumed(workers=2): two of Keras' loader threads, in process).
 
 Threads under JAX and PyTorch show a Keras quirk that the callback does not touch:
 this model's loss is unbuilt at fit(), so Keras peeks at one batch through the loader
@@ -58,5 +58,4 @@ def epochs_consumed(follow: bool, workers: int = 1) -> dict:
 
 if __name__ == "__main__":
     print(json.dumps({"backend": keras.backend.backend(),
-                      "consumed": epochs_consumed("follow" in sys.argv[1:],
-                                                  2 if "threads" in sys.argv[1:] else 1)}))
+                      "consumed": epochs_consumed(sys.argv[1:] == ["follow"])}))
