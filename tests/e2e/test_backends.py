@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.photos import photo
-from tests.helpers.processes import ROOT, needs_backend, run_python
+from tests.helpers.processes import ROOT, last_json, needs_backend, run_under_backend
 
 
 NO_TENSORFLOW = r"""
@@ -137,25 +137,23 @@ def work(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tensorflow_run(work):
-    done = run_python([work / "detect.py", work],
-                      extra_env={"PYTHONPATH": f"{ROOT / 'lib'}:{ROOT}"})
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_under_backend([work / "detect.py", work], "tensorflow")
     return np.load(work / "tensorflow.npz")
 
 
-def script_report(done) -> dict:
-    """The JSON last line of detect.py or evaluate.py, which must have exited 0 without
-    Keras' warning for a model called with inputs of another structure than its own
-    (under PyTorch the encoders printed it for every pair until they took one tensor)."""
-    assert done.returncode == 0, done.stderr[-3000:]
+def run_script(work, backend: str, *args) -> dict:
+    """The JSON last line of detect.py or evaluate.py (python ARGS) under `backend`,
+    without TensorFlow unless that is the backend. It must have exited 0 without Keras'
+    warning for a model called with inputs of another structure than its own (under
+    PyTorch the encoders printed it for every pair until they took one tensor)."""
+    site = [work / "site"] if backend != "tensorflow" else []
+    done = run_under_backend(args, backend, path=site)
     assert "match the expected structure" not in done.stderr, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return last_json(done)
 
 
 def run_backend(work, backend: str) -> dict:
-    extra = {"KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu",
-             "PYTHONPATH": f"{work / 'site'}:{ROOT / 'lib'}:{ROOT}"}
-    return script_report(run_python([work / "detect.py", work], extra_env=extra))
+    return run_script(work, backend, work / "detect.py", work)
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
@@ -223,11 +221,7 @@ def evaluate_under(work, backend: str) -> dict:
     data = work / "eval_coco"
     if not data.exists():
         write_eval_coco(str(data))
-    site = f"{work / 'site'}:" if backend != "tensorflow" else ""
-    done = run_python([work / "evaluate.py", work, data],
-                      extra_env={"KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu",
-                                 "PYTHONPATH": f"{site}{ROOT / 'lib'}:{ROOT}"})
-    return script_report(done)
+    return run_script(work, backend, work / "evaluate.py", work, data)
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
@@ -273,14 +267,12 @@ def test_train_under_jax_without_tensorflow_writes_a_checkpoint_tensorflow_loads
     generate_dataset(tmp_path / "data", 40, 12, seed=0, size=128, workers=1)
     (tmp_path / "schedule.json").write_text(json.dumps(
         {"1": {"learning_rate": 0.01, "layers": "heads"}}))
-    done = run_python([ROOT / "samples" / "coco" / "train_siamese.py", "train", "--model",
-                       "none", "--epochs", 1, "--dataset", "data", "--schedule",
-                       "schedule.json", "--steps-per-epoch", 2, "--validation-steps", 1,
-                       "--val-images", 8, "--logs", "logs", *TINY_SET], cwd=tmp_path,
-                      extra_env={"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
-                                 "COLUMNS": "2000",
-                                 "PYTHONPATH": f"{work / 'site'}:{ROOT / 'lib'}:{ROOT}"})
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_under_backend([ROOT / "samples" / "coco" / "train_siamese.py", "train",
+                              "--model", "none", "--epochs", 1, "--dataset", "data",
+                              "--schedule", "schedule.json", "--steps-per-epoch", 2,
+                              "--validation-steps", 1, "--val-images", 8, "--logs", "logs",
+                              *TINY_SET], "jax", cwd=tmp_path, path=[work / "site"],
+                             extra_env={"COLUMNS": "2000"})
     output = done.stdout + done.stderr
     assert "Traceback" not in output
     for loss in LOSSES:

@@ -171,3 +171,32 @@ def needs_backend(backend: str) -> None:
     requirements-test.txt installs both, a user's own environment may lack them."""
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed (requirements-test.txt)")
+
+
+def run_under_backend(args: Sequence[str | os.PathLike], backend: str,
+                      cwd: str | os.PathLike = ROOT, path: Sequence[str | os.PathLike] = (),
+                      extra_env: Mapping[str, str] = ()) -> subprocess.CompletedProcess:
+    """`python ARGS` in a fresh interpreter whose Keras backend is `backend` (tensorflow,
+    jax, torch), as a user sets it: KERAS_BACKEND before import. JAX stays on the CPU;
+    PYTHONPATH is `path`, then lib/ and the repository. The run must exit 0: otherwise
+    the calling test fails here with the end of its stderr. Its CompletedProcess."""
+    pythonpath = os.pathsep.join(str(p) for p in [*path, ROOT / "lib", ROOT])
+    done = run_python(args, cwd, extra_env={"KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu",
+                                            "PYTHONPATH": pythonpath, **dict(extra_env)})
+    assert done.returncode == 0, (f"{' '.join(done.args)} under {backend} exited "
+                                  f"{done.returncode}:\n{_tail(done.stderr)}")
+    return done
+
+
+def last_line(done: subprocess.CompletedProcess) -> str:
+    """The last line a script printed: where the tests' helper scripts put their report."""
+    lines = done.stdout.strip().splitlines()
+    assert lines, f"{' '.join(done.args)} printed nothing:\n{_tail(done.stderr)}"
+    return lines[-1]
+
+
+def last_json(done: subprocess.CompletedProcess):
+    """The report a helper script printed as JSON on its last line."""
+    import json
+
+    return json.loads(last_line(done))

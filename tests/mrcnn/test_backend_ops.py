@@ -5,7 +5,6 @@ scores. Run here under TensorFlow, and again under JAX and PyTorch in fresh
 interpreters."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ import tensorflow as tf
 from mrcnn.backend_ops import (crop_and_resize, crop_and_resize_ops, greedy_keep,
                                non_max_suppression_ops, non_max_suppression_padded,
                                pyramid_crop_and_resize)
-from tests.helpers.processes import ROOT, needs_backend, run_python
+from tests.helpers.processes import last_json, needs_backend, run_under_backend
 
 
 def crop_cases() -> list:
@@ -170,7 +169,6 @@ def test_nms_of_a_subset_equals_nms_of_the_gathered_boxes():
 OTHER_BACKEND_SCRIPT = r"""
 import json, os, sys
 import numpy as np
-sys.path[:0] = [sys.argv[2], sys.argv[3]]
 import keras
 backend = keras.backend.backend()
 from mrcnn.backend_ops import (crop_and_resize, non_max_suppression_ops,
@@ -209,10 +207,7 @@ def test_the_ops_under_another_backend_equal_tensorflow(tmp_path, backend):
     needs_backend(backend)
     script = tmp_path / "other_backend.py"
     script.write_text(OTHER_BACKEND_SCRIPT)
-    done = run_python([script, tmp_path / "out.npz", ROOT / "lib", ROOT],
-                      extra_env={"KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"})
-    assert done.returncode == 0, done.stderr[-3000:]
-    info = json.loads(done.stdout.strip().splitlines()[-1])
+    info = last_json(run_under_backend([script, tmp_path / "out.npz"], backend))
     assert info["backend"] == backend
     got = np.load(tmp_path / "out.npz")
     for i, (images, boxes, indices, size) in enumerate(crop_cases()):

@@ -13,18 +13,15 @@ import json
 import numpy as np
 import pytest
 
-from tests.helpers.processes import ROOT, needs_backend, run_python
+from tests.helpers.processes import ROOT, needs_backend, run_under_backend
 
 SCRIPT = ROOT / "tests" / "helpers" / "backend_step_check.py"
-ENV = {"JAX_PLATFORMS": "cpu", "PYTHONPATH": f"{ROOT / 'lib'}:{ROOT}"}
 
 
 def run_backend(work, backend: str, *args: str, env: dict | None = None) -> list:
     """The helper's run names (its last lines)."""
-    done = run_python([SCRIPT, work, *args],
-                      extra_env={**ENV, "KERAS_BACKEND": backend, **(env or {})})
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout.strip().splitlines()
+    return run_under_backend([SCRIPT, work, *args], backend,
+                             extra_env=env or {}).stdout.strip().splitlines()
 
 
 def read_run(work, run: str) -> dict:

@@ -10,12 +10,11 @@ MaskRCNN.train's use of it, with the real DataGenerator, is tested in test_train
 """
 from __future__ import annotations
 
-import json
 
 import pytest
 
 from tests.helpers.fit_epoch_check import epochs_consumed
-from tests.helpers.processes import ROOT, needs_backend, run_python
+from tests.helpers.processes import ROOT, last_json, needs_backend, run_under_backend
 
 # Resumed at epoch 3, trained to 5: each epoch trains and validates on its own epoch.
 FOLLOWED = {"train": [3.0, 4.0], "val": [3.0, 4.0]}
@@ -36,9 +35,6 @@ def test_generators_serve_fits_epochs_under_tensorflow(workers):
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_generators_serve_fits_epochs_under(backend):
     needs_backend(backend)
-    done = run_python([ROOT / "tests" / "helpers" / "fit_epoch_check.py", "follow"],
-                      extra_env={"KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu",
-                                 "PYTHONPATH": f"{ROOT / 'lib'}:{ROOT}"})
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = last_json(run_under_backend(
+        [ROOT / "tests" / "helpers" / "fit_epoch_check.py", "follow"], backend))
     assert report == {"backend": backend, "consumed": FOLLOWED}

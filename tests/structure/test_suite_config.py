@@ -1,5 +1,6 @@
 """The suite's own machinery: pytest.ini's choices, checked by running pytest under it
-on a small suite of its own, and the hang bound of tests/helpers/processes.py.
+on a small suite of its own, and tests/helpers/processes.py: the hang bound, and how
+a script runs under another Keras backend.
 
 tmp_path_retention_policy = failed: `make test` writes about 2 GB under the temp folder;
 a passing run leaves none of it, and a failing test's tmp_path stays for a look.
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.processes import run_command, run_python
+from tests.helpers.processes import (last_json, last_line, run_command, run_python,
+                                     run_under_backend)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,3 +94,32 @@ def is_running(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, ProcessLookupError):
         return False
+
+
+REPORT_ENV = """
+import json, os, sys
+print("working")
+print(json.dumps({"backend": os.environ["KERAS_BACKEND"], "jax": os.environ["JAX_PLATFORMS"],
+                  "path": sys.path[1:4], "extra": os.environ.get("EXTRA")}))
+"""
+
+
+def test_a_script_under_a_backend_gets_the_backend_the_paths_and_its_report_is_read(tmp_path):
+    script = tmp_path / "report.py"
+    script.write_text(REPORT_ENV)
+    done = run_under_backend([script], "torch", path=[tmp_path / "site"],
+                             extra_env={"EXTRA": "1"})
+    assert last_json(done) == {"backend": "torch", "jax": "cpu", "extra": "1",
+                               "path": [str(tmp_path / "site"), str(ROOT / "lib"), str(ROOT)]}
+    assert done.stdout.splitlines()[0] == "working"
+
+
+def test_a_failing_or_silent_script_fails_the_test_with_its_stderr(tmp_path):
+    failing = tmp_path / "failing.py"
+    failing.write_text("import sys\nprint('the cause', file=sys.stderr)\nsys.exit(3)\n")
+    with pytest.raises(AssertionError, match=r"(?s)under jax exited 3:.*the cause"):
+        run_under_backend([failing], "jax")
+    silent = tmp_path / "silent.py"
+    silent.write_text("import sys\nprint('only stderr', file=sys.stderr)\n")
+    with pytest.raises(AssertionError, match=r"(?s)printed nothing:.*only stderr"):
+        last_line(run_under_backend([silent], "jax"))
