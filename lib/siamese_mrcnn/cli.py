@@ -418,10 +418,10 @@ def cmd_export(args) -> dict:
 
 
 # ----------------------------------------------------------------------- main
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of train | evaluate | detect."""
+def build_parser(prog: str = "train_siamese.py") -> argparse.ArgumentParser:
+    """The argument parser of train | evaluate | detect | search | export | report."""
     parser = argparse.ArgumentParser(
-        prog="train_siamese.py",
+        prog=prog,
         description="Siamese Mask R-CNN (one-shot instance segmentation): train on "
                     "COCO-format data, evaluate with the paper's one-shot protocol, detect "
                     "objects like a reference in a query image. User errors print one "
@@ -574,9 +574,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs one command; returns the exit status (0, 1 I/O error, 2 user error)."""
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, prog: str = "train_siamese.py") -> int:
+    """Runs one command; returns the exit status (0, 1 I/O error, 2 user error).
+    prog: the program name that usage and help show."""
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
