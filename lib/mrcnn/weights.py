@@ -369,6 +369,12 @@ class LoadReport:
                 lines.append(f"  {label}: {head(items)}")
         return "\n".join(lines)
 
+    def __repr__(self) -> str:
+        # What a notebook shows for `model.load_weights(...)` as a cell's last line, as in
+        # Matterport's demo (which returned None there): counts and a few names, not the
+        # hundreds of keys. The lists themselves stay in the fields.
+        return f"<LoadReport: {self.summary(limit=3)}>"
+
 
 def _is_excluded(entry: WeightEntry, exclude: set[str]) -> bool:
     return entry.top_level in exclude or entry.leaf in exclude

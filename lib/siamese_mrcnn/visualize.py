@@ -73,9 +73,10 @@ def display_results(target: np.ndarray, image: np.ndarray, boxes: np.ndarray,
     boxes: [N, (y1, x1, y2, x2)] in image pixels; masks: [H, W, N]; class_ids: [N].
     scores: optional [N] (captions show them with 3 decimals).
     ax: axes for the query; the reference goes into target_ax or, without one, an
-        inset left of ax. Without ax a figure is made (reference left, query right)
-        and shown on interactive backends.
-    Returns (ax, target_ax).
+        inset left of ax (``ax.child_axes``). Without ax a figure is made (reference
+        left, query right) and shown on interactive backends.
+    Returns None, as the paper's did: a notebook cell that ends with this call shows the
+    picture alone (pass ax, or use plt.gcf(), to reach the axes).
     """
     boxes = np.asarray(boxes).reshape(-1, 4)
     masks = np.asarray(masks)
@@ -107,7 +108,6 @@ def display_results(target: np.ndarray, image: np.ndarray, boxes: np.ndarray,
     target_ax.imshow(np.asarray(target).astype(np.uint8))
     if auto_show:
         show_if_interactive()
-    return ax, target_ax
 
 
 def _grid_axes(count: int, figsize: tuple, ax) -> tuple:
@@ -160,7 +160,8 @@ def display_grid(target_list, image_list, boxes_list, masks_list, class_ids_list
         ceil(sqrt(n)) square grid.
     colors / captions: optional, one list per result.
     save: False; True writes 'grid.pdf'; a path writes there.
-    Returns the figure.
+    Returns None, as the paper's did: a notebook shows a returned figure a second time,
+    after the inline backend has shown it (the figure: plt.gcf(), or pass ax).
     """
     single = not isinstance(target_list, (list, tuple))
     targets = [target_list] if single else list(target_list)
@@ -204,7 +205,6 @@ def display_grid(target_list, image_list, boxes_list, masks_list, class_ids_list
         logger.info("Saved the grid to %s", path)
     if ax is None:
         show_if_interactive()
-    return fig
 
 
 ############################################################

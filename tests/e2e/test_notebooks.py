@@ -174,7 +174,9 @@ def test_demo_notebook_detects_and_draws(trained, workspace):
     assert "held out" in text and "reference vectors: [(1, 64)" in text
     for name in ("demo_detections.png", "demo_own_reference.png", "demo_grid.png"):
         assert (workspace["results"] / name).stat().st_size > 0, name
-    assert _images(nb) == 4  # detections, the crop, own-reference detections, the grid
+    # detections, the crop, own-reference detections, the grid: each once (display_grid
+    # returns None, as the paper's did; a returned figure is shown a second time)
+    assert _images(nb) == 4
 
 
 def test_train_notebook_run_again_resumes_and_has_nothing_left_to_do(trained, workspace):

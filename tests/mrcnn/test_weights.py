@@ -450,3 +450,20 @@ def test_legacy_full_layout_reports_unused(tmp_path):
     assert len(report.unused_in_file) == len(written) - 12 - 2
     assert "res5c_branch2c/kernel" in report.unused_in_file
     assert np.all(current(model)["conv1/kernel"] == 0)
+
+
+def test_the_report_shows_counts_and_a_few_names_not_every_key():
+    """A notebook cell ending in model.load_weights(...) displays the report's repr."""
+    loaded = [f"res{i}_branch/kernel" for i in range(400)]
+    whole = W.LoadReport(loaded=loaded)
+    assert repr(whole) == ("<LoadReport: Loaded 400 weights; excluded 0, missing in file 0, "
+                           "unused in file 0, shape mismatch 0.>")
+    partial = W.LoadReport(loaded=loaded, missing_in_file=[f"head{i}/bias" for i in range(5)],
+                           mismatched=[("mrcnn_class_logits/kernel", (8, 81), (8, 2))])
+    shown = repr(partial)
+    assert shown.splitlines() == [
+        "<LoadReport: Loaded 400 weights; excluded 0, missing in file 5, unused in file 0, "
+        "shape mismatch 1.",
+        "  missing in file: head0/bias, head1/bias, head2/bias, ... (+2)",
+        "  shape mismatch (key, model, file): ('mrcnn_class_logits/kernel', (8, 81), (8, 2))>"]
+    assert partial.loaded == loaded  # the fields keep every key

@@ -32,11 +32,12 @@ def test_display_results_draws_into_the_given_axes():
     target, image, boxes, masks, class_ids, scores = result(n=2)
     fig, ax = plt.subplots()
     before = plt.get_fignums()
-    query_ax, target_ax = visualize.display_results(target, image, boxes, masks, class_ids,
-                                                    scores, title="query", ax=ax)
+    returned = visualize.display_results(target, image, boxes, masks, class_ids, scores,
+                                         title="query", ax=ax)
+    assert returned is None  # as the paper's: a notebook shows no "(<Axes>, <Axes>)" line
     assert plt.get_fignums() == before  # no new figure
-    assert query_ax is ax and ax.get_title() == "query"
-    assert target_ax in ax.child_axes  # the reference beside the query
+    assert ax.get_title() == "query"
+    (target_ax,) = ax.child_axes  # the reference beside the query
     np.testing.assert_array_equal(target_ax.images[0].get_array(), target)
     # 2 dashed boxes + 1 outline per mask; captions are the scores.
     rectangles = [p for p in ax.patches if isinstance(p, matplotlib.patches.Rectangle)]
@@ -51,14 +52,16 @@ def test_display_results_draws_into_the_given_axes():
 def test_display_results_uses_target_ax_and_makes_its_own_figure():
     target, image, boxes, masks, class_ids, scores = result(n=1)
     fig, (left, right) = plt.subplots(1, 2)
-    _, target_ax = visualize.display_results(target, image, boxes, masks, class_ids,
-                                             ax=right, target_ax=left)
-    assert target_ax is left and len(left.images) == 1 and right.texts[0].get_text() == \
-        "no score"
+    visualize.display_results(target, image, boxes, masks, class_ids, ax=right,
+                              target_ax=left)
+    assert len(left.images) == 1 and right.texts[0].get_text() == "no score"
+    assert not right.child_axes
     count = len(plt.get_fignums())
-    query_ax, target_ax = visualize.display_results(target, image, boxes, masks, class_ids)
+    visualize.display_results(target, image, boxes, masks, class_ids)
     assert len(plt.get_fignums()) == count + 1
-    assert query_ax.figure is target_ax.figure and len(query_ax.figure.axes) == 2
+    query_ax, reference_ax = plt.gcf().axes  # in the order they were added
+    np.testing.assert_array_equal(reference_ax.images[0].get_array(), target)
+    assert len(query_ax.patches) == 2  # the box and the mask's outline
 
 
 def test_display_results_rejects_mismatched_instances():
@@ -69,8 +72,9 @@ def test_display_results_rejects_mismatched_instances():
 
 def test_display_results_without_detections():
     target, image, _, _, _, _ = result(n=1)
-    ax, _ = visualize.display_results(target, image, np.zeros((0, 4)),
-                                      np.zeros((64, 64, 0), dtype=bool), np.zeros(0))
+    visualize.display_results(target, image, np.zeros((0, 4)),
+                              np.zeros((64, 64, 0), dtype=bool), np.zeros(0))
+    ax, _ = plt.gcf().axes  # the query, then the reference
     assert not ax.patches and len(ax.images) == 1
 
 
@@ -78,8 +82,9 @@ def test_display_grid_layout_insets_and_save(tmp_path):
     results = [result(n=k + 1, seed=k) for k in range(3)]
     lists = [list(x) for x in zip(*results)]
     path = tmp_path / "grid.png"
-    fig = visualize.display_grid(*lists, category_names_list=["a", "b", "c"],
-                                 save=str(path))
+    assert visualize.display_grid(*lists, category_names_list=["a", "b", "c"],
+                                  save=str(path)) is None  # a notebook shows it once
+    fig = plt.gcf()
     assert len(fig.axes) == 4  # 2 x 2 grid for 3 results
     used = fig.axes[:3]
     assert [ax.get_title() for ax in used] == ["a", "b", "c"]
@@ -97,12 +102,14 @@ def test_display_grid_layout_insets_and_save(tmp_path):
 def test_display_grid_single_result_given_axes_and_default_save(tmp_path, monkeypatch):
     target, image, boxes, masks, class_ids, scores = result(n=2)
     fig, axes = plt.subplots(1, 2)
-    returned = visualize.display_grid([target], [image], [boxes], [masks], [class_ids],
-                                      [scores], ax=axes, show_scores=False, title="t")
-    assert returned is fig and len(axes[0].images) == 2 and not axes[0].texts
+    visualize.display_grid([target], [image], [boxes], [masks], [class_ids], [scores],
+                           ax=axes, show_scores=False, title="t")
+    assert len(axes[0].images) == 2 and not axes[0].texts
     assert axes[0].get_title() == "t"
-    fig = visualize.display_grid(target, image, boxes, masks, class_ids, scores)
-    assert len(fig.axes) == 1 and len(fig.axes[0].texts) == 2
+    count = len(plt.get_fignums())
+    visualize.display_grid(target, image, boxes, masks, class_ids, scores)
+    assert len(plt.get_fignums()) == count + 1
+    assert len(plt.gcf().axes) == 1 and len(plt.gcf().axes[0].texts) == 2
     monkeypatch.chdir(tmp_path)
     visualize.display_grid(target, image, boxes, masks, class_ids, scores, save=True)
     assert (tmp_path / "grid.pdf").stat().st_size > 0
