@@ -66,7 +66,7 @@ def _draw_detections(ax, image: np.ndarray, boxes: np.ndarray, masks: np.ndarray
 def display_results(target: np.ndarray, image: np.ndarray, boxes: np.ndarray,
                     masks: np.ndarray, class_ids: np.ndarray, scores=None, title: str = "",
                     figsize: tuple = (16, 16), ax=None, show_mask: bool = True,
-                    show_bbox: bool = True, colors=None, captions=None, target_ax=None):
+                    show_bbox: bool = True, colors=None, captions=None, target_ax=None) -> None:
     """A query with its detections, the reference beside it.
 
     target: the reference image [h, w, 3]; image: the query [H, W, 3].
@@ -151,7 +151,7 @@ def display_grid(target_list, image_list, boxes_list, masks_list, class_ids_list
                  figsize: tuple = (16, 16), ax=None, show_mask: bool = True,
                  show_bbox: bool = True, colors=None, captions=None,
                  show_scores: bool = True, target_shift: float = 10, fontsize: float = 14,
-                 linewidth: float = 2, save: Union[bool, str] = False):
+                 linewidth: float = 2, save: Union[bool, str] = False) -> None:
     """A grid of results, each query with its detections and its reference as an inset.
 
     *_list: one entry per result (a single result may be passed without lists).
