@@ -1,8 +1,8 @@
 """The project's scripts run in a fresh interpreter, for the end-to-end tests.
 
 Every wait is bounded only to catch a hang, never to judge speed. HANG_TIMEOUT_S (25
-minutes) is 9 times the slowest correct script in the fresh-clone CI runs of 2026-12-07
-(gpu.sh's CPU check, at most 165 s, beside the suite's other worker on the same 2
+minutes) is 8 times the slowest correct script in the fresh-clone CI runs of 2026-12-07
+(gpu.sh's CPU check, at most 181 s, beside the suite's other worker on the same 2
 cores; README, "Tests"). pytest.ini's per-test limit (pytest-timeout, 40
 minutes) is above it, so that a hung script is killed here and reported with its output
 before pytest-timeout has to stop the test's worker.
