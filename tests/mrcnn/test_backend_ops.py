@@ -5,7 +5,6 @@ scores. Run here under TensorFlow, and again under JAX and PyTorch in fresh
 interpreters."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import tensorflow as tf

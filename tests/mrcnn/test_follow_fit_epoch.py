@@ -10,7 +10,6 @@ MaskRCNN.train's use of it, with the real DataGenerator, is tested in test_train
 """
 from __future__ import annotations
 
-
 import pytest
 
 from tests.helpers.fit_epoch_check import epochs_consumed
