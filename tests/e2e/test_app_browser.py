@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -167,13 +168,20 @@ def expected(records: list, minimum: float) -> dict:
     return {"cards": cards, "total": sum(n for n, _ in cards.values())}
 
 
-def test_the_page_end_to_end_in_chromium(scenario, server, tmp_path):
+def test_the_page_end_to_end_in_chromium(scenario, server, tmp_path, request):
     sync_playwright = _browser_or_skip()
     url = server["url"]
     requests = []
+    # Chromium now and then leaves an empty .org.chromium.Chromium.* folder (its
+    # SingletonSocket's) in its TMPDIR; a TMPDIR of its own, removed after, keeps the
+    # machine's clean. Made directly in TMPDIR, not in tmp_path: a socket path has at
+    # most 107 bytes, and Chromium aborts ("Socket path too long") beyond.
+    browser_tmp = tempfile.mkdtemp(prefix="chromium-")
+    request.addfinalizer(lambda: shutil.rmtree(browser_tmp, ignore_errors=True))
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                             args=CHROMIUM_ARGS)
+                                             args=CHROMIUM_ARGS,
+                                             env={**os.environ, "TMPDIR": browser_tmp})
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.on("request", lambda r: requests.append(r.url))

@@ -166,7 +166,7 @@ def test_nms_of_a_subset_equals_nms_of_the_gathered_boxes():
 # runs the ops on the cases and writes what it got; this process compares with
 # TensorFlow. Under JAX the NMS is jit-compiled, once per distinct static argument.
 OTHER_BACKEND_SCRIPT = r"""
-import json, os, sys
+import json, sys
 import numpy as np
 import keras
 backend = keras.backend.backend()
