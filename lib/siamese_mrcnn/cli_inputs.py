@@ -224,6 +224,13 @@ def init_weights(model, spec: str, schedule: dict | None = None,
     backbone file in config.CHECKPOINT_DIR; any other file: loaded by layer name.
     """
     spec = spec or "none"
+    if getattr(model, "mode", None) == "inference" and (
+            spec == "none" or spec.startswith("imagenet")):
+        # Allowed (the error tests and smoke runs use it), but a user who meant a trained
+        # file would otherwise only see detections that mean nothing.
+        logger.warning("%s %s: the heads are untrained (random weights), so detections "
+                       "and scores mean nothing; pass trained weights (PATH.h5 or last)",
+                       option, spec)
     if spec == "none":
         return "none"
     check_model_spec(spec, option)
@@ -253,7 +260,6 @@ def init_weights(model, spec: str, schedule: dict | None = None,
         raise CLIError(f"{option} {spec}: cannot read the weights: {error}") from error
 
 
-
 def load_inference_model(spec: str, config, logs: str) -> tuple:
     """(model, name) of --model for search and the web page: an ExportedModel for a
     folder written by `export` (config unused), else a SiameseMaskRCNN in inference mode
@@ -270,6 +276,7 @@ def load_inference_model(spec: str, config, logs: str) -> tuple:
 
     model = SiameseMaskRCNN("inference", config, logs)
     return model, init_weights(model, spec)
+
 
 EVAL_TYPES = ("bbox", "segm")
 
