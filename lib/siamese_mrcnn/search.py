@@ -52,10 +52,23 @@ def read_rgb(path: str) -> np.ndarray:
     ValueError or OSError when the file is not a readable image."""
     import skimage.io
 
+    expected = "expected a PNG, JPEG, BMP, GIF or TIFF image"
+    try:
+        empty = os.path.getsize(path) == 0
+    except OSError as error:  # gone, or no permission to look
+        raise ValueError(f"{path}: cannot read the image ({error.strerror or error})"
+                         ) from error
+    if empty:
+        raise ValueError(f"{path}: the file is empty (0 bytes); {expected}")
     try:
         image = np.asarray(skimage.io.imread(path))
     except (ValueError, OSError, SyntaxError) as error:
-        raise ValueError(f"{path}: cannot read the image: {error}") from error
+        # imageio's "Could not find a backend" goes on over lines of plugins to install,
+        # none of which reads a file that is not an image: one line that says so.
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        why = ("no image format recognised" if "find a backend" in lines[0]
+               else lines[0])
+        raise ValueError(f"{path}: cannot read the image ({why}); {expected}") from error
     if image.ndim == 3 and image.shape[2] in (2, 4):
         image = image[..., :-1]
     if image.ndim == 3 and image.shape[2] == 1:
