@@ -641,6 +641,8 @@ def generate_dataset(out: str | os.PathLike, n_train: int, n_val: int, seed: int
     if n_train >= VAL_ID_OFFSET or n_val >= VAL_ID_OFFSET:
         raise ValueError(f"at most {VAL_ID_OFFSET - 1} images per subset, "
                          f"got n_train={n_train}, n_val={n_val}")
+    if workers is not None and (not isinstance(workers, (int, np.integer)) or workers < 1):
+        raise ValueError(f"workers must be an int >= 1 (None: all CPUs), got {workers!r}")
     _check_num_categories(num_categories)
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     paths = DatasetPaths.under(out)

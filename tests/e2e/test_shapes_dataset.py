@@ -182,6 +182,8 @@ def test_render_image_is_a_pure_function_of_seed_subset_index():
     ({"n_train": -1}, "n_train"),
     ({"seed": -2}, "seed"),
     ({"num_categories": 100}, "num_categories"),
+    ({"workers": 0}, "workers must be an int >= 1"),  # was taken as 1 and logged "0 workers"
+    ({"workers": -3}, "workers must be an int >= 1"),
 ])
 def test_bad_arguments_raise(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
