@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import keras
 import numpy as np
 
-from mrcnn import backend_ops, utils
+from mrcnn import backend_ops, tracing, utils
 from mrcnn.backbone import compute_backbone_shapes
 from mrcnn.molding import check_image, compose_image_meta, mold_image
 from mrcnn.inspection import log
@@ -120,7 +120,7 @@ class InferenceMixin:
         Returns detections [batch, N, (y1, x1, y2, x2, class_id, score)] normalized and
         mrcnn_mask [batch, N, h, w, num_classes] (None where with_masks() is False).
         """
-        outputs = (model or self.keras_model).predict_on_batch(model_inputs)
+        outputs = tracing.predict_on_batch(model or self.keras_model, model_inputs)
         detections = np.asarray(outputs[0])
         mrcnn_mask = np.asarray(outputs[3]) if self.with_masks(self.config) else None
         if mrcnn_mask is not None and mrcnn_mask.dtype.itemsize < 4:

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from mrcnn import tracing
 from mrcnn.inspection import (LayerStage, compute_stages, find_stage, known_stage_names,
                               log, stage_inputs)
 
@@ -84,7 +85,7 @@ class InspectionMixin:
             raise ValueError(
                 f"run_graph in {self.mode} mode feeds only {[t.name for t in inputs]}; "
                 f"the outputs {list(outputs)} need other inputs ({error})") from error
-        values = sub_model.predict_on_batch(model_in)
+        values = tracing.predict_on_batch(sub_model, model_in)
         if not isinstance(values, (list, tuple)):
             values = [values]
         values = [np.asarray(v) for v in values]

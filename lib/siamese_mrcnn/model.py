@@ -29,6 +29,7 @@ from mrcnn.graph_layers import LossLayer
 from mrcnn.model import MaskRCNN, log
 from mrcnn.training import LAYER_REGEX as MRCNN_LAYER_REGEX
 from mrcnn.molding import check_image
+from mrcnn.tracing import predict_on_batch
 
 from siamese_mrcnn.config import check_siamese_classes
 # siamese_mrcnn_class_loss_graph: the paper code defined it in this module.
@@ -202,7 +203,7 @@ class SiameseMaskRCNN(MaskRCNN):
         padding = -count % self.config.GPU_COUNT
         if padding:
             molded = np.concatenate([molded, np.repeat(molded[-1:], padding, axis=0)])
-        return [np.asarray(v)[:count] for v in encoder.predict_on_batch(molded)]
+        return [np.asarray(v)[:count] for v in predict_on_batch(encoder, molded)]
 
     def _check_vectors(self, reference_vectors: Sequence[np.ndarray]) -> list[np.ndarray]:
         """encode_reference()'s 5 arrays, each [1 or BATCH_SIZE, C], as [BATCH_SIZE, C]."""
@@ -263,7 +264,7 @@ class SiameseMaskRCNN(MaskRCNN):
                                  np.repeat(molded_images[-1:], -count % step, axis=0)])
         levels = [[] for _ in range(5)]
         for start in range(0, count, step):
-            for i, level in enumerate(encoder.predict_on_batch(padded[start:start + step])):
+            for i, level in enumerate(predict_on_batch(encoder, padded[start:start + step])):
                 levels[i].extend(np.asarray(level))
         return [{"levels": [level[i] for level in levels], "molded_image": molded_images[i],
                  "image_meta": image_metas[i], "window": windows[i], "shape": images[i].shape}

@@ -4,6 +4,7 @@ paths, and the inference API (detect, detect_molded, run_graph, molding).
 Models are built once per module (fixtures); nothing here trains. Training behaviour is
 in test_training.py.
 """
+import logging
 import math
 import os
 import re
@@ -500,6 +501,42 @@ def test_run_graph_returns_named_arrays(tiny_inference, image_64):
     n = result["class_ids"].shape[0]
     np.testing.assert_array_equal(detections[0, :n, 4].astype(int), result["class_ids"])
     np.testing.assert_allclose(detections[0, :n, 5], result["scores"])
+
+
+def test_detect_traces_once_for_images_resized_or_not(model_dir, image_64):
+    """A 64 px image is not resized (scale 1: compose_image_meta gives an int64 meta),
+    a 40 x 90 one is (float64): fed as they come, the graph was traced once per dtype.
+    mrcnn.tracing gives them the model's input dtypes, which the graph converted them
+    to anyway, so the detections are the same."""
+    model = modellib.MaskRCNN("inference", tiny_config(DETECTION_MIN_CONFIDENCE=0.0),
+                              model_dir)
+    wide = np.random.default_rng(2).integers(0, 256, (40, 90, 3), dtype=np.uint8)
+    molded = [model.mold_inputs([image])[1] for image in (image_64, wide)]
+    assert [meta.dtype for meta in molded] == [np.int64, np.float64]
+    first = model.detect([image_64])[0]
+    model.detect([wide])
+    again = model.detect([image_64])[0]
+    assert model.keras_model.predict_function.experimental_get_tracing_count() == 1
+    for key in ("rois", "class_ids", "scores", "masks"):
+        np.testing.assert_array_equal(first[key], again[key])
+
+
+def test_run_graph_calls_in_a_row_do_not_warn_of_retracing(tiny_inference, image_64):
+    """Matterport's inspect notebooks call run_graph again and again, and each call
+    builds and traces a model of its own: TensorFlow counted those first traces as one
+    function's retraces and warned (mrcnn.tracing)."""
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logging.getLogger("tensorflow").addHandler(handler)
+    try:
+        for name in ("rpn_class", "rpn_bbox", "ROI", "mrcnn_class", "mrcnn_detection",
+                     "mrcnn_mask"):
+            layer = tiny_inference.keras_model.get_layer(name)
+            assert tiny_inference.run_graph([image_64], [(name, layer.output)])[name].size
+    finally:
+        logging.getLogger("tensorflow").removeHandler(handler)
+    assert [r.getMessage() for r in records if "retracing" in r.getMessage()] == []
 
 
 def test_ancestor_gives_the_proposal_stages_inspect_model_reads(tiny_inference, image_64):
