@@ -521,22 +521,17 @@ def test_detect_traces_once_for_images_resized_or_not(model_dir, image_64):
         np.testing.assert_array_equal(first[key], again[key])
 
 
-def test_run_graph_calls_in_a_row_do_not_warn_of_retracing(tiny_inference, image_64):
+def test_run_graph_calls_in_a_row_do_not_warn_of_retracing(tiny_inference, image_64,
+                                                           caplog):
     """Matterport's inspect notebooks call run_graph again and again, and each call
     builds and traces a model of its own: TensorFlow counted those first traces as one
     function's retraces and warned (mrcnn.tracing)."""
-    records = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = records.append
-    logging.getLogger("tensorflow").addHandler(handler)
-    try:
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
         for name in ("rpn_class", "rpn_bbox", "ROI", "mrcnn_class", "mrcnn_detection",
                      "mrcnn_mask"):
             layer = tiny_inference.keras_model.get_layer(name)
             assert tiny_inference.run_graph([image_64], [(name, layer.output)])[name].size
-    finally:
-        logging.getLogger("tensorflow").removeHandler(handler)
-    assert [r.getMessage() for r in records if "retracing" in r.getMessage()] == []
+    assert [r.getMessage() for r in caplog.records if "retracing" in r.getMessage()] == []
 
 
 def test_ancestor_gives_the_proposal_stages_inspect_model_reads(tiny_inference, image_64):

@@ -152,18 +152,14 @@ def test_one_input_sub_models_take_one_array_without_a_warning(k1):
         np.testing.assert_allclose(np.asarray(direct), through_encode, rtol=1e-5, atol=1e-6)
 
 
-def test_the_readme_api_calls_trace_each_model_once_without_a_warning(tmp_path):
+def test_the_readme_api_calls_trace_each_model_once_without_a_warning(tmp_path, caplog):
     """detect, encode_reference, detect_with_reference, encode_queries and
     detect_with_encoded each trace a model of their own once: TensorFlow counted those
     first traces as one function's retraces and warned on the fifth (mrcnn.tracing)."""
     model = SiameseMaskRCNN("inference", tiny_config(), str(tmp_path))
     reference, query, other = random_images(3, (30, 40, 3), (64, 64, 3), (50, 70, 3))
     assert not any(traced(m) for m in (model.keras_model, model.sub_model("query_encoder")))
-    records = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = records.append
-    logging.getLogger("tensorflow").addHandler(handler)
-    try:
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
         model.detect([[reference]], [query])
         vectors = model.encode_reference([[reference]])
         for image in (query, other):
@@ -171,14 +167,12 @@ def test_the_readme_api_calls_trace_each_model_once_without_a_warning(tmp_path):
         (encoded,) = model.encode_queries([query])
         for ref in (reference, other):
             model.detect_with_encoded([encoded], model.encode_reference([[ref]]))
-    finally:
-        logging.getLogger("tensorflow").removeHandler(handler)
     # Each of the five models (the inference graph and the four sub-models) was traced
     # once, although the query (64 px, not resized: an int64 image meta) and `other`
     # (resized: float64) gave metas of two dtypes (mrcnn.tracing.as_input_dtypes).
     models = [model.keras_model] + [model.sub_model(name) for name in model.SUB_MODELS]
     assert [m.predict_function.experimental_get_tracing_count() for m in models] == [1] * 5
-    assert [r.getMessage() for r in records if "retracing" in r.getMessage()] == []
+    assert [r.getMessage() for r in caplog.records if "retracing" in r.getMessage()] == []
 
 
 def test_k_references_are_averaged(k1, k3):
