@@ -1,4 +1,4 @@
-"""What both command lines share: the user-error class, --set parsing and the exit codes.
+"""What the command lines share: the user-error class, --set and integer options, exit codes.
 
 ``samples/coco/coco.py`` (Mask R-CNN) and ``train_siamese.py`` (``siamese_mrcnn.cli``)
 report a bad input as one line on stderr and exit 2; an I/O error (disk full,
@@ -6,6 +6,7 @@ permissions) exits 1; Ctrl-C exits 130. Nothing here prints a traceback.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import sys
@@ -47,6 +48,24 @@ def add_set_option(parser) -> None:
                         help="override config fields, typed like their default, lists and "
                              "tuples as Python literals (e.g. IMAGES_PER_GPU=2 "
                              "BACKBONE=resnet50 RPN_ANCHOR_SCALES=(16,32,64,128,256))")
+
+
+def int_option(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: an integer in ``low..high`` (no upper bound when ``high`` is
+    None). argparse reports a bad value by its flag, e.g. ``argument --train: expected an
+    integer >= 0, got '-1'``, before any work, with exit code 2."""
+    expected = f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
 def check_output(path: str, option: str, kind: str = "folder") -> str:

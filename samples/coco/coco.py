@@ -49,7 +49,8 @@ from mrcnn.coco import (COCO_NUM_CLASSES, DEFAULT_DATASET_YEAR, EVAL_TYPES,  # n
                         evaluation_image_ids, load_results, load_training_data, make_config,
                         run_cocoeval, validation_subset)
 from mrcnn.cli_support import (CliError, add_set_option, check_output,  # noqa: E402,F401
-                               parse_set, run_command, user_input, weights_error)
+                               int_option, parse_set, run_command, user_input,
+                               weights_error)
 from mrcnn.config import Config  # noqa: E402
 from mrcnn.multi_worker import distribution_from_env  # noqa: E402
 from mrcnn.overrides import config_from_overrides  # noqa: E402
@@ -174,20 +175,6 @@ def str2bool(value: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
 
 
-def _non_negative_int(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}")
-    return number
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value!r}")
-    return number
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Matterport's arguments plus options for small runs."""
     parser = argparse.ArgumentParser(prog=os.path.basename(__file__),
@@ -204,27 +191,27 @@ def build_parser() -> argparse.ArgumentParser:
                              "'none' (random initialisation)")
     parser.add_argument("--logs", default=DEFAULT_LOGS_DIR, metavar="/path/to/logs/",
                         help="Logs and checkpoints directory (default=logs/)")
-    parser.add_argument("--limit", type=_non_negative_int, default=500,
+    parser.add_argument("--limit", type=int_option(0), default=500,
                         metavar="<image count>",
                         help="Images to use for evaluation, 0 = all (default=500)")
     parser.add_argument("--download", type=str2bool, default=False, metavar="<True|False>",
                         help="Not supported: nothing is downloaded (default=False)")
     small = parser.add_argument_group("run size (defaults: Matterport's)")
     for stage, default in zip(("heads", "4plus", "all"), DEFAULT_SCHEDULE):
-        small.add_argument(f"--epochs-{stage}", type=_non_negative_int, default=default,
+        small.add_argument(f"--epochs-{stage}", type=int_option(0), default=default,
                            metavar="N",
                            help=f"Train the {stage} stage up to epoch N (cumulative, as "
                                 f"Matterport's epochs; 0 skips it) (default={default})")
-    small.add_argument("--steps-per-epoch", type=_positive_int, metavar="N",
+    small.add_argument("--steps-per-epoch", type=int_option(1), metavar="N",
                        help="Training steps per epoch (default: config's 1000)")
-    small.add_argument("--validation-steps", type=_positive_int, metavar="N",
+    small.add_argument("--validation-steps", type=int_option(1), metavar="N",
                        help="Validation steps per epoch (default: config's 50)")
-    small.add_argument("--image-size", type=_positive_int, metavar="PX",
+    small.add_argument("--image-size", type=int_option(1), metavar="PX",
                        help="IMAGE_MAX_DIM (a multiple of 64); IMAGE_MIN_DIM becomes "
                             "min(800, PX) (default: 800/1024)")
     small.add_argument("--backbone", choices=["resnet50", "resnet101", "resnet_tiny"],
                        help="Backbone (default: config's resnet101)")
-    small.add_argument("--num-classes", type=_positive_int, metavar="N",
+    small.add_argument("--num-classes", type=int_option(1), metavar="N",
                        help="Classes including background (default: 1 + the categories "
                             "in the annotation file)")
     small.add_argument("--eval-type", choices=["bbox", "segm", "both"], default="bbox",

@@ -43,7 +43,8 @@ from pycocotools import mask as mask_utils
 _LIB = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "lib"))
 if _LIB not in sys.path:  # the benchmarks and tests import this module: add lib/ once
     sys.path.insert(0, _LIB)
-from mrcnn.cli_support import CliError, check_output  # noqa: E402 (stdlib only)
+from mrcnn.cli_support import (CliError, check_output,  # noqa: E402 (stdlib only)
+                               int_option)
 from mrcnn.files import write_atomic  # noqa: E402 (stdlib only)
 
 logger = logging.getLogger(__name__)
@@ -673,14 +674,19 @@ def _check_subset(subset: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    # The flags are checked here too, so that a bad value is told by its flag (--train),
+    # not by generate_dataset's argument (n_train).
+    count = int_option(0, VAL_ID_OFFSET - 1)
     parser.add_argument("--out", required=True, help="output directory (COCO layout)")
-    parser.add_argument("--train", type=int, default=2000, help="number of train2017 images")
-    parser.add_argument("--val", type=int, default=500, help="number of val2017 images")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", type=int, default=128, help="image side in pixels")
-    parser.add_argument("--categories", type=int, default=DEFAULT_NUM_CATEGORIES,
+    parser.add_argument("--train", type=count, default=2000, help="number of train2017 images")
+    parser.add_argument("--val", type=count, default=500, help="number of val2017 images")
+    parser.add_argument("--seed", type=int_option(0), default=0)
+    parser.add_argument("--size", type=int_option(MIN_SIZE, MAX_SIZE), default=128,
+                        help=f"image side in pixels ({MIN_SIZE}..{MAX_SIZE})")
+    parser.add_argument("--categories", type=int_option(NUM_SPLITS, MAX_CATEGORIES),
+                        default=DEFAULT_NUM_CATEGORIES,
                         help=f"number of categories ({NUM_SPLITS}..{MAX_CATEGORIES})")
-    parser.add_argument("--workers", type=int, default=None,
+    parser.add_argument("--workers", type=int_option(1), default=None,
                         help="processes (default: all CPUs)")
     parser.add_argument("--force", action="store_true", help="regenerate even if cached")
     args = parser.parse_args(argv)

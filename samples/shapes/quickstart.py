@@ -29,6 +29,7 @@ for path in (os.path.join(ROOT, "lib"), ROOT):
 
 import numpy as np  # noqa: E402
 
+from mrcnn.cli_support import int_option  # noqa: E402 (stdlib only)
 from siamese_mrcnn.config import QUICKSTART_FIELDS  # noqa: E402
 
 logger = logging.getLogger("quickstart")
@@ -246,12 +247,14 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", default="default", choices=sorted(PROFILES),
                         help="default (~15 min on 2 CPU cores), long (the accuracy "
                              "benchmark's budget), quick (a smoke test)")
-    parser.add_argument("--epochs", type=int, help="override the profile's epochs")
-    parser.add_argument("--steps", type=int, help="override the profile's steps per epoch")
-    parser.add_argument("--runs", type=int, help="override the profile's evaluation runs")
-    parser.add_argument("--eval-images", type=int,
+    parser.add_argument("--epochs", type=int_option(1), help="override the profile's epochs")
+    parser.add_argument("--steps", type=int_option(1),
+                        help="override the profile's steps per epoch")
+    parser.add_argument("--runs", type=int_option(1),
+                        help="override the profile's evaluation runs")
+    parser.add_argument("--eval-images", type=int_option(1),
                         help="override the profile's number of evaluation images")
-    parser.add_argument("--seed", type=int, default=0, help="data set seed")
+    parser.add_argument("--seed", type=int_option(0), default=0, help="data set seed")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides on top of the quick-start model")
     args = parser.parse_args(argv)
@@ -261,12 +264,8 @@ def main(argv=None) -> int:
 
     profile = dict(PROFILES[args.profile])
     for key in ("epochs", "steps", "runs", "eval_images"):
-        value = getattr(args, key)
-        if value is not None:
-            if value < 1:
-                parser.error(f"--{key.replace('_', '-')}: expected an integer >= 1, "
-                             f"got {value}")
-            profile[key] = value
+        if getattr(args, key) is not None:
+            profile[key] = getattr(args, key)
     return run_command(
         lambda: run(args, profile), prefix="error",
         interrupted="interrupted: run the same command again to continue from the last "

@@ -190,6 +190,27 @@ def test_bad_arguments_raise(tmp_path, kwargs, match):
         shapes.generate_dataset(tmp_path, **{**PARAMS, **kwargs})
 
 
+@pytest.mark.parametrize("flag, value, expected", [
+    ("--train", "-1", "an integer in 0..9999999"),
+    ("--val", "10000000", "an integer in 0..9999999"),
+    ("--size", "32", "an integer in 64..4096"),
+    ("--categories", "100", "an integer in 4..32"),
+    ("--workers", "0", "an integer >= 1"),
+    ("--seed", "two", "an integer >= 0"),
+])
+def test_command_line_names_the_flag_of_a_bad_number(tmp_path, capsys, flag, value, expected):
+    """A bad number is told by its flag (--train), not by generate_dataset's argument
+    (n_train, as before), in one line with exit 2, and nothing is written."""
+    with pytest.raises(SystemExit) as exit_info:
+        shapes.main(["--out", str(tmp_path / "data"), "--train", "1", "--val", "1",
+                     flag, value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].endswith(
+        f": error: argument {flag}: expected {expected}, got {value!r}"), err
+    assert not (tmp_path / "data").exists()
+
+
 def _python_lines_per_image(size: int, images: int = 4) -> float:
     """Python lines executed per rendered image (sys.settrace): a count, not a time."""
     count = 0

@@ -7,8 +7,8 @@ import pickle
 import numpy as np
 import pytest
 
-from mrcnn.cli_support import (CLIError, CliError, add_set_option, check_output, parse_set,
-                               run_command, user_input, weights_error)
+from mrcnn.cli_support import (CLIError, CliError, add_set_option, check_output, int_option,
+                               parse_set, run_command, user_input, weights_error)
 from mrcnn.config import COMPUTED_FIELDS, Config
 from mrcnn.overrides import config_from_overrides, parse_value
 from mrcnn.weights import ShapeMismatchError
@@ -38,6 +38,25 @@ def test_set_option_accepts_several_values_and_repeats():
     args = parser.parse_args(["--set", "A=1", "B=2", "--set", "C=3"])
     assert args.set == ["A=1", "B=2", "C=3"]
     assert parser.parse_args([]).set == []
+
+
+def test_int_option_accepts_its_range_and_names_the_flag_otherwise(capsys):
+    parser = argparse.ArgumentParser(prog="tool")
+    parser.add_argument("--count", type=int_option(0))
+    parser.add_argument("--size", type=int_option(64, 128))
+    assert parser.parse_args(["--count", "0", "--size", "64"]).count == 0
+    assert parser.parse_args(["--size", "128"]).size == 128
+    assert parser.parse_args(["--count", "12"]).count == 12
+    for flag, text, expected in [("--count", "-1", "an integer >= 0"),
+                                 ("--count", "1.5", "an integer >= 0"),
+                                 ("--count", "", "an integer >= 0"),
+                                 ("--size", "63", "an integer in 64..128"),
+                                 ("--size", "129", "an integer in 64..128")]:
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args([flag, text])
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            f"tool: error: argument {flag}: expected {expected}, got {text!r}")
 
 
 def test_user_input_turns_missing_and_invalid_inputs_into_cli_errors():
