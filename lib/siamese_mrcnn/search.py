@@ -345,7 +345,11 @@ def search_collection(model, reference: np.ndarray | Sequence[np.ndarray],
 def summary_line(summary: dict) -> str:
     """The one line the command line prints at the end."""
     sheet = summary["contact_sheet"] or "none (no detections)"
-    return (f"searched {summary['images']} files: {summary['searched_now']} images now, "
+    def count(n: int, noun: str) -> str:
+        return f"{n} {noun}" + ("" if n == 1 else "s")
+
+    return (f"searched {count(summary['images'], 'file')}: "
+            f"{count(summary['searched_now'], 'image')} now, "
             f"{summary['from_earlier_runs']} from an earlier run, {summary['skipped']} "
             f"skipped (unreadable); {summary['with_detections']} with detections; "
             f"{summary['seconds']:.1f} s ({summary['images_per_s']:.2f} images/s); "
