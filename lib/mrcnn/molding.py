@@ -7,6 +7,7 @@ what is wrong with it.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Sequence
 
 import numpy as np
@@ -15,6 +16,12 @@ try:  # JAX and PyTorch machines may have no TensorFlow: its paths then never ru
 except ImportError:
     tf = None
 
+
+logger = logging.getLogger(__name__)
+
+#: Whether check_image has told that float pixels in 0..1 are taken as 0..255 (told once
+#: per process: a loop over a data set would otherwise repeat it for every image).
+_told_unit_range = False
 
 ############################################################
 #  Image meta
@@ -108,7 +115,8 @@ def check_image(image: Any, name: str = "image") -> np.ndarray:
 
     Grayscale ([H, W] or [H, W, 1]) is repeated to RGB and RGBA loses its alpha
     channel. Raises ValueError, naming `name`, for anything that is not a
-    non-empty 2D/3D integer or float array with 1, 3 or 4 channels.
+    non-empty 2D/3D integer or float array with 1, 3 or 4 channels, and for NaN or
+    infinite pixels; logs a warning (once) for float pixels that are all in 0..1.
     """
     array = np.asarray(image)
     if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer)
@@ -130,4 +138,22 @@ def check_image(image: Any, name: str = "image") -> np.ndarray:
         array = np.repeat(array, 3, axis=2)
     elif channels == 4:
         array = array[:, :, :3]
+    if np.issubdtype(array.dtype, np.floating):
+        _check_float_pixels(array, name)
     return array
+
+
+def _check_float_pixels(array: np.ndarray, name: str) -> None:
+    """NaN or inf pixels raise; pixels all in 0..1 (torchvision's and PIL-to-float
+    convention) are told once, since the model takes them as 0..255 values (MEAN_PIXEL
+    is in 0..255) and finds nothing, without any error."""
+    global _told_unit_range
+    finite = np.isfinite(array)
+    if not finite.all():
+        raise ValueError(f"{name}: expected finite pixel values (0..255), got "
+                         f"{array.size - int(finite.sum())} NaN or infinite value(s)")
+    if not _told_unit_range and 0 <= array.min() and 0 < array.max() <= 1:
+        _told_unit_range = True
+        logger.warning("%s: float pixels all in 0..1, but the model reads pixel values in "
+                       "0..255 (like a uint8 image): multiply by 255, or the detections "
+                       "mean nothing (told once)", name)

@@ -89,3 +89,29 @@ def test_check_image_rejects_bad_input(bad, message):
     with pytest.raises(ValueError, match=message) as info:
         molding.check_image(bad, name="query")
     assert "query" in str(info.value) and "expected" in str(info.value)
+
+
+def test_check_image_rejects_nan_and_infinite_pixels():
+    image = np.full((4, 4, 3), 100.0, np.float32)
+    image[0, 0, 0], image[1, 2, 1] = np.nan, np.inf
+    with pytest.raises(ValueError, match=r"query: expected finite pixel values \(0..255\), "
+                                         r"got 2 NaN or infinite value\(s\)"):
+        molding.check_image(image, name="query")
+
+
+def test_check_image_tells_once_that_float_pixels_in_0_to_1_are_read_as_0_to_255(
+        monkeypatch, caplog):
+    monkeypatch.setattr(molding, "_told_unit_range", False)
+    unit = np.random.RandomState(0).rand(4, 4, 3).astype(np.float32)
+    with caplog.at_level("WARNING", logger="mrcnn.molding"):
+        # Not told: integer pixels, float pixels beyond 1, an all-black float image.
+        molding.check_image(np.ones((4, 4, 3), np.uint8))
+        molding.check_image(unit * 255)
+        molding.check_image(np.zeros((4, 4, 3), np.float64))
+        assert caplog.records == []
+        out = molding.check_image(unit, name="images[0]")
+        molding.check_image(unit, name="images[1]")
+    np.testing.assert_array_equal(out, unit)  # told, not changed
+    assert [r.getMessage() for r in caplog.records] == [
+        "images[0]: float pixels all in 0..1, but the model reads pixel values in 0..255 "
+        "(like a uint8 image): multiply by 255, or the detections mean nothing (told once)"]
