@@ -125,6 +125,8 @@ def cmd_evaluate(args) -> dict:
         raise CLIError(f"--runs must be >= 1, got {args.runs}")
     if args.limit < 0:
         raise CLIError(f"--limit must be >= 0 (0: all images), got {args.limit}")
+    if args.seed < 0:
+        raise CLIError(f"--seed must be >= 0, got {args.seed}")
     shard = None
     if args.shard:
         from siamese_mrcnn.shards import parse_shard

@@ -68,8 +68,9 @@ def _parse_args(args) -> tuple:
         raise CLIError(f"--shots expects numbers such as 1,5, got {args.shots!r}") from error
     if shots[0] < 1:
         raise CLIError(f"--shots must be >= 1, got {args.shots!r}")
-    if args.runs < 1 or args.limit < 0:
-        raise CLIError("--runs must be >= 1 and --limit >= 0")
+    if args.runs < 1 or args.limit < 0 or args.seed < 0:
+        raise CLIError(f"--runs must be >= 1, --limit >= 0 and --seed >= 0, got "
+                       f"{args.runs}, {args.limit} and {args.seed}")
     for model in models:
         check_model_spec(model, "--models")
     if args.full:

@@ -127,6 +127,16 @@ def summarize_runs(evaluations: Sequence[EvaluationResult], confidence: float = 
                        confidence, timing)
 
 
+def run_seeds(runs: int, seed: int) -> list:
+    """The seeds of `runs` evaluation runs: the children of SeedSequence(seed), as
+    run_evaluation and evaluate_shard draw them. ValueError naming the argument for a
+    `runs` < 1 or a negative `seed` (numpy's own message names neither)."""
+    for name, value, low in (("runs", runs, 1), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+    return np.random.SeedSequence(int(seed)).spawn(int(runs))
+
+
 def run_evaluation(model: Any, dataset: Any, coco: COCO, runs: int = 5, seed: int = 0,
                    eval_type: Union[str, Sequence[str]] = ("bbox", "segm"),
                    confidence: float = 0.95, keep_evaluations: bool = False,
@@ -134,9 +144,7 @@ def run_evaluation(model: Any, dataset: Any, coco: COCO, runs: int = 5, seed: in
     """`runs` evaluations with different reference draws (run r uses the r-th child of
     SeedSequence(seed)); returns their RunsSummary (and the EvaluationResults
     when keep_evaluations). Other keywords go to evaluate_protocol."""
-    if isinstance(runs, bool) or not isinstance(runs, (int, np.integer)) or runs < 1:
-        raise ValueError("runs: expected an integer >= 1, got {!r}".format(runs))
-    seeds = np.random.SeedSequence(int(seed)).spawn(int(runs))
+    seeds = run_seeds(runs, seed)
     evaluations = []
     for r, run_seed in enumerate(seeds):
         logger.info("Evaluation run %d/%d", r + 1, runs)

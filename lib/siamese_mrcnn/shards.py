@@ -26,7 +26,7 @@ from siamese_mrcnn.coco_eval import parse_eval_types
 from siamese_mrcnn.pairs import seed_label
 from siamese_mrcnn.protocol import (check_model_config, detect_pairs, protocol_pairs,
                                     score_pairs)
-from siamese_mrcnn.runs import RunsSummary, summarize_runs
+from siamese_mrcnn.runs import RunsSummary, run_seeds, summarize_runs
 
 FORMAT = "siamese-mrcnn-shard/1"
 #: What every shard of one evaluation must agree on (merge_shards checks it).
@@ -73,12 +73,12 @@ def evaluate_shard(model: Any, dataset: Any, shard: tuple[int, int], runs: int =
         raise ValueError("the random-boxes baseline cannot be sharded (its boxes depend on "
                          "the batches); evaluate it in one process")
     kwargs.pop("random_detections", None)
+    seeds = run_seeds(runs, seed)  # before any work: a bad runs or seed is told at once
     check_model_config(model)
     index, count = shard
     types = parse_eval_types(eval_type)
     image_ids, chosen, queries = protocol_pairs(dataset, limit)
     mine, position = select_shard(queries, index, count)
-    seeds = np.random.SeedSequence(int(seed)).spawn(int(runs))
     started = time.perf_counter()
     run_records = []
     for root in seeds:

@@ -405,6 +405,13 @@ IN_PROCESS_ERRORS = {
                        "--eval-type", "bbox,keypoints"], "--eval-type"),
     "no runs": (["evaluate", "--dataset", "data", "--model", "none", "--runs", "0"],
                 "--runs must be >= 1"),
+    # was numpy's "expected non-negative integer", after the data and the model loaded
+    "negative seed": (["evaluate", "--dataset", "data", "--model", "none", "--seed", "-1"],
+                      "--seed must be >= 0, got -1"),
+    "report negative seed": (["report", "--dataset", "data", "--models", "none",
+                              "--seed", "-2", "--output", "report"],
+                             "--runs must be >= 1, --limit >= 0 and --seed >= 0, got 5, 0 "
+                             "and -2"),
     "no such subset": (["evaluate", "--dataset", "data", "--model", "none",
                         "--subset", "test"], "instances_test2017.json"),
     "--set without =": (["detect", "--model", "none", "--image", "q.png",

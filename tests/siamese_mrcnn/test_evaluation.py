@@ -395,6 +395,36 @@ def test_run_evaluation_uses_a_different_draw_per_run(dataset):
         ev.run_evaluation(model, ds, coco, runs=0)
 
 
+@pytest.mark.parametrize("runs, seed, message", [
+    (0, 0, "runs: expected an integer >= 1, got 0"),
+    (True, 0, "runs: expected an integer >= 1, got True"),
+    (2, -1, "seed: expected an integer >= 0, got -1"),  # numpy: "expected non-negative integer"
+    (2, 1.5, "seed: expected an integer >= 0, got 1.5"),
+])
+def test_bad_runs_or_seed_are_told_by_name_before_any_detection(dataset, runs, seed, message):
+    from siamese_mrcnn.runs import run_seeds
+    from siamese_mrcnn.shards import evaluate_shard
+
+    ds, coco = dataset
+    model = StandInSiamese(make_config(batch_size=1))
+    for call in (lambda: run_seeds(runs, seed),
+                 lambda: ev.run_evaluation(model, ds, coco, runs=runs, seed=seed, verbose=0),
+                 lambda: evaluate_shard(model, ds, (0, 2), runs=runs, seed=seed, verbose=0)):
+        with pytest.raises(ValueError) as caught:
+            call()
+        assert str(caught.value) == message
+    assert model.references == []  # nothing was detected
+
+
+def test_run_seeds_are_the_children_of_one_seed_sequence():
+    from siamese_mrcnn.runs import run_seeds
+
+    seeds = run_seeds(3, np.int64(7))
+    expected = np.random.SeedSequence(7).spawn(3)
+    assert [s.entropy for s in seeds] == [7, 7, 7]
+    assert [s.spawn_key for s in seeds] == [e.spawn_key for e in expected] == [(0,), (1,), (2,)]
+
+
 def test_evaluate_split_one_shot_vs_background(dataset):
     ds, coco = dataset
     ds.set_active_classes([1, 2])
