@@ -26,12 +26,15 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from mrcnn.config import RESNET_ARCHITECTURES
+
 logger = logging.getLogger(__name__)
 
 CLASS_LISTS = ("imagenet-687", "imagenet-771", "imagenet-1k")
 LIST_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet_classes")
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 MEAN_PIXEL = np.array([123.7, 116.8, 103.9], dtype=np.float32)  # the detector's
+MIN_IMAGE_SIZE = 32  # the ResNet's stride: C5 of a smaller crop is empty
 
 
 def class_list(name: str, train_dir: str) -> list[str]:
@@ -187,6 +190,37 @@ def latest_checkpoint(run_dir: str, classes: str) -> tuple[Optional[str], int]:
     return best, epoch
 
 
+def check_settings(epochs: int, batch_size: int, image_size: int, architecture: str,
+                   base_lr: float, decay_epochs: Sequence[int], weight_decay: float,
+                   steps_per_epoch: Optional[int], seed: int) -> None:
+    """ValueError naming the first of pretrain's settings that cannot train, before any
+    file is read or written (a negative seed used to fail only after classes.txt was
+    written, and a negative learning rate trained)."""
+    def is_int(value) -> bool:
+        return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+    for name, value, low, why in (
+            ("epochs", epochs, 0, ""), ("batch_size", batch_size, 1, ""),
+            ("image_size", image_size, MIN_IMAGE_SIZE, " (the ResNet's stride)"),
+            ("seed", seed, 0, ""), ("steps_per_epoch", steps_per_epoch, 1, "")):
+        if name == "steps_per_epoch" and value is None:  # None: the images / the batch
+            continue
+        if not is_int(value) or value < low:
+            raise ValueError(f"{name}: expected an integer >= {low}{why}, got {value!r}")
+    if seed >= 2 ** 32:  # keras.utils.set_random_seed's bound
+        raise ValueError(f"seed: expected an integer < 2**32, got {seed!r}")
+    if not all(is_int(e) and e >= 1 for e in decay_epochs):
+        raise ValueError(f"decay_epochs: expected integers >= 1, got {list(decay_epochs)!r}")
+    if not (isinstance(base_lr, (int, float)) and np.isfinite(base_lr) and base_lr > 0):
+        raise ValueError(f"base_lr: expected a number > 0, got {base_lr!r}")
+    if not (isinstance(weight_decay, (int, float)) and np.isfinite(weight_decay)
+            and weight_decay >= 0):
+        raise ValueError(f"weight_decay: expected a number >= 0, got {weight_decay!r}")
+    if architecture not in RESNET_ARCHITECTURES:
+        raise ValueError(f"architecture: expected one of {sorted(RESNET_ARCHITECTURES)}, "
+                         f"got {architecture!r}")
+
+
 def pretrain(data_dir: str, classes: str, run_dir: str, output: str, epochs: int = 90,
              batch_size: int = 256, image_size: int = 224, architecture: str = "resnet50",
              base_lr: float = 0.1, decay_epochs: Sequence[int] = (30, 60, 80),
@@ -195,6 +229,9 @@ def pretrain(data_dir: str, classes: str, run_dir: str, output: str, epochs: int
     """Trains (or resumes) up to ``epochs`` and writes the backbone to ``output``.
     Returns {"history": {metric: [per epoch]}, "initial_epoch", "classes": wnids,
     "output"}. ValueError for a bad folder or class list."""
+    check_settings(epochs=epochs, batch_size=batch_size, image_size=image_size,
+                   architecture=architecture, base_lr=base_lr, decay_epochs=decay_epochs,
+                   weight_decay=weight_decay, steps_per_epoch=steps_per_epoch, seed=seed)
     import keras
 
     from mrcnn import multi_worker

@@ -53,15 +53,29 @@ def main(argv=None) -> int:
                        interrupted="interrupted: the last finished epoch's checkpoint is kept")
 
 
+# pretrain's settings and the flags that set them (its errors name the setting).
+FLAGS = {"epochs": "--epochs", "batch_size": "--batch", "image_size": "--image-size",
+         "architecture": "--backbone", "base_lr": "--lr", "decay_epochs": "--decay-epochs",
+         "weight_decay": "--weight-decay", "steps_per_epoch": "--steps-per-epoch",
+         "seed": "--seed"}
+
+
 def run(args) -> dict:
-    from siamese_mrcnn.pretraining import pretrain
+    from siamese_mrcnn.pretraining import check_settings, pretrain
 
     with user_input("--decay-epochs"):
         decay = [int(e) for e in args.decay_epochs.split(",") if e.strip()]
-    if min(args.epochs, args.batch, args.image_size) < 1:
-        raise CliError("--epochs, --batch and --image-size must be >= 1")
-    if args.image_size < 32:
-        raise CliError(f"--image-size must be >= 32 (the ResNet's stride), got {args.image_size}")
+    settings = dict(epochs=args.epochs, batch_size=args.batch, image_size=args.image_size,
+                    architecture=args.backbone, base_lr=args.lr, decay_epochs=decay,
+                    weight_decay=args.weight_decay, steps_per_epoch=args.steps_per_epoch,
+                    seed=args.seed)
+    if args.epochs < 1:
+        raise CliError(f"--epochs: expected an integer >= 1, got {args.epochs}")
+    try:  # before any file is read or written
+        check_settings(**settings)
+    except ValueError as error:
+        name, _, problem = str(error).partition(": ")
+        raise CliError(f"{FLAGS.get(name, name)}: {problem}") from error
     output = args.output or os.path.join(
         "checkpoints", f"imagenet_{args.classes.split('-')[1]}.h5")
     check_output(output, "--output", "file")
@@ -69,11 +83,7 @@ def run(args) -> dict:
     with user_input("--data"):
         result = pretrain(args.data, args.classes, os.path.join(args.logs,
                                                                 f"pretrain_{args.classes}"),
-                          output, epochs=args.epochs, batch_size=args.batch,
-                          image_size=args.image_size, architecture=args.backbone,
-                          base_lr=args.lr, decay_epochs=decay,
-                          weight_decay=args.weight_decay,
-                          steps_per_epoch=args.steps_per_epoch, seed=args.seed)
+                          output, **settings)
     trained = (f"epochs {result['initial_epoch'] + 1}..{args.epochs}"
                if result["initial_epoch"] < args.epochs
                else f"nothing to train (epoch {result['initial_epoch']} reached)")

@@ -10,7 +10,9 @@ import pytest
 from PIL import Image
 
 from samples.imagenet import pretrain
-from siamese_mrcnn.pretraining import LIST_DIR, class_list, learning_rate, list_subset
+from siamese_mrcnn.pretraining import (LIST_DIR, check_settings, class_list, learning_rate,
+                                        list_subset)
+from siamese_mrcnn.pretraining import pretrain as pretrain_model
 
 LISTED = Path(LIST_DIR, "imagenet-687.txt").read_text().split()[:3]
 UNLISTED = "n02084071"  # dog: in ImageNet, overlaps COCO, so not in the 687 list
@@ -27,6 +29,29 @@ def make_imagenet(root: Path, per_class: int, seed: int = 0) -> None:
             for i in range(count):
                 image = np.clip(rng.normal(colour, 40, (40, 48, 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(image).save(folder / f"{wnid}_{i}.JPEG", format="JPEG")
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("epochs", -1, "epochs: expected an integer >= 0, got -1"),
+    ("batch_size", 0, "batch_size: expected an integer >= 1, got 0"),
+    ("batch_size", 2.0, "batch_size: expected an integer >= 1, got 2.0"),
+    ("image_size", 31, "image_size: expected an integer >= 32 (the ResNet's stride), got 31"),
+    ("seed", 2 ** 32, "seed: expected an integer < 2**32, got 4294967296"),
+    ("steps_per_epoch", True, "steps_per_epoch: expected an integer >= 1, got True"),
+    ("base_lr", 0.0, "base_lr: expected a number > 0, got 0.0"),
+    ("weight_decay", float("inf"), "weight_decay: expected a number >= 0, got inf"),
+    ("architecture", "resnet18", "architecture: expected one of"),
+])
+def test_pretrain_names_a_bad_setting_before_it_reads_or_writes(tmp_path, setting, value,
+                                                               message):
+    with pytest.raises(ValueError) as caught:
+        pretrain_model(str(tmp_path / "missing"), "imagenet-687", str(tmp_path / "run"),
+                       str(tmp_path / "b.h5"), **{setting: value})
+    assert str(caught.value).startswith(message), caught.value
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    check_settings(epochs=0, batch_size=1, image_size=32, architecture="resnet_tiny",
+                   base_lr=1e-3, decay_epochs=(), weight_decay=0, steps_per_epoch=None,
+                   seed=2 ** 32 - 1)  # the bounds themselves pass
 
 
 def test_class_lists_and_learning_rate():
@@ -105,7 +130,20 @@ def test_the_loss_falls(tmp_path):
     (["--data", "{missing}"], "train: not found"),
     (["--data", "{empty}"], "no images of the 687 classes"),
     (["--data", "{data}", "--decay-epochs", "a,b"], "--decay-epochs"),
-    (["--data", "{data}", "--image-size", "8"], "--image-size must be >= 32"),
+    (["--data", "{data}", "--image-size", "8"],
+     "--image-size: expected an integer >= 32 (the ResNet's stride), got 8"),
+    # Each was accepted (a negative rate trained) or failed late, under "--data:".
+    (["--data", "{data}", "--seed", "-1"], "--seed: expected an integer >= 0, got -1"),
+    (["--data", "{data}", "--lr", "-1"], "--lr: expected a number > 0, got -1.0"),
+    (["--data", "{data}", "--lr", "nan"], "--lr: expected a number > 0, got nan"),
+    (["--data", "{data}", "--weight-decay", "-0.1"],
+     "--weight-decay: expected a number >= 0, got -0.1"),
+    (["--data", "{data}", "--steps-per-epoch", "0"],
+     "--steps-per-epoch: expected an integer >= 1, got 0"),
+    (["--data", "{data}", "--backbone", "resnet7"],
+     "--backbone: expected one of ['resnet101', 'resnet50', 'resnet_tiny'], got 'resnet7'"),
+    (["--data", "{data}", "--decay-epochs", "0,3"],
+     "--decay-epochs: expected integers >= 1, got [0, 3]"),
     # Output paths, checked before the data are read.
     (["--data", "{data}", "--output", "{data}"], "--output {data}: expected a file, found a folder"),
     (["--data", "{data}", "--output", "{file}/b.h5"],
