@@ -102,8 +102,12 @@ class InferenceMixin:
             raise ValueError(f"{what} must be a list of {self.config.BATCH_SIZE} arrays, "
                              f"got {type(items).__name__}")
         if len(items) != self.config.BATCH_SIZE:
+            # An [H, W, C] array is one image, whose len() is its height.
+            hint = (f" (one array of shape {items.shape}: a single image goes in a list, "
+                    f"[image])" if isinstance(items, np.ndarray) and items.ndim in (2, 3)
+                    else "")
             raise ValueError(f"len({what}) must be equal to BATCH_SIZE "
-                             f"({self.config.BATCH_SIZE}), got {len(items)}")
+                             f"({self.config.BATCH_SIZE}), got {len(items)}{hint}")
 
     def _batch_anchors(self, image_shape) -> np.ndarray:
         """[BATCH_SIZE, num_anchors, 4] normalized anchors for the molded image shape."""

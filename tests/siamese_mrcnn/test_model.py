@@ -316,6 +316,9 @@ def test_random_detections_move_boxes_and_shuffle_scores(k1):
     ("text", "one", "dtype"),
     ("one", "two", "len(images) must be equal to BATCH_SIZE (1), got 2"),
     ("one", "two_channels", "images[0]"),
+    # A bare image (not in a list): its height was the only clue.
+    ("one", "bare", "len(images) must be equal to BATCH_SIZE (1), got 20 (one array of "
+                    "shape (20, 20, 3): a single image goes in a list, [image])"),
 ])
 def test_detect_rejects_bad_input(k1, targets, images, message):
     good = random_images(10, (20, 20, 3))[0]
@@ -323,6 +326,7 @@ def test_detect_rejects_bad_input(k1, targets, images, message):
         "one": [good], "two": [good, good], "pair": [[good, good]],
         "empty": [np.zeros((0, 0, 3), np.uint8)], "pixel": [np.zeros((1, 1, 3), np.uint8)],
         "two_channels": [np.zeros((20, 20, 2), np.uint8)], "text": [np.full((9, 9, 3), "x")],
+        "bare": good,
     }
     with pytest.raises(ValueError) as error:
         k1.detect(values[targets], values[images])
