@@ -49,7 +49,7 @@ from mrcnn.targets import (DetectionTargetLayer, build_detection_targets,  # noq
                            build_rpn_targets, detection_targets_graph, generate_random_rois,
                            overlaps_graph)
 from mrcnn.training import (LAYER_REGEX, LOSS_NAMES, AtomicCheckpoint, FollowFitEpoch,
-                            LossModel, set_trainable, tensorboard)
+                            LossModel, check_layer_regex, set_trainable, tensorboard)
 from mrcnn import losses as losses_module
 from mrcnn import weights as weights_io
 
@@ -92,6 +92,9 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
     #: Where training writes checkpoints and how find_last finds them (mrcnn.checkpoints):
     #: Matterport's {name}{%Y%m%dT%H%M}/mask_rcnn_{name}_{epoch:04d}.h5.
     CHECKPOINTS: CheckpointPolicy = TimestampedRuns("mask_rcnn")
+
+    #: train(layers=NAME): the named layer selections (other strings are regexes).
+    LAYER_REGEX: dict[str, str] = LAYER_REGEX
 
     #: get_imagenet_weights(name) -> a file of this name in imagenet_weights_dirs().
     IMAGENET_WEIGHTS: dict[str, str] = {
@@ -472,7 +475,7 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
 
     def layer_regex(self, layers: str) -> str:
         """Resolves a training preset name to its regex; other strings are regexes."""
-        return LAYER_REGEX.get(layers, layers)
+        return self.LAYER_REGEX.get(layers, layers)
 
     def make_data_generator(self, dataset, shuffle: bool = True, augmentation=None,
                             no_augmentation_sources=None, steps: int | None = None,
@@ -520,7 +523,12 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
         if self.mode != "training":
             raise ValueError("Create model in training mode to train it "
                              f"(this one is in {self.mode!r} mode)")
+        if isinstance(learning_rate, (int, float)) and not (
+                np.isfinite(learning_rate) and learning_rate >= 0):
+            raise ValueError(f"learning_rate: expected a finite number >= 0, "
+                             f"got {learning_rate!r}")
         layer_regex = self.layer_regex(layers)
+        check_layer_regex(self.keras_model, layer_regex, layers, self.LAYER_REGEX)
         cluster = self._multi_worker_cluster()
         seed = int(np.random.randint(2 ** 31 - 1))
         if cluster is not None:

@@ -201,6 +201,31 @@ class LossModel(LegacyH5Weights, keras.Model):
         return self._track(total, weighted, l2)
 
 
+def check_layer_regex(keras_model: keras.Model, layer_regex: str, layers: str,
+                      presets: Iterable[str] = LAYER_REGEX) -> None:
+    """ValueError unless ``layer_regex`` (what ``layers`` resolved to) is a valid regex
+    that fully matches at least one layer with weights: otherwise training had nothing
+    to update, and Keras failed inside its optimizer ("not enough values to unpack")."""
+    try:
+        pattern = re.compile(layer_regex)
+    except re.error as error:
+        raise ValueError(f"layers={layers!r}: not a valid regular expression ({error})") \
+            from error
+
+    def weighted_layer_names(model: keras.Model):  # set_trainable's walk
+        for layer in model.layers:
+            if isinstance(layer, keras.Model):
+                yield from weighted_layer_names(layer)
+            elif layer.weights:
+                yield layer.name
+
+    if not any(pattern.fullmatch(name) for name in weighted_layer_names(keras_model)):
+        listed = ", ".join(repr(name) for name in presets)
+        raise ValueError(f"layers={layers!r} selects no layer to train: expected one of "
+                         f"{listed} or a regular expression that fully matches layer "
+                         f"names (such as r'(mrcnn\\_.*)')")
+
+
 def set_trainable(keras_model: keras.Model, layer_regex: str, indent: int = 0,
                   verbose: int = 1) -> list[str]:
     """Marks layers whose names fully match ``layer_regex`` trainable, others frozen.

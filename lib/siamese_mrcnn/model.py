@@ -89,6 +89,8 @@ class SiameseMaskRCNN(MaskRCNN):
     CHECKPOINTS = FixedRun(prefix="siamese_mrcnn", run_name=run_folder)
     #: get_imagenet_weights(name): the paper's backbones, in config.CHECKPOINT_DIR.
     IMAGENET_WEIGHTS = PRETRAININGS
+    #: train(layers=NAME): Matterport's selections plus the paper code's "rpn" and "2+".
+    LAYER_REGEX = LAYER_REGEX
     DEFAULT_IMAGENET = "imagenet-1k"
 
     # Reusing work across pairs: a reference is encoded once for many queries, a query
@@ -168,9 +170,6 @@ class SiameseMaskRCNN(MaskRCNN):
         if name in SIAMESE_OWN_FUNCTIONS:
             return getattr(heads, name)
         return super().graph_function(name)
-
-    def layer_regex(self, layers: str) -> str:
-        return LAYER_REGEX.get(layers, layers)
 
     # ---------------------------------------------------------- reference reuse
     def sub_model_tensors(self, name: str) -> tuple:

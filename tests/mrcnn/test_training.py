@@ -17,7 +17,7 @@ import tensorflow as tf
 from mrcnn import model as modellib
 from mrcnn import utils
 from mrcnn import weights as weights_io
-from mrcnn.training import LAYER_REGEX, LossModel, weight_decay_loss
+from mrcnn.training import LAYER_REGEX, LossModel, check_layer_regex, weight_decay_loss
 from tests.helpers.shapes_dataset import ShapesDataset, ShapeSpec, tiny_config
 
 LOSS_NAMES = ["rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss",
@@ -174,6 +174,44 @@ def test_resume_continues_at_the_checkpoint_epoch(stages):
     assert model.train(dataset, dataset, 0.01, epochs=4, layers="all") is None
     # find_last picks the newest run directory by name (the first stage's, dated now).
     assert model.find_last() == stages.checkpoint1
+
+
+@pytest.mark.parametrize("layers, learning_rate, message", [
+    # A typo of "heads" selected nothing; Keras then failed in its optimizer with
+    # "not enough values to unpack (expected 2, got 0)".
+    ("head", 0.01, "layers='head' selects no layer to train: expected one of 'heads', "
+                   "'3+', '4+', '5+', 'all' or a regular expression"),
+    ("(mrcnn", 0.01, "layers='(mrcnn': not a valid regular expression (missing ), "),
+    ("heads", -0.01, "learning_rate: expected a finite number >= 0, got -0.01"),
+    ("heads", float("nan"), "learning_rate: expected a finite number >= 0, got nan"),
+])
+def test_train_names_bad_layers_or_rate_before_any_work(stages, layers, learning_rate,
+                                                         message):
+    model = stages.model
+    files = sorted(os.listdir(model.log_dir))
+    trainable = [w.path for w in model.keras_model.trainable_weights]
+    with pytest.raises(ValueError) as caught:
+        model.train(ShapesDataset.generate(count=1, seed=2), None, learning_rate,
+                    epochs=6, layers=layers)
+    assert str(caught.value).startswith(message), caught.value
+    assert model.epoch == 4 and sorted(os.listdir(model.log_dir)) == files
+    assert [w.path for w in model.keras_model.trainable_weights] == trainable
+
+
+def test_check_layer_regex_walks_nested_models_and_skips_layers_without_weights():
+    inner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="rpn_dense")],
+                             name="rpn_model")
+    inputs = keras.Input((3,))
+    outputs = keras.layers.Dense(1, name="mrcnn_out")(
+        keras.layers.Activation("relu", name="res5_relu")(inner(inputs)))
+    model = keras.Model(inputs, outputs)
+    check_layer_regex(model, r"rpn\_.*", "rpn")  # a nested model's layer
+    check_layer_regex(model, LAYER_REGEX["heads"], "heads")
+    with pytest.raises(ValueError, match=r"layers='res5.\*' selects no layer to train: "
+                                         r"expected one of 'a', 'b' or"):
+        check_layer_regex(model, r"res5.*", "res5.*", presets=("a", "b"))  # no weights
+    with pytest.raises(ValueError, match="layers='rpn' selects no layer"):
+        check_layer_regex(model, "rpn", "rpn")  # a full match: 'rpn' is not 'rpn_dense'
 
 
 ############################################################
