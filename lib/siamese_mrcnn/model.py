@@ -28,6 +28,7 @@ from mrcnn.fpn import build_fpn_model
 from mrcnn.graph_layers import LossLayer
 from mrcnn.model import MaskRCNN, log
 from mrcnn.training import LAYER_REGEX as MRCNN_LAYER_REGEX
+from mrcnn.training import check_layer_regex
 from mrcnn.molding import check_image
 from mrcnn.tracing import predict_on_batch
 
@@ -415,6 +416,9 @@ class SiameseMaskRCNN(MaskRCNN):
         stage its epoch belongs to.
         """
         until = until if until is not None else max(int(k) for k in schedule)
+        for params in schedule.values():  # a later stage's typo, told before the first
+            check_layer_regex(self.keras_model, self.layer_regex(params["layers"]),
+                              params["layers"], self.LAYER_REGEX)
         for end in sorted(int(k) for k in schedule):
             params = schedule[end] if end in schedule else schedule[str(end)]
             if self.epoch >= min(end, until):

@@ -441,6 +441,23 @@ def test_train_schedule_continues_and_never_repeats(trainer, monkeypatch):
     trainer.epoch = 0
 
 
+def test_train_schedule_tells_a_later_stages_bad_layers_before_the_first(trainer,
+                                                                          monkeypatch):
+    calls = []
+    monkeypatch.setattr(trainer, "train", lambda *args, **kwargs: calls.append(kwargs))
+    schedule = {1: {"learning_rate": 0.02, "layers": "heads"},
+                2: {"learning_rate": 0.02, "layers": "rpn"},  # the paper code's preset
+                3: {"learning_rate": 0.002, "layers": "al"}}
+    with pytest.raises(ValueError, match="layers='al' selects no layer to train: expected "
+                                         "one of 'heads', .*'all', 'rpn', '2\\+' or"):
+        trainer.train_schedule(None, None, schedule)
+    assert calls == []
+    schedule[3]["layers"] = "all"
+    trainer.epoch = 0
+    trainer.train_schedule(None, None, schedule)
+    assert [c["layers"] for c in calls] == ["heads", "rpn", "all"]
+
+
 def test_detect_and_reuse_need_inference_mode(trainer):
     image = random_images(13, (64, 64, 3))[0]
     with pytest.raises(ValueError, match="inference mode"):
