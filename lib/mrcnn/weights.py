@@ -505,6 +505,11 @@ def load_weights(model: keras.Model, filepath: str, by_name: bool = True,
     if exclude_set:
         by_name = True
     model_entries = weight_entries(model)
+    unknown = sorted(exclude_set - {e.top_level for e in model_entries}
+                     - {e.leaf for e in model_entries})
+    if unknown:  # a misspelt name excludes nothing, and the load goes on
+        logger.warning("exclude: no layer with weights named %s in the model; those names "
+                       "exclude nothing", ", ".join(repr(name) for name in unknown))
     with h5py.File(filepath, "r") as f:
         root, layer_names = _open_root(f, filepath)
         file_entries = _read_entries(root, layer_names, filepath)

@@ -222,15 +222,20 @@ def test_model_weights_group(tmp_path):
         np.testing.assert_array_equal(value, values[key], err_msg=key)
 
 
-def test_exclude_top_level_and_leaf(tmp_path):
+def test_exclude_top_level_and_leaf(tmp_path, caplog):
     source = build_model()
     randomize(source, seed=6)
     path = tmp_path / "w.h5"
     W.save_weights(source, path)
     target = build_model()
     before = current(target)
-    report = W.load_weights(target, path, exclude=["rpn_model", "mrcnn_mask_conv1",
-                                                   "bn_conv1"])
+    with caplog.at_level("WARNING", logger="mrcnn.weights"):
+        report = W.load_weights(target, path, exclude=["rpn_model", "mrcnn_mask_conv1",
+                                                       "bn_conv1", "mrcnn_class_logit"])
+    # A misspelt name (mrcnn_class_logits) excludes nothing: said, not refused.
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "exclude: no layer with weights named 'mrcnn_class_logit' in the model; those "
+        "names exclude nothing"]
     after = current(target)
     excluded = {k for k in before if k.split("/")[0] in
                 ("rpn_conv_shared", "rpn_class_raw", "rpn_bbox_pred",
