@@ -2,7 +2,9 @@
 
 ``samples/coco/coco.py`` (Mask R-CNN) and ``train_siamese.py`` (``siamese_mrcnn.cli``)
 report a bad input as one line on stderr and exit 2; an I/O error (disk full,
-permissions) exits 1; Ctrl-C exits 130. Nothing here prints a traceback.
+permissions) exits 1; Ctrl-C exits 130. Nothing here prints a traceback. The shapes
+scripts and ``pretrain.py`` use the same pieces; an ``int_option`` flag with a bad value
+is argparse's usage error (exit 2, naming the flag).
 """
 from __future__ import annotations
 
