@@ -49,7 +49,7 @@ from mrcnn.targets import (DetectionTargetLayer, build_detection_targets,  # noq
                            build_rpn_targets, detection_targets_graph, generate_random_rois,
                            overlaps_graph)
 from mrcnn.training import (LAYER_REGEX, LOSS_NAMES, AtomicCheckpoint, FollowFitEpoch,
-                            LossModel, check_layer_regex, set_trainable, tensorboard)
+                            LossModel, check_train_request, set_trainable, tensorboard)
 from mrcnn import losses as losses_module
 from mrcnn import weights as weights_io
 
@@ -392,24 +392,8 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
         or ValueError (a name that is neither known nor a file).
         """
         source = source or os.environ.get("MRCNN_IMAGENET_WEIGHTS") or self.DEFAULT_IMAGENET
-        if source in self.IMAGENET_WEIGHTS:
-            file_name = self.IMAGENET_WEIGHTS[source]
-            places = self.imagenet_weights_dirs()
-            for folder in places:
-                path = os.path.join(folder, file_name)
-                if os.path.isfile(path):
-                    return path
-            raise FileNotFoundError(
-                f"ImageNet weights {source!r} ({file_name}) not found in "
-                f"{', '.join(places)}: weights are never downloaded, place the file there "
-                "(or pass its path, or set MRCNN_IMAGENET_WEIGHTS).")
-        if os.path.isfile(source):
-            return source
-        if os.sep in source or source.endswith(".h5"):
-            raise FileNotFoundError(f"ImageNet weights not found: {source} (weights are "
-                                    "never downloaded)")
-        raise ValueError(f"ImageNet weights: expected a file path or one of "
-                         f"{sorted(self.IMAGENET_WEIGHTS)}, got {source!r}")
+        return weights_io.find_named_weights(source, self.IMAGENET_WEIGHTS,
+                                             self.imagenet_weights_dirs())
 
     def imagenet_weights_dirs(self) -> list[str]:
         """Folders searched for the named ImageNet files: the working directory, the
@@ -523,12 +507,9 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
         if self.mode != "training":
             raise ValueError("Create model in training mode to train it "
                              f"(this one is in {self.mode!r} mode)")
-        if isinstance(learning_rate, (int, float)) and not (
-                np.isfinite(learning_rate) and learning_rate >= 0):
-            raise ValueError(f"learning_rate: expected a finite number >= 0, "
-                             f"got {learning_rate!r}")
         layer_regex = self.layer_regex(layers)
-        check_layer_regex(self.keras_model, layer_regex, layers, self.LAYER_REGEX)
+        check_train_request(self.keras_model, learning_rate, layer_regex, layers,
+                            self.LAYER_REGEX)
         cluster = self._multi_worker_cluster()
         seed = int(np.random.randint(2 ** 31 - 1))
         if cluster is not None:

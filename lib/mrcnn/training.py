@@ -226,6 +226,18 @@ def check_layer_regex(keras_model: keras.Model, layer_regex: str, layers: str,
                          f"names (such as r'(mrcnn\\_.*)')")
 
 
+def check_train_request(keras_model: keras.Model, learning_rate, layer_regex: str,
+                        layers: str, presets: Iterable[str] = LAYER_REGEX) -> None:
+    """What MaskRCNN.train checks before any work: a finite learning rate >= 0 (a
+    negative or NaN one trained) and check_layer_regex. A learning-rate schedule object
+    passes through to the optimizer."""
+    if isinstance(learning_rate, (int, float)) and not (
+            np.isfinite(learning_rate) and learning_rate >= 0):
+        raise ValueError(f"learning_rate: expected a finite number >= 0, "
+                         f"got {learning_rate!r}")
+    check_layer_regex(keras_model, layer_regex, layers, presets)
+
+
 def set_trainable(keras_model: keras.Model, layer_regex: str, indent: int = 0,
                   verbose: int = 1) -> list[str]:
     """Marks layers whose names fully match ``layer_regex`` trainable, others frozen.

@@ -298,6 +298,30 @@ def _check_file(filepath: str) -> str:
     return filepath
 
 
+def find_named_weights(source: str, names: dict[str, str], folders: Sequence[str]) -> str:
+    """The weights file ``source`` stands for: a name in ``names`` (name -> file name,
+    looked up in ``folders`` in order) or a file path. Nothing is downloaded.
+    FileNotFoundError says what was looked for and where; ValueError, for a string that
+    is neither a known name nor a path, lists the names."""
+    if source in names:
+        file_name = names[source]
+        for folder in folders:
+            path = os.path.join(folder, file_name)
+            if os.path.isfile(path):
+                return path
+        raise FileNotFoundError(
+            f"ImageNet weights {source!r} ({file_name}) not found in "
+            f"{', '.join(folders)}: weights are never downloaded, place the file there "
+            "(or pass its path, or set MRCNN_IMAGENET_WEIGHTS).")
+    if os.path.isfile(source):
+        return source
+    if os.sep in source or source.endswith(".h5"):
+        raise FileNotFoundError(f"ImageNet weights not found: {source} (weights are "
+                                "never downloaded)")
+    raise ValueError(f"ImageNet weights: expected a file path or one of "
+                     f"{sorted(names)}, got {source!r}")
+
+
 def read_layout(filepath: str) -> dict[str, list[tuple[str, tuple]]]:
     """{group: [(weight_name, shape), ...]} for every group in `layer_names` order."""
     filepath = _check_file(filepath)
