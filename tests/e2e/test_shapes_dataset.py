@@ -113,6 +113,36 @@ def test_deterministic_by_seed_and_independent_of_workers(dataset, tmp_path):
     assert _read(other.val_annotations) != _read(dataset.val_annotations)
 
 
+def test_a_pool_that_breaks_midway_leaves_the_rest_to_this_process(dataset, tmp_path,
+                                                                    monkeypatch):
+    """The images come as they finish (for the progress bar); when the worker pool breaks
+    after some, this process draws the others, each once, and the data set is the same."""
+    class BreaksAfterThree:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def map(self, function, tasks, chunksize=1):
+            for task in list(tasks)[:3]:
+                yield function(task)
+            raise shapes.BrokenProcessPool("a worker died")
+
+    drawn = []
+    render = shapes._render_task
+    monkeypatch.setattr(shapes, "ProcessPoolExecutor", BreaksAfterThree)
+    monkeypatch.setattr(shapes, "_render_task", lambda task: drawn.append(task[1:3])
+                        or render(task))
+    again = shapes.generate_dataset(tmp_path / "again", **{**PARAMS, "workers": 2})
+    for subset in ("train", "val"):
+        assert _read(again.annotations(subset)) == _read(dataset.annotations(subset))
+    assert sorted(drawn) == sorted({*drawn}) and len(drawn) == 12 + 6  # each image once
+
+
 def test_cache_skips_identical_request_only(tmp_path, monkeypatch):
     params = dict(n_train=2, n_val=1, seed=0, size=64, workers=1)
     paths = shapes.generate_dataset(tmp_path, **params)
