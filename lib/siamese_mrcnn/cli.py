@@ -261,6 +261,12 @@ def reference_from_box(spec: str) -> np.ndarray:
     return crop
 
 
+def check_min_score(args) -> None:
+    """--min-score is a score in [0, 1] (50, meant as percent, kept nothing, silently)."""
+    if not 0 <= args.min_score <= 1:  # NaN fails too
+        raise CLIError(f"--min-score must be in [0, 1], got {args.min_score}")
+
+
 def check_one_reference(args) -> None:
     """--reference and --reference-box: exactly one (detect, search)."""
     if bool(args.reference) == bool(args.reference_box):
@@ -285,6 +291,7 @@ def inference_config(args, **forced):
 def cmd_detect(args) -> dict:
     """Detects the objects like the reference in the query; writes a picture and JSON."""
     check_one_reference(args)
+    check_min_score(args)
     # One query at a time, whatever the configuration trained with.
     config = inference_config(args, IMAGES_PER_GPU=1, GPU_COUNT=1)
     check_model_spec(args.model)
@@ -355,6 +362,7 @@ def cmd_search(args) -> dict:
     from siamese_mrcnn.search import list_images, search_collection, summary_line
 
     check_one_reference(args)
+    check_min_score(args)
     if args.batch < 1:
         raise CLIError(f"--batch must be >= 1, got {args.batch}")
     if args.top < 0:
