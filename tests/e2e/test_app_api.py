@@ -279,6 +279,10 @@ def test_close_removes_the_jobs_folder(work):
                                 "last|none|PATH.h5 or a folder written by export)"),
     (["--model", "{tiny}", "--config", "tiny", "--images", "{empty}"], "no files found"),
     (["--model", "{tiny}", "--port", "0"], "--port must be in 1..65535"),
+    # nan was a traceback from int() (a ValueError that run_command does not report)
+    (["--model", "{tiny}", "--max-upload-mb", "nan"],
+     "--max-upload-mb and --max-pixels must be finite and > 0, got nan and 25000000"),
+    (["--model", "{tiny}", "--max-pixels", "0"], "got 20 and 0"),
     (["--model", "{root}"], "not a SavedModel"),
 ])
 def test_command_line_errors_are_one_line(work, args, words, capsys):

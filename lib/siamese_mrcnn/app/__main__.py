@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from typing import Sequence
@@ -51,8 +52,10 @@ def load_engine(args):
 
     if args.batch < 1:
         raise CLIError(f"--batch must be >= 1, got {args.batch}")
-    if args.max_upload_mb <= 0 or args.max_pixels <= 0:
-        raise CLIError("--max-upload-mb and --max-pixels must be > 0")
+    if not (math.isfinite(args.max_upload_mb) and args.max_upload_mb > 0) \
+            or args.max_pixels <= 0:  # nan or inf: a traceback in int() before
+        raise CLIError(f"--max-upload-mb and --max-pixels must be finite and > 0, got "
+                       f"{args.max_upload_mb:g} and {args.max_pixels}")
     if not 0 < args.port < 65536:
         raise CLIError(f"--port must be in 1..65535, got {args.port}")
     if args.images is not None:
@@ -73,9 +76,9 @@ def serve(args) -> None:
 
     from siamese_mrcnn.app.server import create_app
 
+    engine = load_engine(args)  # checks the arguments first
     limits = Limits(max_bytes=int(args.max_upload_mb * 1024 * 1024),
                     max_pixels=args.max_pixels)
-    engine = load_engine(args)
     try:
         app = create_app(engine, limits, close_engine=True)  # closed at the shutdown
         print(f"serving {engine.model_name} ({engine.shots}-shot) on "
