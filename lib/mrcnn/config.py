@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import numbers
 import types
 from typing import Any, Dict
@@ -444,7 +445,9 @@ class Config(object):
 # Field checks: each raises ValueError naming the field.
 # ----------------------------------------------------------------------
 def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    """A finite real number (nan and inf pass every "> 0" or ">= 0" range check)."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+            and math.isfinite(value))
 
 
 def _is_int(value: Any) -> bool:
@@ -462,7 +465,7 @@ def _check_number(config: Config, name: str, positive: bool) -> None:
     value = getattr(config, name)
     ok = _is_number(value) and (value > 0 if positive else value >= 0)
     if not ok:
-        raise ValueError("{} must be a number {} 0; got {!r}".format(
+        raise ValueError("{} must be a finite number {} 0; got {!r}".format(
             name, ">" if positive else ">=", value))
 
 

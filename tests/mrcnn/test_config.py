@@ -214,6 +214,11 @@ BAD_FIELDS = [
     ("LEARNING_RATE", {"LEARNING_RATE": 0}),
     ("LEARNING_MOMENTUM", {"LEARNING_MOMENTUM": 1.0}),
     ("WEIGHT_DECAY", {"WEIGHT_DECAY": -0.1}),
+    # Infinite values passed every range check (nan never did).
+    ("LEARNING_RATE", {"LEARNING_RATE": float("inf")}),
+    ("WEIGHT_DECAY", {"WEIGHT_DECAY": float("inf")}),
+    ("IMAGE_MIN_SCALE", {"IMAGE_MIN_SCALE": float("inf")}),
+    ("RPN_ANCHOR_SCALES", {"RPN_ANCHOR_SCALES": (8, 16, 32, 64, float("inf"))}),
     ("GRADIENT_CLIP_NORM", {"GRADIENT_CLIP_NORM": 0}),
     ("LOSS_WEIGHTS", {"LOSS_WEIGHTS": {"rpn_class_loss": 1.}}),
     ("LOSS_WEIGHTS", {"LOSS_WEIGHTS": dict({n: 1. for n in LOSS_NAMES}, extra_loss=1.)}),
