@@ -195,10 +195,10 @@ def resolve_schedule(spec: str, learning_rate: float) -> dict:
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise CLIError(f"{spec}: expected {expected}, got an error: {error}") from error
     bad = [end for end, stage in schedule.items()
-           if end < 1 or not stage["learning_rate"] > 0]
+           if end < 1 or not 0 < stage["learning_rate"] < float("inf")]  # JSON: Infinity
     if not schedule or bad:
-        raise CLIError(f"{spec}: expected {expected} with end epochs >= 1 and learning "
-                       f"rates > 0, got {raw}")
+        raise CLIError(f"{spec}: expected {expected} with end epochs >= 1 and finite "
+                       f"learning rates > 0, got {raw}")
     return schedule
 
 

@@ -609,7 +609,9 @@ def test_resolve_schedule(tmp_path):
         3: {"layers": "4+", "learning_rate": 0.5}, 1: {"layers": "heads", "learning_rate": 0.1}}
     for bad in ([1, 2], {"1": {"layers": "heads"}}, {"x": {"learning_rate": 1, "layers": "a"}},
                 {}, {"0": {"learning_rate": 0.1, "layers": "all"}},
-                {"2": {"learning_rate": -1, "layers": "all"}}):
+                {"2": {"learning_rate": -1, "layers": "all"}},
+                {"2": {"learning_rate": float("inf"), "layers": "all"}},  # JSON's Infinity
+                {"2": {"learning_rate": float("nan"), "layers": "all"}}):
         path.write_text(json.dumps(bad))
         with pytest.raises(cli.CLIError, match="s.json: expected"):
             cli.resolve_schedule(str(path), 0.01)
