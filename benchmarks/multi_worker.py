@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from common import REPO, machine_info, write_json  # noqa: E402 - sets up sys.path
+from mrcnn.cli_support import int_option  # noqa: E402 (stdlib only)
 
 DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "multi_worker.json"
 ALL_REDUCE_REPEATS = 10
@@ -147,8 +148,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="quickstart")
-    parser.add_argument("--global-batch", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--global-batch", type=int_option(2), default=4)
+    parser.add_argument("--steps", type=int_option(1), default=12)
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT))
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--report", help=argparse.SUPPRESS)

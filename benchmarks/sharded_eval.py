@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from common import REPO, machine_info, to_json, write_json  # noqa: E402 - sets up sys.path
+from mrcnn.cli_support import int_option  # noqa: E402 (stdlib only)
 
 DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "sharded_eval.json"
 SCRIPT = str(REPO / "samples" / "coco" / "train_siamese.py")
@@ -37,9 +38,9 @@ def evaluate(work: Path, *extra: str) -> list:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shards", type=int, default=2)
-    parser.add_argument("--images", type=int, default=24, help="val images")
-    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--shards", type=int_option(1), default=2)
+    parser.add_argument("--images", type=int_option(1), default=24, help="val images")
+    parser.add_argument("--runs", type=int_option(1), default=2)
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT))
     args = parser.parse_args(argv)
 

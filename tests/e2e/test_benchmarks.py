@@ -432,3 +432,19 @@ def test_multi_worker_smoke(tmp_path):
     assert [(r["workers"], r["task"], r["images_per_worker"]) for r in report["reports"]] == [
         (1, 0, 2), (2, 0, 1), (2, 1, 1)]
     assert all(len(r["step_s_epoch2"]) == 2 for r in report["reports"])
+
+
+@pytest.mark.parametrize("script, flag, value", [
+    ("sharded_eval", "--shards", "0"),  # a traceback from the evaluate subprocess before
+    ("sharded_eval", "--runs", "0"),
+    ("multi_worker", "--steps", "0"),  # a traceback from the config before
+    ("multi_worker", "--global-batch", "0"),
+])
+def test_benchmark_flags_are_checked_before_any_work(script, flag, value, capsys):
+    module = importlib.import_module(script)
+    with pytest.raises(SystemExit) as exit_info:
+        module.main([flag, value])
+    assert exit_info.value.code == 2
+    lowest = 2 if flag == "--global-batch" else 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        f"error: argument {flag}: expected an integer >= {lowest}, got '{value}'")
