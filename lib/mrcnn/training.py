@@ -14,6 +14,7 @@ when a second training stage re-compiled the model).
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import re
 from typing import Iterable, Sequence
@@ -231,7 +232,7 @@ def check_train_request(keras_model: keras.Model, learning_rate, layer_regex: st
     """What MaskRCNN.train checks before any work: a finite learning rate >= 0 (a
     negative or NaN one trained) and check_layer_regex. A learning-rate schedule object
     passes through to the optimizer."""
-    if isinstance(learning_rate, (int, float)) and not (
+    if isinstance(learning_rate, numbers.Real) and not (
             np.isfinite(learning_rate) and learning_rate >= 0):
         raise ValueError(f"learning_rate: expected a finite number >= 0, "
                          f"got {learning_rate!r}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import logging
+import numbers
 import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -211,9 +212,9 @@ def check_settings(epochs: int, batch_size: int, image_size: int, architecture: 
         raise ValueError(f"seed: expected an integer < 2**32, got {seed!r}")
     if not all(is_int(e) and e >= 1 for e in decay_epochs):
         raise ValueError(f"decay_epochs: expected integers >= 1, got {list(decay_epochs)!r}")
-    if not (isinstance(base_lr, (int, float)) and np.isfinite(base_lr) and base_lr > 0):
+    if not (isinstance(base_lr, numbers.Real) and np.isfinite(base_lr) and base_lr > 0):
         raise ValueError(f"base_lr: expected a number > 0, got {base_lr!r}")
-    if not (isinstance(weight_decay, (int, float)) and np.isfinite(weight_decay)
+    if not (isinstance(weight_decay, numbers.Real) and np.isfinite(weight_decay)
             and weight_decay >= 0):
         raise ValueError(f"weight_decay: expected a number >= 0, got {weight_decay!r}")
     if architecture not in RESNET_ARCHITECTURES:

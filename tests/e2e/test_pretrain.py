@@ -39,6 +39,7 @@ def make_imagenet(root: Path, per_class: int, seed: int = 0) -> None:
     ("seed", 2 ** 32, "seed: expected an integer < 2**32, got 4294967296"),
     ("steps_per_epoch", True, "steps_per_epoch: expected an integer >= 1, got True"),
     ("base_lr", 0.0, "base_lr: expected a number > 0, got 0.0"),
+    ("base_lr", np.float32(-1), "base_lr: expected a number > 0, got np.float32(-1.0)"),
     ("weight_decay", float("inf"), "weight_decay: expected a number >= 0, got inf"),
     ("architecture", "resnet18", "architecture: expected one of"),
 ])

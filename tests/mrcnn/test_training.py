@@ -184,6 +184,8 @@ def test_resume_continues_at_the_checkpoint_epoch(stages):
     ("(mrcnn", 0.01, "layers='(mrcnn': not a valid regular expression (missing ), "),
     ("heads", -0.01, "learning_rate: expected a finite number >= 0, got -0.01"),
     ("heads", float("nan"), "learning_rate: expected a finite number >= 0, got nan"),
+    ("heads", np.float32(-0.5), "learning_rate: expected a finite number >= 0, got "
+                                "np.float32(-0.5)"),
 ])
 def test_train_names_bad_layers_or_rate_before_any_work(stages, layers, learning_rate,
                                                          message):
