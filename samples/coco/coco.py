@@ -266,9 +266,9 @@ def load_model_weights(model: modellib.MaskRCNN, model_arg: str) -> None:
     if weights_path is None:
         logger.info("No weights loaded: random initialisation")
         return
-    exclude = head_exclusions(model_arg, weights_path, model.config.NUM_CLASSES)
     logger.info("Loading weights %s", weights_path)
-    try:
+    try:  # head_exclusions reads the file too: a file that is no .h5 fails there first
+        exclude = head_exclusions(model_arg, weights_path, model.config.NUM_CLASSES)
         model.load_weights(weights_path, by_name=True, exclude=exclude or None)
     except (OSError, ValueError) as error:
         message = weights_error(error, "--backbone, --num-classes and --set")

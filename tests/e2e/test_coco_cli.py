@@ -446,6 +446,22 @@ def test_weights_of_another_size_ask_for_the_options_that_size_the_model(tmp_pat
                             "with")
 
 
+@pytest.mark.parametrize("content", [b"", b"not an h5 file"])
+def test_a_weights_file_that_is_no_h5_is_one_cli_error(tmp_path, content):
+    """The class-count read (head_exclusions) ran outside the load's error handling, so
+    such a file was a traceback."""
+    from mrcnn import model as modellib
+
+    path = tmp_path / "w.h5"
+    path.write_bytes(content)
+    model = modellib.MaskRCNN("inference", coco.make_config(
+        False, 4, BACKBONE="resnet_tiny", IMAGE_MAX_DIM=64, IMAGE_MIN_DIM=64),
+        str(tmp_path / "logs"))
+    with pytest.raises(coco.CliError, match=f"Could not load weights {path}: {path} is not "
+                                            "an HDF5 file"):
+        coco.load_model_weights(model, str(path))
+
+
 # ------------------------------------------------------------------ CLI, in process
 
 def _main_error(argv, capsys):
