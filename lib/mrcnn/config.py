@@ -16,6 +16,7 @@ import inspect
 import logging
 import math
 import numbers
+import os
 import types
 from typing import Any, Dict
 
@@ -444,6 +445,25 @@ class Config(object):
 # ----------------------------------------------------------------------
 # Field checks: each raises ValueError naming the field.
 # ----------------------------------------------------------------------
+def check_model_arguments(config: Any, model_dir: Any) -> None:
+    """What MaskRCNN(mode, config, model_dir) needs, told before anything reads them: a
+    Config instance (not its class: a forgotten ``()``), a NAME for the runs and
+    checkpoints (Matterport's base Config has None), and a folder path."""
+    if isinstance(config, type) and issubclass(config, Config):
+        raise TypeError(f"config: expected a Config instance, got the class "
+                        f"{config.__name__}: pass {config.__name__}()")
+    if not isinstance(config, Config):
+        raise TypeError(f"config: expected an instance of a mrcnn.config.Config subclass, "
+                        f"got {type(config).__name__}")
+    if not isinstance(config.NAME, str) or not config.NAME:
+        raise ValueError(f"config.NAME: expected a non-empty name (it names the training "
+                         f"runs and checkpoints): set NAME in your Config subclass, got "
+                         f"{config.NAME!r}")
+    if not isinstance(model_dir, (str, os.PathLike)):
+        raise TypeError(f"model_dir: expected the folder for logs and checkpoints (a path), "
+                        f"got {model_dir!r}")
+
+
 def _is_number(value: Any) -> bool:
     """A finite real number (nan and inf pass every "> 0" or ">= 0" range check)."""
     return (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))

@@ -23,6 +23,7 @@ from mrcnn.backbone import (compute_backbone_shapes, conv_block, identity_block,
                             resnet_graph)
 from mrcnn.checkpoint_path import LastCheckpoint
 from mrcnn.checkpoints import CheckpointPolicy, TimestampedRuns
+from mrcnn.config import check_model_arguments
 from mrcnn.data import DataGenerator, data_generator, load_image_gt  # noqa: F401
 from mrcnn.molding import (compose_image_meta, mold_image, parse_image_meta,  # noqa: F401
                            parse_image_meta_graph, unmold_image)
@@ -108,6 +109,7 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
     def __init__(self, mode: str, config, model_dir: str):
         if mode not in ("training", "inference"):
             raise ValueError(f"mode must be 'training' or 'inference', got {mode!r}")
+        check_model_arguments(config, model_dir)
         self.mode = mode
         self.config = config
         self.model_dir = model_dir

@@ -24,6 +24,7 @@ import numpy as np
 from mrcnn import heads
 from mrcnn.backbone import build_resnet_model
 from mrcnn.checkpoints import FixedRun, epoch_in_name
+from mrcnn.config import check_model_arguments
 from mrcnn.fpn import build_fpn_model
 from mrcnn.graph_layers import LossLayer
 from mrcnn.model import MaskRCNN, log
@@ -110,6 +111,7 @@ class SiameseMaskRCNN(MaskRCNN):
     }
 
     def __init__(self, mode: str, config, model_dir: str):
+        check_model_arguments(config, model_dir)  # before NUM_CLASSES is read
         check_siamese_classes(config)
         self._reference_vectors = None
         self._query_levels = None

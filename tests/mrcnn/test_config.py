@@ -267,3 +267,39 @@ def test_validate_can_be_rerun_after_changes():
     c.NUM_CLASSES = 0
     with pytest.raises(ValueError, match="NUM_CLASSES"):
         c.validate()
+
+
+def test_model_arguments_are_checked_before_anything_reads_them(tmp_path):
+    """MaskRCNN(mode, config, model_dir): a forgotten () on the config class, a dict, a
+    config without NAME (Matterport's base Config) or no model_dir were AttributeErrors
+    and TypeErrors from deep inside (posixpath, checkpoints)."""
+    from pathlib import Path
+
+    from mrcnn import model as modellib
+    from mrcnn.config import check_model_arguments
+    from siamese_mrcnn.config import preset
+    from siamese_mrcnn.model import SiameseMaskRCNN
+
+    class ShapesConfig(Config):
+        NAME = "shapes"
+
+    cases = [
+        (ShapesConfig, str(tmp_path), TypeError,
+         "config: expected a Config instance, got the class ShapesConfig: pass "
+         "ShapesConfig()"),
+        ({"NAME": "x"}, str(tmp_path), TypeError,
+         "config: expected an instance of a mrcnn.config.Config subclass, got dict"),
+        (Config(), str(tmp_path), ValueError,
+         "config.NAME: expected a non-empty name (it names the training runs and "
+         "checkpoints): set NAME in your Config subclass, got None"),
+        (ShapesConfig(), None, TypeError,
+         "model_dir: expected the folder for logs and checkpoints (a path), got None"),
+    ]
+    for config, model_dir, error, message in cases:
+        for build in (modellib.MaskRCNN, SiameseMaskRCNN):
+            with pytest.raises(error) as caught:
+                build("inference", config, model_dir)
+            assert str(caught.value) == message, (build, caught.value)
+    check_model_arguments(ShapesConfig(), Path(tmp_path))  # a pathlib folder is fine
+    check_model_arguments(preset("tiny"), str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
