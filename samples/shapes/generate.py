@@ -604,7 +604,8 @@ def _render_subset(tasks: list[tuple], workers: int) -> Iterator[tuple[dict, lis
             # E.g. a __main__ that workers cannot re-import (python - < script). Every
             # image depends only on its own seed, so drawing the rest here gives the same
             # data.
-            logger.warning("Worker processes failed to start; drawing in this process")
+            logger.warning("Worker processes failed after %d of %d images; drawing the "
+                           "rest in this process", done, len(tasks))
     for task in tasks[done:]:
         yield _render_task(task)
 

@@ -114,7 +114,7 @@ def test_deterministic_by_seed_and_independent_of_workers(dataset, tmp_path):
 
 
 def test_a_pool_that_breaks_midway_leaves_the_rest_to_this_process(dataset, tmp_path,
-                                                                    monkeypatch):
+                                                                    monkeypatch, caplog):
     """The images come as they finish (for the progress bar); when the worker pool breaks
     after some, this process draws the others, each once, and the data set is the same."""
     class BreaksAfterThree:
@@ -137,10 +137,14 @@ def test_a_pool_that_breaks_midway_leaves_the_rest_to_this_process(dataset, tmp_
     monkeypatch.setattr(shapes, "ProcessPoolExecutor", BreaksAfterThree)
     monkeypatch.setattr(shapes, "_render_task", lambda task: drawn.append(task[1:3])
                         or render(task))
-    again = shapes.generate_dataset(tmp_path / "again", **{**PARAMS, "workers": 2})
+    with caplog.at_level("WARNING", logger=shapes.logger.name):
+        again = shapes.generate_dataset(tmp_path / "again", **{**PARAMS, "workers": 2})
     for subset in ("train", "val"):
         assert _read(again.annotations(subset)) == _read(dataset.annotations(subset))
     assert sorted(drawn) == sorted({*drawn}) and len(drawn) == 12 + 6  # each image once
+    assert [r.getMessage() for r in caplog.records] == [
+        "Worker processes failed after 3 of 12 images; drawing the rest in this process",
+        "Worker processes failed after 3 of 6 images; drawing the rest in this process"]
 
 
 def test_cache_skips_identical_request_only(tmp_path, monkeypatch):
