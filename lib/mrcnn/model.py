@@ -110,6 +110,7 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
         if mode not in ("training", "inference"):
             raise ValueError(f"mode must be 'training' or 'inference', got {mode!r}")
         check_model_arguments(config, model_dir)
+        self.check_config(config)
         self.mode = mode
         self.config = config
         self.model_dir = model_dir
@@ -143,6 +144,10 @@ class MaskRCNN(InferenceMixin, InspectionMixin):
             self.keras_model = ParallelModel(model, config.GPU_COUNT)
         else:
             self.keras_model = self.build(mode=mode, config=config)
+
+    def check_config(self, config) -> None:
+        """What this model needs of a valid Config beyond its own checks (subclasses);
+        called once the config is known to be a Config instance, before the build."""
 
     # ------------------------------------------------------------------ graph
     def build_backbone(self, input_image, config):

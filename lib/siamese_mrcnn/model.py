@@ -24,7 +24,6 @@ import numpy as np
 from mrcnn import heads
 from mrcnn.backbone import build_resnet_model
 from mrcnn.checkpoints import FixedRun, epoch_in_name
-from mrcnn.config import check_model_arguments
 from mrcnn.fpn import build_fpn_model
 from mrcnn.graph_layers import LossLayer
 from mrcnn.model import MaskRCNN, log
@@ -111,11 +110,12 @@ class SiameseMaskRCNN(MaskRCNN):
     }
 
     def __init__(self, mode: str, config, model_dir: str):
-        check_model_arguments(config, model_dir)  # before NUM_CLASSES is read
-        check_siamese_classes(config)
         self._reference_vectors = None
         self._query_levels = None
         super().__init__(mode, config, model_dir)
+
+    def check_config(self, config) -> None:
+        check_siamese_classes(config)
 
     # ------------------------------------------------------------------ graph
     def with_masks(self, config) -> bool:
