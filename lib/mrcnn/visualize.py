@@ -91,10 +91,13 @@ def apply_mask(image: np.ndarray, mask: np.ndarray, color, alpha: float = 0.5) -
     return image
 
 
-def check_instances(boxes, masks, class_ids) -> int:
+def check_instances(boxes, masks, class_ids, image=None, class_names=None,
+                    scores=None) -> int:
     """The instance count N of boxes [N, 4], masks [H, W, N] and class_ids [N].
 
-    Raises ValueError when the three disagree.
+    With image, also that it is [H, W, 3] and that the masks have its height and
+    width; with class_names, that every class id names one; with scores, that there
+    is one per instance. Raises ValueError saying what was expected and what came.
     """
     n = boxes.shape[0]
     if n and not (masks.shape[-1] == n and class_ids.shape[0] == n):
@@ -102,6 +105,24 @@ def check_instances(boxes, masks, class_ids) -> int:
             "boxes, masks and class_ids must describe the same instances: got "
             f"{n} boxes, {masks.shape[-1]} masks ([H, W, N]) and {class_ids.shape[0]} "
             "class ids")
+    if image is not None:
+        shape = tuple(np.shape(image))
+        if len(shape) != 3 or shape[-1] != 3:
+            raise ValueError(f"image: expected an RGB image [H, W, 3], got shape {shape}")
+        if n and tuple(masks.shape[:2]) != shape[:2]:
+            # Matterport's load_image_gt gives 56x56 mini masks under USE_MINI_MASK.
+            raise ValueError(
+                f"masks: expected [H, W, N] with the image's height and width {shape[:2]}, "
+                f"got shape {tuple(masks.shape)}; expand mini masks first: "
+                "utils.expand_mask(boxes, masks, image.shape)")
+    if scores is not None and len(scores) < n:
+        raise ValueError(f"scores: expected one per instance ({n}), got {len(scores)}")
+    if class_names is not None and n:
+        unnamed = sorted({int(c) for c in class_ids if not 0 <= int(c) < len(class_names)})
+        if unnamed:
+            raise ValueError(
+                f"class_ids: {unnamed[:5]} have no name in class_names "
+                f"({len(class_names)} names, so ids 0..{len(class_names) - 1})")
     return n
 
 
@@ -135,7 +156,9 @@ def display_instances(image, boxes, masks, class_ids, class_names,
     ax: (optional) Matplotlib axis to draw on; without one a figure is created and
         shown (on interactive backends).
     """
-    N = check_instances(boxes, masks, class_ids)
+    N = check_instances(boxes, masks, class_ids, image=image,
+                        class_names=None if captions else class_names,
+                        scores=None if captions else scores)
     if not N:
         logger.info("*** No instances to display ***")
 
@@ -318,16 +341,26 @@ def plot_overlaps(gt_class_ids, pred_class_ids, pred_scores,
     """
     gt_class_ids = gt_class_ids[gt_class_ids != 0]
     pred_class_ids = pred_class_ids[pred_class_ids != 0]
+    overlaps = np.asarray(overlaps)
+    if overlaps.shape != (len(pred_class_ids), len(gt_class_ids)):
+        raise ValueError(
+            f"overlaps: expected [predictions, ground truth] = [{len(pred_class_ids)}, "
+            f"{len(gt_class_ids)}] (non-zero class ids), got shape {overlaps.shape}")
 
     plt.figure(figsize=(12, 10))
-    plt.imshow(overlaps, interpolation="nearest", cmap=plt.cm.Blues)
+    if overlaps.size:
+        plt.imshow(overlaps, interpolation="nearest", cmap=plt.cm.Blues)
+    else:
+        # No prediction or no ground truth: an empty grid (imshow can't size one).
+        plt.xlim(-0.5, max(len(gt_class_ids), 1) - 0.5)
+        plt.ylim(max(len(pred_class_ids), 1) - 0.5, -0.5)
     plt.yticks(np.arange(len(pred_class_ids)),
                ["{} ({:.2f})".format(class_names[int(id_)], pred_scores[i])
                 for i, id_ in enumerate(pred_class_ids)])
     plt.xticks(np.arange(len(gt_class_ids)),
                [class_names[int(id_)] for id_ in gt_class_ids], rotation=90)
 
-    thresh = overlaps.max() / 2.
+    thresh = overlaps.max() / 2. if overlaps.size else 0.
     for i, j in itertools.product(range(overlaps.shape[0]), range(overlaps.shape[1])):
         text = ""
         if overlaps[i, j] > threshold:

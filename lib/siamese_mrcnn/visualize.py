@@ -80,7 +80,8 @@ def display_results(target: np.ndarray, image: np.ndarray, boxes: np.ndarray,
     """
     boxes = np.asarray(boxes).reshape(-1, 4)
     masks = np.asarray(masks)
-    n = check_instances(boxes, masks, np.asarray(class_ids).reshape(-1))
+    n = check_instances(boxes, masks, np.asarray(class_ids).reshape(-1), image=image,
+                        scores=None if captions else scores)
     if not n:
         logger.info("*** No instances to display ***")
     auto_show = ax is None
@@ -186,7 +187,9 @@ def display_grid(target_list, image_list, boxes_list, masks_list, class_ids_list
             continue
         boxes = np.asarray(boxes_all[index]).reshape(-1, 4)
         masks = np.asarray(masks_all[index])
-        check_instances(boxes, masks, np.asarray(class_ids_all[index]).reshape(-1))
+        check_instances(boxes, masks, np.asarray(class_ids_all[index]).reshape(-1),
+                        image=images[index],
+                        scores=scores_all[index] if captions is None else None)
         height, width = images[index].shape[:2]
         axis.set_ylim(height, 0)
         axis.set_xlim(0, width)

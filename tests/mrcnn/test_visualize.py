@@ -148,6 +148,35 @@ def test_display_instances_rejects_inconsistent_counts():
         visualize.display_instances(image, boxes, masks[..., :2], class_ids, CLASS_NAMES)
 
 
+@pytest.mark.parametrize("change, message", [
+    (lambda s: dict(s, image=s["image"][..., 0]), r"image: expected an RGB image \[H, W, 3\], "
+     r"got shape \(32, 40\)"),
+    # load_image_gt's mini masks (USE_MINI_MASK) in place of full-size ones.
+    (lambda s: dict(s, masks=np.zeros((56, 56, 3), bool)),
+     r"height and width \(32, 40\), got shape \(56, 56, 3\); expand mini masks first: "
+     r"utils.expand_mask"),
+    (lambda s: dict(s, class_ids=np.array([1, 7, 3])),
+     r"class_ids: \[3, 7\] have no name in class_names \(3 names, so ids 0..2\)"),
+    (lambda s: dict(s, scores=np.array([0.9, 0.8])),
+     r"scores: expected one per instance \(3\), got 2"),
+])
+def test_display_instances_names_what_does_not_fit(change, message):
+    image, boxes, masks, class_ids = _scene()
+    scene = change(dict(image=image, boxes=boxes, masks=masks, class_ids=class_ids,
+                        scores=None))
+    with pytest.raises(ValueError, match=message):
+        visualize.display_instances(scene["image"], scene["boxes"], scene["masks"],
+                                    scene["class_ids"], CLASS_NAMES, scores=scene["scores"])
+
+
+def test_display_instances_captions_replace_names_and_scores():
+    image, boxes, masks, _ = _scene()
+    # With captions, class names and scores are not read: unnamed ids are fine.
+    visualize.display_instances(image, boxes, masks, np.array([9, 9, 9]), CLASS_NAMES,
+                                captions=["a", "b", "c"])
+    assert [t.get_text() for t in plt.gca().texts] == ["a", "b"]
+
+
 def test_display_instances_with_no_instances(caplog):
     image = np.zeros((10, 10, 3), dtype=np.uint8)
     with caplog.at_level(logging.INFO, logger="mrcnn.visualize"):
@@ -239,6 +268,20 @@ def test_plot_overlaps_labels_matches(tmp_path):
     texts = [t.get_text() for t in plt.gca().texts]
     assert texts == ["0.900\nmatch", "0.000\n", "0.100\n", "0.700\nwrong"]
     assert _saved(plt.gcf(), tmp_path, "overlaps.png")
+
+
+def test_plot_overlaps_without_predictions_or_with_wrong_shape(tmp_path):
+    # No detections: Matterport's overlaps.max() failed on the empty array.
+    visualize.plot_overlaps(np.array([1, 2]), np.array([], int), np.array([]),
+                            np.zeros((0, 2)), CLASS_NAMES)
+    ax = plt.gca()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["square", "circle"]
+    assert len(ax.texts) == 0
+    assert _saved(plt.gcf(), tmp_path, "empty.png")
+    with pytest.raises(ValueError, match=r"overlaps: expected \[predictions, ground truth\] "
+                       r"= \[1, 2\] \(non-zero class ids\), got shape \(2, 2\)"):
+        visualize.plot_overlaps(np.array([1, 2]), np.array([1]), np.array([0.5]),
+                                np.zeros((2, 2)), CLASS_NAMES)
 
 
 def test_draw_boxes_visibilities_refined_and_captions(tmp_path):

@@ -70,6 +70,19 @@ def test_display_results_rejects_mismatched_instances():
         visualize.display_results(target, image, boxes, masks[:, :, :1], class_ids)
 
 
+def test_display_results_and_grid_name_masks_or_scores_that_do_not_fit():
+    target, image, boxes, masks, class_ids, scores = result(n=2)
+    with pytest.raises(ValueError, match=r"height and width \(64, 64\), got shape "
+                       r"\(28, 28, 2\); expand mini masks"):
+        visualize.display_results(target, image, boxes, masks[::2, ::2][:28, :28], class_ids)
+    with pytest.raises(ValueError, match=r"image: expected an RGB image \[H, W, 3\], got "
+                       r"shape \(64, 64\)"):
+        visualize.display_results(target, image[..., 0], boxes, masks, class_ids)
+    with pytest.raises(ValueError, match=r"scores: expected one per instance \(2\), got 1"):
+        visualize.display_grid([target], [image], [boxes], [masks], [class_ids],
+                               [scores[:1]])
+
+
 def test_display_results_without_detections():
     target, image, _, _, _, _ = result(n=1)
     visualize.display_results(target, image, np.zeros((0, 4)),
