@@ -66,7 +66,8 @@ def _augment(image: np.ndarray, mask: np.ndarray,
     return image, mask.astype(bool)
 
 
-def _check_annotation(image: np.ndarray, mask: np.ndarray, class_ids: np.ndarray) -> None:
+def _check_annotation(image: np.ndarray, mask: np.ndarray, class_ids: np.ndarray,
+                      num_classes: int) -> None:
     """Raises ValueError when load_mask() does not describe the image."""
     if mask.ndim != 3 or mask.shape[:2] != image.shape[:2]:
         raise ValueError(f"mask: expected shape {image.shape[:2] + ('N',)} matching the "
@@ -74,6 +75,28 @@ def _check_annotation(image: np.ndarray, mask: np.ndarray, class_ids: np.ndarray
     if class_ids.shape != (mask.shape[2],):
         raise ValueError(f"class_ids: expected shape ({mask.shape[2]},) (one per mask), "
                          f"got {class_ids.shape}")
+    # An id past the classes trained silently as a wrong target.
+    unknown = sorted({int(c) for c in class_ids if abs(c) >= num_classes})
+    if unknown:
+        raise ValueError(
+            f"class_ids: expected the data set's internal ids, below num_classes "
+            f"({num_classes}; negative for crowds), got {unknown[:5]}: load_mask returns "
+            f"internal ids (dataset.map_source_class_id)")
+
+
+def check_dataset(dataset: Any, config: Any) -> None:
+    """Raises ValueError unless `dataset` is prepared, has images and as many classes as
+    config.NUM_CLASSES (whose image metas the model's inputs are built for)."""
+    image_ids = np.asarray(getattr(dataset, "image_ids", []))
+    if not hasattr(dataset, "num_classes") or image_ids.size == 0:
+        raise ValueError(f"dataset: expected at least one image, got {image_ids.size} "
+                         "(was dataset.prepare() called?)")
+    if dataset.num_classes != config.NUM_CLASSES:
+        raise ValueError(
+            f"dataset: has {dataset.num_classes} classes (background and "
+            f"{dataset.num_classes - 1} added: {list(dataset.class_names[1:4])}"
+            f"{' ...' if dataset.num_classes > 4 else ''}), but config.NUM_CLASSES is "
+            f"{config.NUM_CLASSES}: set NUM_CLASSES = {dataset.num_classes} in the Config")
 
 
 def load_image_gt(dataset: Any, config: Any, image_id: int, augment: bool = False,
@@ -99,7 +122,7 @@ def load_image_gt(dataset: Any, config: Any, image_id: int, augment: bool = Fals
     mask, class_ids = dataset.load_mask(image_id)
     mask = np.asarray(mask)
     class_ids = np.asarray(class_ids, dtype=np.int32)
-    _check_annotation(image, mask, class_ids)
+    _check_annotation(image, mask, class_ids, dataset.num_classes)
     original_shape = image.shape
     image, window, scale, padding, crop = utils.resize_image(
         image,
@@ -319,6 +342,7 @@ class _SampleLoader:
                  augment: bool = False, random_rois: int = 0,
                  detection_targets: bool = False,
                  no_augmentation_sources: Optional[Sequence[str]] = None):
+        check_dataset(dataset, config)
         self.dataset = dataset
         self.config = config
         self.augmentation = augmentation
@@ -413,10 +437,8 @@ class DataGenerator(keras.utils.PyDataset):
         self.dataset = dataset
         self.config = config
         self.shuffle = shuffle
+        check_dataset(dataset, config)
         self.image_ids = np.asarray(dataset.image_ids)
-        if self.image_ids.size == 0:
-            raise ValueError("dataset: expected at least one image, got 0 "
-                             "(was dataset.prepare() called?)")
         self.batch_size = int(config.BATCH_SIZE if batch_size is None else batch_size)
         if self.batch_size < 1:
             raise ValueError(f"batch_size: expected an int >= 1, got {self.batch_size}")

@@ -36,6 +36,18 @@ class Dataset(object):
         self.class_info = [{"source": "", "id": 0, "name": "BG"}]
         self.source_class_ids = {}
 
+    # Built by prepare(); reading one before it was Python's bare AttributeError.
+    _SET_BY_PREPARE = frozenset({
+        "num_classes", "class_ids", "class_names", "num_images", "class_from_source_map",
+        "image_from_source_map", "sources"})
+
+    def __getattr__(self, name: str):
+        # Called only for attributes that are not set.
+        if name in Dataset._SET_BY_PREPARE:
+            raise AttributeError(f"{type(self).__name__}.{name} is set by prepare(): call "
+                                 "dataset.prepare() after adding the classes and images")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def add_class(self, source: str, class_id: int, class_name: str) -> None:
         """Register a class of a source; a repeated (source, id) is ignored."""
         if "." in source:

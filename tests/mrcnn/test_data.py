@@ -197,6 +197,41 @@ def test_load_image_gt_rejects_mask_not_matching_image(config):
         data.load_image_gt(dataset, config, 0)
 
 
+def test_load_image_gt_rejects_class_ids_past_the_data_sets_classes(config):
+    dataset = make_dataset(n=1)  # BG + 3 classes
+    # Source ids in place of internal ones: trained silently as wrong targets.
+    dataset.load_mask = lambda image_id: (np.ones((HEIGHT, WIDTH, 2), bool),
+                                          np.array([2, 4], np.int32))
+    with pytest.raises(ValueError, match=r"below num_classes \(4; negative for crowds\), "
+                       r"got \[4\]: load_mask returns internal ids"):
+        data.load_image_gt(dataset, config, 0)
+    dataset.load_mask = lambda image_id: (np.ones((HEIGHT, WIDTH, 2), bool),
+                                          np.array([3, -3], np.int32))  # -3: a crowd
+    assert data.load_image_gt(dataset, config, 0)[2].tolist() == [3, -3]
+
+
+class _Unprepared(utils.Dataset):
+    pass
+
+
+@pytest.mark.parametrize("make", [data.DataGenerator,
+                                  lambda dataset, config: next(data.data_generator(
+                                      dataset, config))], ids=["DataGenerator", "legacy"])
+def test_generators_name_an_unprepared_or_mismatched_data_set(config, make):
+    unprepared = _Unprepared()
+    unprepared.add_class("shapes", 1, "square")
+    unprepared.add_image("shapes", 0, path=None)
+    with pytest.raises(ValueError, match=r"expected at least one image, got 0 \(was "
+                       r"dataset.prepare\(\) called\?\)"):
+        make(unprepared, config)
+    unprepared.prepare()  # now 1 image, but BG + 1 classes for a config of 4
+    # The model's image meta input is built for NUM_CLASSES: Keras failed at fit with
+    # "expected shape=(None, 16), found shape=(None, 14)".
+    with pytest.raises(ValueError, match=r"dataset: has 2 classes \(background and 1 added: "
+                       r"\['square'\]\), but config.NUM_CLASSES is 4: set NUM_CLASSES = 2"):
+        make(unprepared, config)
+
+
 ############################################################
 #  DataGenerator
 ############################################################

@@ -520,6 +520,24 @@ def test_dataset_rejects_dotted_source_and_default_mask():
     assert class_ids.dtype == np.int32
 
 
+def test_dataset_says_prepare_was_not_called():
+    import pickle
+    ds = utils.Dataset()
+    ds.add_class("shapes", 1, "square")
+    with pytest.raises(AttributeError, match=r"Dataset.class_names is set by prepare\(\): "
+                       r"call dataset.prepare\(\)"):
+        ds.class_names
+    with pytest.raises(AttributeError, match="Dataset.num_classes is set by prepare"):
+        ds.num_classes
+    with pytest.raises(AttributeError, match="'Dataset' object has no attribute 'nope'$"):
+        ds.nope
+    assert not hasattr(ds, "num_images")
+    # Worker processes receive data sets by pickle, before and after prepare().
+    assert pickle.loads(pickle.dumps(ds)).class_info == ds.class_info
+    ds.prepare()
+    assert pickle.loads(pickle.dumps(ds)).class_names == ["BG", "square"]
+
+
 def test_dataset_load_image_converts_gray_and_rgba(tmp_path):
     rng = np.random.RandomState(0)
     gray = rng.randint(0, 256, (6, 5)).astype(np.uint8)
