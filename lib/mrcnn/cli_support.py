@@ -14,6 +14,8 @@ import os
 import sys
 from typing import Callable, Iterator, Sequence
 
+from mrcnn.files import file_above
+
 
 class CliError(Exception):
     """A problem with the command line's inputs: reported in one line, exit code 2."""
@@ -84,10 +86,8 @@ def check_output(path: str, option: str, kind: str = "folder") -> str:
         if kind == "folder":
             raise CliError(f"{option} {path}: expected a folder, found a file")
         return path
-    above = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(above):  # the root exists: this ends
-        above = os.path.dirname(above)
-    if not os.path.isdir(above):
+    above = file_above(path)
+    if above is not None:
         raise CliError(f"{option} {path}: {above} is a file, not a folder")
     return path
 

@@ -22,6 +22,8 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from mrcnn.files import file_above
+
 _F64 = tf.float64
 
 
@@ -174,9 +176,16 @@ def _paste_masks(masks: tf.Tensor, boxes: tf.Tensor, hw: tf.Tensor,
 
 def save(module: tf.Module, path: str, signatures: dict) -> str:
     """tf.saved_model.save into a temporary folder, then renamed to ``path`` (a killed
-    export never leaves a half-written model there). ``path`` must not exist."""
+    export never leaves a half-written model there). ``path`` (str or os.PathLike) must
+    not exist, nor have a file above it."""
+    path = os.fspath(path)
+    if not path.strip():
+        raise ValueError(f"export: expected the path of a new folder, got {path!r}")
     if os.path.exists(path):
         raise FileExistsError(f"export: {path} exists already; choose a new folder")
+    above = file_above(path)
+    if above is not None:
+        raise NotADirectoryError(f"export: {path}: {above} is a file, not a folder")
     temporary = path.rstrip("/\\") + ".partial"
     if os.path.exists(temporary):
         import shutil

@@ -5,12 +5,23 @@ next run, ``make app`` or a test would read it. One writer serves the evaluation
 tables and JSON (siamese_mrcnn.analysis), the generated data set's annotation files
 (samples/shapes/generate.py) and the benchmark reports and traces (benchmarks/common.py,
 which must run without TensorFlow on the GPU machine: hence no import beyond ``os``).
+file_above tells, before any work, when a file blocks an output folder's path.
 """
 from __future__ import annotations
 
 import contextlib
 import os
-from typing import Union
+from typing import Optional, Union
+
+
+def file_above(path: Union[str, os.PathLike]) -> Optional[str]:
+    """The nearest existing path above ``path`` when it is a file, not a folder (so that
+    ``path`` can never be made: os.makedirs and TensorFlow fail only after the work);
+    else None."""
+    above = os.path.dirname(os.path.abspath(os.fspath(path)))
+    while not os.path.exists(above):  # the root exists: this ends
+        above = os.path.dirname(above)
+    return None if os.path.isdir(above) else above
 
 
 def write_atomic(path: Union[str, os.PathLike], data: Union[str, bytes]) -> str:

@@ -211,7 +211,8 @@ def test_plain_mask_rcnn_export_detects_what_detect_does(tmp_path):
     model = modellib.MaskRCNN("inference", tiny_config(DETECTION_MIN_CONFIDENCE=0.0),
                               str(tmp_path))
     settle(model, [0.0, 0.5, 0.3, 0.1])
-    path = model.export(str(tmp_path / "plain"))
+    path = model.export(tmp_path / "plain")  # a pathlib.Path was an AttributeError
+    assert path == str(tmp_path / "plain")
     served = tf.saved_model.load(path).signatures["serving_default"]
     for image in images([(64, 64), (96, 64), (200, 150)], seed=2):
         got = {k: v.numpy() for k, v in served(image=tf.constant(image)).items()}
@@ -220,7 +221,7 @@ def test_plain_mask_rcnn_export_detects_what_detect_does(tmp_path):
         np.testing.assert_array_equal(got["class_ids"], expected["class_ids"])
 
 
-def test_export_refuses_what_it_cannot_serve(tmp_path):
+def test_export_refuses_what_it_cannot_serve(tmp_path, monkeypatch):
     from mrcnn import model as modellib
     from tests.helpers.shapes_dataset import tiny_config
 
@@ -231,6 +232,15 @@ def test_export_refuses_what_it_cannot_serve(tmp_path):
     with pytest.raises(ValueError, match="BATCH_SIZE 1"):
         batched.export(str(tmp_path / "b"))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    model = modellib.MaskRCNN("inference", tiny_config(), str(tmp_path))
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(NotADirectoryError, match=r"afile/new: .*afile is a file, not a "
+                       r"folder"):  # was TensorFlow's FailedPreconditionError
+        model.export(str(tmp_path / "afile" / "new"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="expected the path of a new folder, got ''"):
+        model.export("")  # wrote ./.partial, then failed to rename it onto ''
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
 def test_export_asks_for_the_tensorflow_backend(exported, monkeypatch, capsys, tmp_path):

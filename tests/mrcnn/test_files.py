@@ -46,3 +46,12 @@ def test_imports_only_the_standard_library():
     done = run_python(["-c", code], cwd=REPO, timeout=300)  # hang bound: a cold interpreter
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_file_above_names_the_file_that_blocks_a_path(tmp_path):
+    (tmp_path / "f").write_text("x")
+    assert files.file_above(tmp_path / "f" / "a" / "b") == str(tmp_path / "f")
+    assert files.file_above(str(tmp_path / "f" / "a")) == str(tmp_path / "f")
+    assert files.file_above(tmp_path / "new" / "deeper") is None
+    assert files.file_above(tmp_path / "f") is None  # the path itself may be a file
+    assert files.file_above("relative/name") is None
