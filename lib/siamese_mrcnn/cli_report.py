@@ -80,6 +80,8 @@ def _parse_args(args) -> tuple:
 
 
 def _read_results(folders: list, names: list) -> dict:
+    from siamese_mrcnn.report import result_problem
+
     results = {}
     for folder in folders:
         for name in names:
@@ -91,8 +93,9 @@ def _read_results(folders: list, names: list) -> dict:
                     results[name] = json.load(f)
             except (json.JSONDecodeError, UnicodeDecodeError) as error:
                 raise CLIError(f"{path}: corrupt JSON ({error})") from error
-            if "stats" not in results[name]:
-                raise CLIError(f"{path}: not an evaluate result (no 'stats')")
+            problem = result_problem(results[name])
+            if problem:
+                raise CLIError(f"{path}: {problem}")
     return results
 
 
@@ -104,6 +107,9 @@ def cmd_report(args) -> dict:
     overrides = parse_set(args.set)
     models, splits, shots, eval_types = _parse_args(args)
     check_output(args.output, "--output")
+    if args.results and not os.path.isdir(args.results):
+        raise CLIError(f"--results {args.results}: expected a folder of cell results, "
+                       "found none")
     cells = report_cells(splits, shots, full=bool(args.full))
     cell_dir = os.path.join(args.output, "cells")
     results = _read_results([cell_dir] + ([args.results] if args.results else []),
@@ -113,8 +119,11 @@ def cmd_report(args) -> dict:
     if missing:
         raise CLIError(f"no result and no model for split(s) {missing}: give --models, or "
                        "the cells' results with --results")
-    [(dataset, coco)], _, _ = load_split_datasets(args.dataset, args.year, "1", 0,
-                                                  subset=args.subset)
+    draw_figures = args.figures_split != "0" and args.figures_split in models
+    dataset = coco = None
+    if todo or draw_figures:  # every cell read from --results needs no data set
+        [(dataset, coco)], _, _ = load_split_datasets(args.dataset, args.year, "1", 0,
+                                                      subset=args.subset)
     os.makedirs(cell_dir, exist_ok=True)
     from siamese_mrcnn.runs import run_evaluation
 
@@ -145,7 +154,7 @@ def cmd_report(args) -> dict:
         raise CLIError(str(error)) from error
     paths = write_tables(tables, splits, args.output)
     figures = {}
-    if args.figures_split != "0" and args.figures_split in models:
+    if draw_figures:
         figures = _figures(args, overrides, dataset, coco, eval_types,
                            models[args.figures_split])
     texts = markdown(tables, splits)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -59,6 +59,22 @@ def ap50_runs(result: dict, eval_type: str) -> Optional[np.ndarray]:
     """Each run's AP50 of a cell's result, or None when it has no such eval type."""
     stats = result.get("stats", {}).get(eval_type)
     return None if stats is None else np.asarray(stats["AP50"]["runs"], dtype=float)
+
+
+def result_problem(result: Any) -> Optional[str]:
+    """What keeps build_tables from reading a cell's result (parsed JSON), or None: it
+    must be an object whose "stats" give, per eval type, AP50 "runs" (numbers)."""
+    stats = result.get("stats") if isinstance(result, dict) else None
+    if not isinstance(stats, dict):
+        return "not an evaluate result (expected an object with 'stats')"
+    for eval_type, value in stats.items():
+        ap50 = value.get("AP50") if isinstance(value, dict) else None
+        runs = ap50.get("runs") if isinstance(ap50, dict) else None
+        if not (isinstance(runs, list) and runs and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in runs)):
+            return (f"stats.{eval_type}.AP50.runs: expected a list of numbers, one per "
+                    f"run, got {str(runs)[:60]}")
+    return None
 
 
 def summarize(runs: np.ndarray, confidence: float = 0.95) -> dict:

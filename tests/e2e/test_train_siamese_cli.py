@@ -852,6 +852,47 @@ def test_report_errors_are_one_line(work, tmp_path, args, words, capsys):
     assert len(err) == 1 and words in err[0], err
 
 
+def _cell(runs):
+    return {"stats": {"bbox": {"AP50": {"runs": runs}}}}
+
+
+def test_report_from_results_alone_needs_no_data_set(tmp_path, capsys):
+    """Cells evaluated elsewhere (evaluate --merge): the tables from --results, with a
+    --dataset that does not exist here (it was loaded, and refused, before)."""
+    cells = tmp_path / "cells"
+    cells.mkdir()
+    for name, runs in [("s1_background_1shot", [0.5, 0.4]), ("s1_one-shot_1shot", [0.2, 0.3]),
+                       ("s1_one-shot_1shot_random", [0.0, 0.01])]:
+        (cells / f"{name}.json").write_text(json.dumps(_cell(runs)))
+    common = ["report", "--dataset", str(tmp_path / "nowhere"), "--splits", "1", "--shots",
+              "1", "--results", str(cells), "--output"]
+    assert cli.main([*common, str(tmp_path / "r")]) == 0
+    assert "0 cell(s) evaluated, 3 read" in capsys.readouterr().out
+    rows = json.loads((tmp_path / "r" / "table2.json").read_text())
+    background = next(r for r in rows if r["row"] == "Siamese, background"
+                      and r["kind"] == "boxes")
+    assert background["values"]["S1"]["mean"] == pytest.approx(0.45)
+    assert background["values"]["mean"]["runs"] == pytest.approx([0.5, 0.4])
+    assert next(r for r in rows if r["kind"] == "masks")["values"]["S1"] is None  # no segm
+
+    for text, words in [("42", "not an evaluate result (expected an object with 'stats')"),
+                        (json.dumps(_cell([])), "stats.bbox.AP50.runs: expected a list of "
+                         "numbers, one per run, got []"),
+                        (json.dumps({"stats": {"bbox": {"AP50": 0.5}}}),
+                         "stats.bbox.AP50.runs: expected a list of numbers")]:
+        (cells / "s1_background_1shot.json").write_text(text)  # was a TypeError traceback
+        assert cli.main([*common, str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "s1_background_1shot.json: " + words in err[0], err
+    assert cli.main([*common[:-2], str(tmp_path / "typo"), "--output",
+                     str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    # It said "no result and no model for split(s) ['1']", as if no folder were needed.
+    assert err == [f"error: --results {tmp_path / 'typo'}: expected a folder of cell "
+                   "results, found none"]
+    assert not (tmp_path / "bad").exists()
+
+
 @slow
 def test_two_workers_train_and_resume_from_the_chief(work, tmp_path):
     """TF_CONFIG makes `train` multi-worker: the chief (worker 0) writes the
