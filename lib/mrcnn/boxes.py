@@ -83,6 +83,11 @@ def compute_overlaps_masks(masks1: np.ndarray, masks2: np.ndarray) -> np.ndarray
     # Either set empty: an empty result of the right shape.
     if masks1.shape[-1] == 0 or masks2.shape[-1] == 0:
         return np.zeros((masks1.shape[-1], masks2.shape[-1]))
+    if masks1.shape[:-1] != masks2.shape[:-1]:
+        # Typically mini masks (USE_MINI_MASK) against full-size ones.
+        raise ValueError(
+            f"masks: expected two [H, W, N] sets of the same height and width, got shapes "
+            f"{masks1.shape} and {masks2.shape}; expand mini masks first (utils.expand_mask)")
     masks1 = np.reshape(masks1 > .5, (-1, masks1.shape[-1])).astype(np.float32)
     masks2 = np.reshape(masks2 > .5, (-1, masks2.shape[-1])).astype(np.float32)
     area1 = np.sum(masks1, axis=0)
@@ -102,6 +107,9 @@ def non_max_suppression(boxes: np.ndarray, scores: np.ndarray,
     scores: 1-D array of box scores.
     threshold: IoU above which a lower-scored box is dropped.
     """
+    if np.shape(scores) != (boxes.shape[0],):
+        raise ValueError(f"scores: expected one per box, shape ({boxes.shape[0]},), got "
+                         f"{np.shape(scores)}")
     if boxes.shape[0] == 0:
         return np.zeros([0], dtype=np.int32)
     if boxes.dtype.kind != "f":

@@ -15,6 +15,18 @@ def trim_zeros(x: np.ndarray) -> np.ndarray:
     return x[~np.all(x == 0, axis=1)]
 
 
+def _check_counts(kind: str, boxes: np.ndarray, **arrays) -> None:
+    """ValueError unless class ids [N], scores [N] and masks [H, W, N] cover the N
+    non-zero rows of boxes (fewer matched the wrong instances, silently). Longer is
+    fine: zero-padded rows (Matterport's data generator) are trimmed."""
+    n = trim_zeros(boxes).shape[0]
+    counts = {name: (np.shape(a)[-1] if name.endswith("masks") else len(a))
+              for name, a in arrays.items()}
+    if any(count < n for count in counts.values()):
+        raise ValueError(f"{kind} instances: {n} non-zero boxes, so expected at least {n} "
+                         f"class ids, scores and masks [H, W, N], got {counts}")
+
+
 def compute_matches(gt_boxes, gt_class_ids, gt_masks,
                     pred_boxes, pred_class_ids, pred_scores, pred_masks,
                     iou_threshold: float = 0.5, score_threshold: float = 0.0):
@@ -31,6 +43,9 @@ def compute_matches(gt_boxes, gt_class_ids, gt_masks,
             the index of the matched ground truth box, or -1.
         overlaps: [pred_boxes, gt_boxes] IoU overlaps.
     """
+    _check_counts("gt", gt_boxes, gt_class_ids=gt_class_ids, gt_masks=gt_masks)
+    _check_counts("prediction", pred_boxes, pred_class_ids=pred_class_ids,
+                  pred_scores=pred_scores, pred_masks=pred_masks)
     gt_boxes = trim_zeros(gt_boxes)
     gt_masks = gt_masks[..., :gt_boxes.shape[0]]
     pred_boxes = trim_zeros(pred_boxes)

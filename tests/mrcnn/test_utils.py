@@ -63,6 +63,10 @@ def test_compute_overlaps_masks_hand_values_and_empty():
     np.testing.assert_allclose(utils.compute_overlaps_masks(m1, m2), [[0.5], [0.]])
     assert utils.compute_overlaps_masks(m1, np.zeros([4, 4, 0])).shape == (2, 0)
     assert utils.compute_overlaps_masks(np.zeros([4, 4, 0]), m2).shape == (0, 1)
+    # Mini masks against full-size ones: numpy's "shapes (2,16) and (4,1) not aligned".
+    with pytest.raises(ValueError, match=r"same height and width, got shapes \(4, 4, 2\) "
+                       r"and \(2, 2, 1\); expand mini masks first"):
+        utils.compute_overlaps_masks(m1, np.ones([2, 2, 1]))
 
 
 def test_non_max_suppression_hand_values():
@@ -76,6 +80,9 @@ def test_non_max_suppression_hand_values():
                                   [2, 0, 1, 3])
     empty = utils.non_max_suppression(np.zeros([0, 4]), np.zeros([0]), 0.5)
     assert empty.shape == (0,) and empty.dtype == np.int32
+    with pytest.raises(ValueError, match=r"scores: expected one per box, shape \(4,\), got "
+                       r"\(3,\)"):  # was an IndexError inside the loop
+        utils.non_max_suppression(boxes, scores[:3], 0.5)
 
 
 def test_box_refinement_hand_values():
@@ -442,6 +449,20 @@ def test_compute_matches_class_and_threshold():
     case[0] = np.concatenate([case[0], np.zeros([2, 4], int)])
     gt_match, _, overlaps = utils.compute_matches(*case)
     assert gt_match.shape == (2,) and overlaps.shape == (3, 2)
+
+
+def test_compute_matches_refuses_fewer_ids_scores_or_masks_than_boxes():
+    case = list(two_instance_case())
+    case[4], case[5] = case[4][:2], case[5][:2]  # 3 boxes, 2 class ids and scores
+    # AP came out of the first two predictions, silently.
+    with pytest.raises(ValueError, match=r"prediction instances: 3 non-zero boxes, so "
+                       r"expected at least 3 .*'pred_class_ids': 2, 'pred_scores': 2, "
+                       r"'pred_masks': 3"):
+        utils.compute_ap(*case)
+    case = list(two_instance_case())
+    case[2] = case[2][..., :1]
+    with pytest.raises(ValueError, match=r"gt instances: 2 non-zero boxes, .*'gt_masks': 1"):
+        utils.compute_matches(*case)
 
 
 def test_compute_ap_hand_case():
