@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, Sequence
 
+import keras
 import numpy as np
 
 from mrcnn import tracing
@@ -71,8 +72,19 @@ class InspectionMixin:
             raise ValueError(
                 f"run_graph: outputs {missing} are None: model.ancestor() returns None for "
                 f"names it does not know; it knows {known_stage_names()}")
+        if not outputs:
+            raise ValueError("run_graph: expected at least one (name, tensor) output, got "
+                             "none")
         stages = {k: v for k, v in outputs.items() if isinstance(v, LayerStage)}
         tensors = {k: v for k, v in outputs.items() if k not in stages}
+        not_tensors = {k: v for k, v in tensors.items()
+                       if not isinstance(v, keras.KerasTensor)}
+        if not_tensors:
+            # A layer's name in place of its output: Keras then spoke of "KerasTensors".
+            raise ValueError(
+                f"run_graph: expected (name, tensor) pairs with this model's tensors, e.g. "
+                f"model.keras_model.get_layer('ROI').output; got "
+                f"{ {k: type(v).__name__ for k, v in not_tensors.items()} }")
         # A stage is computed from its layer's inputs: fetch those as well.
         stage_layers = sorted({s.layer for s in stages.values()})
         stage_tensors = {name: stage_inputs(self.inner_model, name) for name in stage_layers}

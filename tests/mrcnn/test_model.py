@@ -573,6 +573,13 @@ def test_ancestor_gives_the_proposal_stages_inspect_model_reads(tiny_inference, 
     assert not rpn["proposals"][0, len(ix):].any()
     with pytest.raises(ValueError, match="ancestor.*ROI/refined_anchors:0"):
         tiny_inference.run_graph([image_64], [("x", None)])
+    # A layer's name for its output, or nothing: the errors said "the outputs need other
+    # inputs" around Keras' "must be KerasTensors" / "cannot be empty".
+    with pytest.raises(ValueError, match=r"expected \(name, tensor\) pairs with this "
+                       r"model's tensors, e.g. .*get_layer\('ROI'\).output; got \{'x': 'str'\}"):
+        tiny_inference.run_graph([image_64], [("x", "ROI")])
+    with pytest.raises(ValueError, match=r"expected at least one \(name, tensor\) output"):
+        tiny_inference.run_graph([image_64], [])
 
 
 def test_run_graph_in_training_mode(tiny_training, image_64):
