@@ -55,6 +55,9 @@ LAYER_REGEX.update({
 PRETRAININGS = {"imagenet-1k": "imagenet_1k.h5", "imagenet-771": "imagenet_771.h5",
                 "imagenet-687": "imagenet_687.h5"}
 
+# What encode_queries() gives per image and detect_with_encoded() reads.
+ENCODED_QUERY_KEYS = ("levels", "molded_image", "image_meta", "window", "shape")
+
 
 
 def run_folder(config) -> str:
@@ -282,6 +285,12 @@ class SiameseMaskRCNN(MaskRCNN):
         detector = self.sub_model("feature_detector")
         self._check_batch(queries, "queries")
         vectors = self._check_vectors(reference_vectors)
+        for i, query in enumerate(queries):
+            missing = [k for k in ENCODED_QUERY_KEYS
+                       if not isinstance(query, dict) or k not in query]
+            if missing:
+                raise ValueError(f"queries[{i}]: expected a dict from encode_queries(), "
+                                 f"with {list(ENCODED_QUERY_KEYS)}; missing {missing}")
         shapes = {q["molded_image"].shape for q in queries}
         if len(shapes) != 1:
             raise ValueError("queries: all molded images must have one size, got "

@@ -83,6 +83,11 @@ def mold_references(targets: Sequence, config) -> np.ndarray:
                          f"{type(targets).__name__}")
     if len(targets) == 0:
         raise ValueError("targets: expected one entry per query image, got none")
+    if isinstance(targets, np.ndarray) and targets.ndim == 3:
+        # Its rows would be read as references: "got 20x3 pixels".
+        raise ValueError(f"targets: expected one entry per query image, got one array of "
+                         f"shape {targets.shape}: a single reference goes in a list, "
+                         "[reference]")
     k = config.NUM_TARGETS
     batch = []
     for i, refs in enumerate(targets):

@@ -248,6 +248,9 @@ def test_detect_with_encoded_rejects_bad_input(k1, b2):
         k1.detect_with_encoded([query, query], vectors)
     with pytest.raises(ValueError, match="5 arrays"):
         k1.detect_with_encoded([query], vectors[:4])
+    with pytest.raises(ValueError, match=r"queries\[0\]: expected a dict from "
+                       r"encode_queries\(\), .*missing \['levels'\]"):  # was KeyError
+        k1.detect_with_encoded([{k: v for k, v in query.items() if k != "levels"}], vectors)
     with pytest.raises(ValueError, match="images\\[0\\]"):
         k1.encode_queries([np.zeros((64, 64), np.float32)[None]])
 

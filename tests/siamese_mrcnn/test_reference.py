@@ -95,6 +95,9 @@ def test_mold_references_shapes():
     ([np.zeros((20, 3, 3), dtype=np.uint8)], {}, "got 20x3"),
     ([np.zeros((8, 8, 2), dtype=np.uint8)], {}, "2 channels"),
     ([np.full((8, 8, 3), "a")], {}, "dtype"),
+    # One bare reference: its rows were read as 20x3-pixel references.
+    (np.zeros((20, 20, 3), dtype=np.uint8), {},
+     "got one array of shape (20, 20, 3): a single reference goes in a list, [reference]"),
     ([np.zeros((8, 8, 3), dtype=bool)], {}, "dtype"),
 ])
 def test_mold_references_rejects_bad_input(targets, config_fields, message):
