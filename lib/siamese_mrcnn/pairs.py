@@ -9,9 +9,10 @@ and the confusion matrix (siamese_mrcnn.analysis) are its consumers.
 from __future__ import annotations
 
 import logging
+import numbers
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Optional, Sequence, Union
@@ -83,9 +84,16 @@ def check_indexed(dataset: Any) -> None:
 
 
 def requested_images(dataset: Any, image_ids: Optional[Sequence[int]], limit: int) -> list:
+    # A negative limit sliced off the last images, silently.
+    if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 0:
+        raise ValueError(f"limit: expected an integer >= 0 (0: every image), got {limit!r}")
     ids = list(dataset.image_ids if image_ids is None else image_ids)
     if limit:
         ids = ids[:int(limit)]
+    repeated = sorted(int(i) for i, n in Counter(int(i) for i in ids).items() if n > 1)
+    if repeated:
+        raise ValueError(f"image_ids: expected each image once (a repeat counts its "
+                         f"detections twice), got {repeated[:10]} more than once")
     bad = [i for i in ids if not 0 <= int(i) < len(dataset.image_info)]
     if bad:
         raise ValueError("image_ids: expected internal image ids in 0..{}, got {}".format(

@@ -80,8 +80,17 @@ def chosen_classes(dataset: Any, class_index: Any) -> np.ndarray:
     """Internal class ids from class_index (positions = internal id - 1, the old
     code's convention) or the active classes."""
     if class_index is None:
-        return np.unique(active_classes_of(dataset))
-    ids = np.unique(np.atleast_1d(np.asarray(class_index, dtype=int))) + 1
+        ids = np.unique(active_classes_of(dataset))
+        if not ids.size:
+            raise ValueError("no classes to evaluate: the data set has no active classes "
+                             "(set_active_classes) and class_index is None")
+        return ids
+    positions = np.atleast_1d(np.asarray(class_index))
+    if not positions.size or positions.dtype.kind not in "iu":
+        # Floats were truncated to positions (0.5 -> the first class).
+        raise ValueError(f"class_index: expected one or more integer positions (internal "
+                         f"class id - 1), got {class_index!r}")
+    ids = np.unique(positions.astype(int)) + 1
     bad = ids[(ids < 1) | (ids >= dataset.num_classes)]
     if bad.size:
         raise ValueError("class_index: expected positions 0..{} (internal class id - 1), got "

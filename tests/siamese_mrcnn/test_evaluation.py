@@ -242,6 +242,31 @@ def test_bad_arguments_raise(dataset):
         evaluate(object(), dataset)
 
 
+
+@pytest.mark.parametrize("kwargs, message", [
+    # Each was evaluated silently: without the last image, an image twice, nothing,
+    # or the first class for 0.5.
+    ({"limit": -1}, r"limit: expected an integer >= 0 \(0: every image\), got -1"),
+    ({"limit": 1.5}, r"limit: expected an integer >= 0 .*got 1.5"),
+    ({"image_ids": [0, 2, 0]}, r"image_ids: expected each image once .*got \[0\] more "
+                               r"than once"),
+    ({"class_index": []}, r"class_index: expected one or more integer positions .*got \[\]"),
+    ({"class_index": [0.5]}, r"class_index: expected one or more integer positions "
+                             r".*got \[0.5\]"),
+])
+def test_arguments_that_evaluated_the_wrong_thing_raise(dataset, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        evaluate(StandInSiamese(make_config()), dataset, **kwargs)
+
+
+def test_no_active_class_raises(dataset):
+    ds, _ = dataset
+    ds.set_active_classes([])
+    with pytest.raises(ValueError, match=r"no classes to evaluate: the data set has no "
+                       r"active classes \(set_active_classes\)"):
+        evaluate(StandInSiamese(make_config()), dataset)
+
+
 def test_segm_without_masks_raises(dataset):
     class NoMasks(StandInSiamese):
         def detect(self, *args, **kwargs):
