@@ -19,8 +19,9 @@ and TARGET_SHAPE ([TARGET_MAX_DIM, TARGET_MAX_DIM, 3]).
 """
 from __future__ import annotations
 
+import math
 import numbers
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -289,6 +290,34 @@ def schedule(name: str, learning_rate: float) -> dict:
     return {end: {"learning_rate": learning_rate * stage["learning_rate"],
                   "layers": stage["layers"]}
             for end, stage in SCHEDULES[name].items()}
+
+
+def check_schedule(schedule: Any) -> dict:
+    """train_schedule's ``{end_epoch: {"learning_rate", "layers"}}`` as {int: stage}.
+    ValueError, before any training, for what would fail only when its stage begins:
+    not a mapping or empty, an end epoch that is not an integer >= 1 ("120" from JSON
+    is one), a stage without both keys, a rate that is not a finite number >= 0."""
+    expected = '{end_epoch: {"learning_rate": float, "layers": str}, ...}'
+    if not isinstance(schedule, Mapping) or not schedule:
+        raise ValueError(f"schedule: expected {expected}, got {schedule!r}")
+    checked = {}
+    for end, stage in schedule.items():
+        epoch = int(end) if isinstance(end, str) and end.strip().isdigit() else end
+        if (isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 1
+                or int(epoch) in checked):
+            raise ValueError(f"schedule: expected distinct integer end epochs >= 1, got "
+                             f"{list(schedule)}")
+        if not (isinstance(stage, Mapping) and isinstance(stage.get("layers"), str)
+                and "learning_rate" in stage):
+            raise ValueError(f"schedule[{end!r}]: expected {{\"learning_rate\": float, "
+                             f"\"layers\": str}}, got {stage!r}")
+        rate = stage["learning_rate"]
+        if (isinstance(rate, bool) or not isinstance(rate, numbers.Real)
+                or not (math.isfinite(rate) and rate >= 0)):
+            raise ValueError(f"schedule[{end!r}]: expected a finite learning_rate >= 0, got "
+                             f"{rate!r}")
+        checked[int(epoch)] = {"learning_rate": rate, "layers": stage["layers"]}
+    return checked
 
 
 def paper_learning_rate(config: Config) -> float:

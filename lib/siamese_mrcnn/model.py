@@ -32,7 +32,7 @@ from mrcnn.training import check_layer_regex
 from mrcnn.molding import check_image
 from mrcnn.tracing import predict_on_batch
 
-from siamese_mrcnn.config import check_siamese_classes
+from siamese_mrcnn.config import check_schedule, check_siamese_classes
 # siamese_mrcnn_class_loss_graph: the paper code defined it in this module.
 from siamese_mrcnn.losses import CLASS_LOSS_NAME, siamese_mrcnn_class_loss_graph
 from siamese_mrcnn.matching import match_with_vectors, pool_references
@@ -426,12 +426,13 @@ class SiameseMaskRCNN(MaskRCNN):
         A model resumed with load_checkpoint/load_latest_checkpoint continues inside the
         stage its epoch belongs to.
         """
-        until = until if until is not None else max(int(k) for k in schedule)
+        schedule = check_schedule(schedule)  # {int end epoch: stage}
+        until = until if until is not None else max(schedule)
         for params in schedule.values():  # a later stage's typo, told before the first
             check_layer_regex(self.keras_model, self.layer_regex(params["layers"]),
                               params["layers"], self.LAYER_REGEX)
-        for end in sorted(int(k) for k in schedule):
-            params = schedule[end] if end in schedule else schedule[str(end)]
+        for end in sorted(schedule):
+            params = schedule[end]
             if self.epoch >= min(end, until):
                 continue
             self.train(train_dataset, val_dataset, learning_rate=params["learning_rate"],

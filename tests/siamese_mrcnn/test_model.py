@@ -461,6 +461,40 @@ def test_train_schedule_tells_a_later_stages_bad_layers_before_the_first(trainer
     assert [c["layers"] for c in calls] == ["heads", "rpn", "all"]
 
 
+
+@pytest.mark.parametrize("schedule, message", [
+    ({}, r"schedule: expected \{end_epoch: .*got \{\}"),  # was max()'s empty sequence
+    ({1: {"learning_rate": 0.02, "layers": "heads"}, "x": {}},
+     r"expected distinct integer end epochs >= 1, got \[1, 'x'\]"),
+    ({1: {"learning_rate": 0.02, "layers": "heads"}, "1": {}},
+     r"expected distinct integer end epochs"),
+    ({0: {"learning_rate": 0.02, "layers": "heads"}}, r"end epochs >= 1, got \[0\]"),
+    # The last stage's mistakes failed only when it began: a KeyError, train()'s check.
+    ({1: {"learning_rate": 0.02, "layers": "heads"}, 2: {"layers": "all"}},
+     r"schedule\[2\]: expected \{\"learning_rate\": float, \"layers\": str\}"),
+    ({1: {"learning_rate": 0.02, "layers": "heads"},
+      2: {"learning_rate": float("nan"), "layers": "all"}},
+     r"schedule\[2\]: expected a finite learning_rate >= 0, got nan"),
+])
+def test_train_schedule_refuses_a_malformed_schedule_first(trainer, monkeypatch, schedule,
+                                                           message):
+    calls = []
+    monkeypatch.setattr(trainer, "train", lambda *args, **kwargs: calls.append(kwargs))
+    trainer.epoch = 0
+    with pytest.raises(ValueError, match=message):
+        trainer.train_schedule(None, None, schedule)
+    assert calls == []
+
+
+def test_train_schedule_reads_json_end_epochs(trainer, monkeypatch):
+    calls = []
+    monkeypatch.setattr(trainer, "train", lambda *args, **kwargs: calls.append(kwargs))
+    trainer.epoch = 0
+    trainer.train_schedule(None, None, {"2": {"learning_rate": 0.01, "layers": "all"},
+                                        "1": {"learning_rate": 0.02, "layers": "heads"}})
+    assert [(c["epochs"], c["layers"]) for c in calls] == [(1, "heads"), (2, "all")]
+
+
 def test_detect_and_reuse_need_inference_mode(trainer):
     image = random_images(13, (64, 64, 3))[0]
     with pytest.raises(ValueError, match="inference mode"):
