@@ -12,10 +12,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 from typing import Any, Sequence
 
 from pycocotools.coco import COCO
+
+logger = logging.getLogger(__name__)
 
 # Matterport's subsets of COCO 2014 whose images live in val2014/.
 VAL2014_SUBSETS = ("minival", "valminusminival")
@@ -60,7 +63,14 @@ def read_coco_annotations(path: str) -> COCO:
 
 
 def images_with_classes(coco: COCO, class_ids: Sequence[int]) -> list[int]:
-    """Sorted COCO ids of the images with an annotation (crowds too) of one of class_ids."""
+    """Sorted COCO ids of the images with an annotation (crowds too) of one of class_ids.
+    ValueError naming the ids that are no category of the file (pycocotools' KeyError)."""
+    known = sorted(coco.getCatIds())
+    unknown = sorted({int(c) for c in class_ids} - set(known))
+    if unknown:
+        raise ValueError(f"class_ids: {unknown[:10]} are no COCO category ids of these "
+                         f"annotations (they have {len(known)}: {known[:10]}"
+                         f"{' ...' if len(known) > 10 else ''})")
     return sorted({i for class_id in class_ids for i in coco.getImgIds(catIds=[class_id])})
 
 
@@ -71,6 +81,10 @@ def add_coco_images(dataset: Any, coco: COCO, class_ids: Sequence[int],
     Each image's info carries its path, width, height and its annotations of
     class_ids (crowds included).
     """
+    if len(image_ids) and not os.path.isdir(image_dir):
+        # Annotations downloaded without their images: every load_image would fail.
+        logger.warning("COCO image folder not found: %s (the images of %d annotated "
+                       "entries); loading them will fail", image_dir, len(image_ids))
     for class_id in class_ids:
         dataset.add_class(source, class_id, coco.loadCats(class_id)[0]["name"])
     for image_id in image_ids:

@@ -110,6 +110,20 @@ def test_class_ids_subset(coco_root):
     assert class_ids.tolist() == [1]  # category 5 is internal 1 here; 2 is not loaded
 
 
+def test_unknown_class_ids_and_a_missing_image_folder_are_named(coco_root, caplog):
+    ds = IndexedCocoDataset()
+    # Internal ids (1..5) passed for COCO ids: pycocotools' bare KeyError 3.
+    with pytest.raises(ValueError, match=r"class_ids: \[1, 3\] are no COCO category ids of "
+                       r"these annotations \(they have 5: \[2, 5, 9, 11, 20\]\)"):
+        ds.load_coco(coco_root, "train", class_ids=[1, 2, 3], subsubset=None)
+    os.rename(os.path.join(coco_root, "train2017"), os.path.join(coco_root, "elsewhere"))
+    ds = IndexedCocoDataset()
+    with caplog.at_level("WARNING", logger="mrcnn.coco_io"):
+        ds.load_coco(coco_root, "train", subsubset=None)  # loads; each image would fail
+    assert f"COCO image folder not found: {os.path.join(coco_root, 'train2017')}" \
+        in caplog.text
+
+
 def test_subsubset_split_and_return_coco(coco_root):
     train = IndexedCocoDataset()
     coco = train.load_coco(coco_root, "train", subsubset="train", val_count=2,
