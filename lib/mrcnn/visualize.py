@@ -107,7 +107,7 @@ def check_instances(boxes, masks, class_ids, image=None, class_names=None,
             "class ids")
     if image is not None:
         shape = tuple(np.shape(image))
-        if len(shape) != 3 or shape[-1] != 3:
+        if len(shape) != 3 or shape[-1] not in (3, 4):  # RGBA: imshow draws it too
             raise ValueError(f"image: expected an RGB image [H, W, 3], got shape {shape}")
         if n and tuple(masks.shape[:2]) != shape[:2]:
             # Matterport's load_image_gt gives 56x56 mini masks under USE_MINI_MASK.

@@ -169,6 +169,13 @@ def test_display_instances_names_what_does_not_fit(change, message):
                                     scene["class_ids"], CLASS_NAMES, scores=scene["scores"])
 
 
+def test_display_instances_draws_on_an_rgba_image():
+    image, boxes, masks, class_ids = _scene()
+    rgba = np.concatenate([image, np.full(image.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+    visualize.display_instances(rgba, boxes, masks, class_ids, CLASS_NAMES)
+    assert plt.gca().images[0].get_array().shape == (32, 40, 4)
+
+
 def test_display_instances_captions_replace_names_and_scores():
     image, boxes, masks, _ = _scene()
     # With captions, class names and scores are not read: unnamed ids are fine.
