@@ -33,9 +33,21 @@ class InferenceMixin:
         Returns molded_images [N, h, w, 3], image_metas [N, META], windows [N, 4] (pixels,
         the part of the molded image that holds the original image).
         """
+        mode = self.config.IMAGE_RESIZE_MODE
+        if mode == "crop":
+            # resize_image would detect in one random crop of each image.
+            raise ValueError("IMAGE_RESIZE_MODE 'crop' takes a random crop and is for "
+                             "training only: set 'square' or 'pad64' in the inference "
+                             "config")
         molded_images, image_metas, windows = [], [], []
         for i, image in enumerate(images):
             image = check_image(image, name=f"images[{i}]")
+            if mode == "none" and (image.shape[0] % 32 or image.shape[1] % 32):
+                # The FPN adds levels upsampled from stride 32: the graph failed there.
+                raise ValueError(
+                    f"images[{i}]: IMAGE_RESIZE_MODE 'none' feeds images unresized: "
+                    f"expected a height and width divisible by 32, got "
+                    f"{image.shape[0]}x{image.shape[1]}; or use 'pad64'")
             molded_image, window, scale, padding, crop = utils.resize_image(
                 image,
                 min_dim=self.config.IMAGE_MIN_DIM,
@@ -48,6 +60,10 @@ class InferenceMixin:
             molded_images.append(molded_image)
             windows.append(window)
             image_metas.append(image_meta)
+        shapes = sorted({m.shape for m in molded_images})
+        if len(shapes) > 1:
+            raise ValueError("After resizing, all images must have the same size. Check "
+                             f"IMAGE_RESIZE_MODE and image sizes (got {shapes})")
         return np.stack(molded_images), np.stack(image_metas), np.stack(windows)
 
     def unmold_boxes(self, detections: np.ndarray, original_image_shape, image_shape,

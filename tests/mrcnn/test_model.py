@@ -451,6 +451,28 @@ def test_detect_needs_inference_mode(tiny_training, image_64):
         tiny_training.detect_molded(np.zeros((1, 64, 64, 3)), np.zeros((1, 16)))
 
 
+def test_detect_names_what_its_resize_mode_cannot_feed(model_dir):
+    """Each was a numpy or TensorFlow graph error, or (crop) a detection in a random
+    crop of the image."""
+    square, wide = np.zeros((64, 64, 3), np.uint8), np.zeros((64, 128, 3), np.uint8)
+    pad64 = modellib.MaskRCNN("inference", tiny_config(
+        IMAGES_PER_GPU=2, IMAGE_RESIZE_MODE="pad64", IMAGE_MIN_DIM=64), model_dir)
+    with pytest.raises(ValueError, match=r"After resizing, all images must have the same "
+                       r"size. Check IMAGE_RESIZE_MODE and image sizes \(got \[\(64, 64, "
+                       r"3\), \(64, 128, 3\)\]\)"):
+        pad64.detect([square, wide])
+    crop = modellib.MaskRCNN("inference", tiny_config(IMAGE_RESIZE_MODE="crop"), model_dir)
+    with pytest.raises(ValueError, match=r"'crop' takes a random crop and is for training "
+                       r"only: set 'square' or 'pad64'"):
+        crop.detect([square])
+    none = modellib.MaskRCNN("inference", tiny_config(IMAGE_RESIZE_MODE="none"), model_dir)
+    with pytest.raises(ValueError, match=r"images\[0\]: IMAGE_RESIZE_MODE 'none' feeds "
+                       r"images unresized: expected a height and width divisible by 32, got "
+                       r"48x64"):
+        none.detect([np.zeros((48, 64, 3), np.uint8)])
+    assert len(none.detect([np.zeros((96, 160, 3), np.uint8)])) == 1  # 32 | 96, 160
+
+
 def test_train_needs_training_mode(tiny_inference):
     with pytest.raises(ValueError, match="training mode"):
         tiny_inference.train(None, None, 0.01, 1, "heads")
