@@ -106,6 +106,22 @@ load_coco_api = read_coco_annotations
 #  Dataset
 ############################################################
 
+def _read_class_ids(path: Union[str, os.PathLike]) -> list[int]:
+    """The class ids of a text file, one per line (blank lines skipped); ValueError naming
+    the line that is not an integer (int()'s message named neither file nor line)."""
+    ids = []
+    with open(path, "r", encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                ids.append(int(line))
+            except ValueError:
+                raise ValueError(f"{os.fspath(path)}, line {number}: expected one integer "
+                                 f"class id per line, got {line.strip()[:40]!r}") from None
+    return ids
+
+
 class IndexedCocoDataset(CocoDataset):
     """Matterport's CocoDataset with image<->category indices and active classes.
 
@@ -215,8 +231,7 @@ class IndexedCocoDataset(CocoDataset):
             file with one id per line.
         """
         if isinstance(active_classes, (str, os.PathLike)):
-            with open(active_classes, "r", encoding="utf-8") as f:
-                active_classes = [int(line) for line in f if line.strip()]
+            active_classes = _read_class_ids(active_classes)
         ids = np.unique(np.asarray(list(active_classes), dtype=int))
         num_classes = len(self.class_info)
         bad = ids[(ids < 1) | (ids >= num_classes)]

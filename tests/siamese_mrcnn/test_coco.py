@@ -99,6 +99,10 @@ def test_active_classes(dataset, tmp_path):
     np.testing.assert_array_equal(dataset.get_active_classes(), [4, 5])
     with pytest.raises(ValueError, match=r"1\.\.5.*\[0, 6\]"):
         dataset.set_active_classes([0, 2, 6])
+    path.write_text("4\n\nperson\n")  # a name for an id: int()'s "invalid literal"
+    with pytest.raises(ValueError, match=r"active.txt, line 3: expected one integer class id "
+                       r"per line, got 'person'"):
+        dataset.set_active_classes(path)
 
 
 def test_class_ids_subset(coco_root):
