@@ -299,7 +299,8 @@ def check_schedule(schedule: Any) -> dict:
     is one), a stage without both keys, a rate that is not a finite number >= 0."""
     expected = '{end_epoch: {"learning_rate": float, "layers": str}, ...}'
     if not isinstance(schedule, Mapping) or not schedule:
-        raise ValueError(f"schedule: expected {expected}, got {schedule!r}")
+        got = "an empty one" if isinstance(schedule, Mapping) else type(schedule).__name__
+        raise ValueError(f"schedule: expected {expected}, got {got}")
     checked = {}
     for end, stage in schedule.items():
         epoch = int(end) if isinstance(end, str) and end.strip().isdigit() else end

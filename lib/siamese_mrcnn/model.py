@@ -70,14 +70,11 @@ def schedule_stage(schedule: Mapping[int, dict], epoch: int) -> tuple[int, dict]
     """The stage of a ``{end_epoch: {learning_rate, layers}}`` schedule that ``epoch``
     belongs to: the first stage whose end is >= epoch (the paper code's rule).
     """
-    ends = sorted(int(k) for k in schedule)
-    if not ends:
-        raise ValueError("the training schedule is empty")
-    for end in ends:
+    schedule = check_schedule(schedule)  # {int end epoch: stage}
+    for end in sorted(schedule):
         if epoch <= end:
-            return end, schedule[end] if end in schedule else schedule[str(end)]
-    last = ends[-1]
-    return last, schedule[last] if last in schedule else schedule[str(last)]
+            return end, schedule[end]
+    return max(schedule), schedule[max(schedule)]
 
 
 class SiameseMaskRCNN(MaskRCNN):

@@ -372,6 +372,10 @@ def test_schedule_stage(epoch, end, layers):
     assert schedule_stage({str(k): v for k, v in PAPER_SCHEDULE.items()}, epoch)[0] == end
     with pytest.raises(ValueError, match="empty"):
         schedule_stage({}, 1)
+    # load_checkpoint(training_schedule=...) reads the stage: a stage without layers
+    # was a KeyError.
+    with pytest.raises(ValueError, match=r"schedule\[1\]: expected \{\"learning_rate\""):
+        schedule_stage({1: {"learning_rate": 0.02}}, 1)
 
 
 @pytest.fixture(scope="module")
@@ -463,7 +467,8 @@ def test_train_schedule_tells_a_later_stages_bad_layers_before_the_first(trainer
 
 
 @pytest.mark.parametrize("schedule, message", [
-    ({}, r"schedule: expected \{end_epoch: .*got \{\}"),  # was max()'s empty sequence
+    ({}, r"schedule: expected \{end_epoch: .*got an empty one"),  # was max()'s error
+    ([(1, {"learning_rate": 0.02, "layers": "heads"})], r"expected \{end_epoch: .*got list"),
     ({1: {"learning_rate": 0.02, "layers": "heads"}, "x": {}},
      r"expected distinct integer end epochs >= 1, got \[1, 'x'\]"),
     ({1: {"learning_rate": 0.02, "layers": "heads"}, "1": {}},
