@@ -21,6 +21,7 @@ import concurrent.futures
 import glob
 import json
 import logging
+import numbers
 import os
 import time
 from typing import Any, Callable, Iterator, Optional, Sequence
@@ -291,6 +292,14 @@ def search_collection(model, reference: np.ndarray | Sequence[np.ndarray],
     """
     from tqdm import tqdm
 
+    # Each of these searched without a word: characters as files, nothing kept.
+    if isinstance(files, (str, bytes, os.PathLike)):
+        raise ValueError(f"files: expected a list of image paths, got one path {files!r} "
+                         "(list_images(spec) expands a folder or a glob)")
+    if not (isinstance(min_score, numbers.Real) and 0 <= min_score <= 1):
+        raise ValueError(f"min_score: expected a score in [0, 1], got {min_score!r}")
+    if isinstance(top, bool) or not isinstance(top, numbers.Integral) or top < 0:
+        raise ValueError(f"top: expected an integer >= 0 (0: no contact sheet), got {top!r}")
     os.makedirs(output, exist_ok=True)
     results_path = os.path.join(output, RESULTS_NAME)
     started = time.perf_counter()

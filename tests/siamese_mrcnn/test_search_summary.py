@@ -1,6 +1,10 @@
-"""search.summary_line, the line `search` prints at the end: counts with their nouns."""
+"""search.summary_line, the line `search` prints at the end: counts with their nouns;
+search_collection's argument checks."""
 from __future__ import annotations
 
+import pytest
+
+from siamese_mrcnn import search
 from siamese_mrcnn.search import summary_line
 
 
@@ -25,3 +29,18 @@ def test_one_file_and_one_image_are_singular():
     assert line.endswith("contact sheet: none (no detections)"), line
     line = summary_line(_summary(images=0, searched_now=0, skipped=0, images_per_s=0.0))
     assert line.startswith("searched 0 files: 0 images now, "), line
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    # One path for the list: its characters were searched as 22 unreadable files.
+    ({"files": "photos/a.jpg"}, r"files: expected a list of image paths, got one path "
+                                r"'photos/a.jpg' \(list_images"),
+    ({"min_score": 50}, r"min_score: expected a score in \[0, 1\], got 50"),  # kept nothing
+    ({"top": -1}, r"top: expected an integer >= 0 \(0: no contact sheet\), got -1"),
+])
+def test_search_collection_refuses_what_would_search_for_nothing(tmp_path, kwargs, message):
+    arguments = dict(model=None, reference=None, files=["a.jpg"], output=str(tmp_path / "out"))
+    arguments.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        search.search_collection(**arguments)
+    assert not (tmp_path / "out").exists()  # told before anything is written
