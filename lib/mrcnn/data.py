@@ -91,6 +91,13 @@ def check_dataset(dataset: Any, config: Any) -> None:
     if not hasattr(dataset, "num_classes") or image_ids.size == 0:
         raise ValueError(f"dataset: expected at least one image, got {image_ids.size} "
                          "(was dataset.prepare() called?)")
+    if (dataset.num_images, dataset.num_classes) != (len(dataset.image_info),
+                                                      len(dataset.class_info)):
+        # The ids are from prepare(): later images were never drawn, later classes unknown.
+        raise ValueError(
+            f"dataset: {len(dataset.image_info)} images and {len(dataset.class_info)} "
+            f"classes, but prepare() saw {dataset.num_images} and {dataset.num_classes}: "
+            "call dataset.prepare() again after adding images or classes")
     if dataset.num_classes != config.NUM_CLASSES:
         raise ValueError(
             f"dataset: has {dataset.num_classes} classes (background and "

@@ -230,6 +230,11 @@ def test_generators_name_an_unprepared_or_mismatched_data_set(config, make):
     with pytest.raises(ValueError, match=r"dataset: has 2 classes \(background and 1 added: "
                        r"\['square'\]\), but config.NUM_CLASSES is 4: set NUM_CLASSES = 2"):
         make(unprepared, config)
+    prepared = make_dataset(n=2)
+    prepared.add_image("shapes", 99, path=None)  # after prepare(): never drawn
+    with pytest.raises(ValueError, match=r"dataset: 3 images and 4 classes, but prepare\(\) "
+                       r"saw 2 and 4: call dataset.prepare\(\) again"):
+        make(prepared, config)
 
 
 ############################################################
