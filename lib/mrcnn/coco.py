@@ -12,8 +12,10 @@ import contextlib
 import copy
 import io
 import logging
+import numbers
 import os
 import time
+from collections import Counter
 from typing import Any, Sequence
 
 import numpy as np
@@ -312,12 +314,26 @@ def run_cocoeval(coco: COCO, results: list[dict], coco_image_ids: Sequence[int],
 
 def evaluation_image_ids(dataset: utils.Dataset, limit: int,
                           image_ids: Sequence[int] | None) -> list[int]:
-    image_ids = list(dataset.image_ids if image_ids is None else image_ids)
+    """The internal image ids to evaluate: ``image_ids`` (default all), the first
+    ``limit`` of them when limit > 0. ValueError, naming it, for a limit that is not an
+    integer >= 0 (-1 dropped the last image), an id outside the data set, a repeated id
+    (its detections counted twice) or no image at all."""
+    if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 0:
+        raise ValueError(f"limit: expected an integer >= 0 (0: every image), got {limit!r}")
+    ids = list(dataset.image_ids if image_ids is None else image_ids)
     if limit:
-        image_ids = image_ids[:limit]
-    if not image_ids:
-        raise ValueError("No images to evaluate: the data set (or image_ids) is empty")
-    return image_ids
+        ids = ids[:int(limit)]
+    bad = [i for i in ids if not 0 <= int(i) < len(dataset.image_info)]
+    if bad:
+        raise ValueError(f"image_ids: expected internal image ids in "
+                         f"0..{len(dataset.image_info) - 1}, got {bad[:10]}")
+    repeated = sorted(int(i) for i, n in Counter(int(i) for i in ids).items() if n > 1)
+    if repeated:
+        raise ValueError(f"image_ids: expected each image once (a repeat counts its "
+                         f"detections twice), got {repeated[:10]} more than once")
+    if not ids:
+        raise ValueError("no images to evaluate: the data set (or image_ids) is empty")
+    return [int(i) for i in ids]
 
 
 def evaluate_coco(model: Any, dataset: utils.Dataset, coco: COCO, eval_type: str = "bbox",

@@ -9,10 +9,9 @@ and the confusion matrix (siamese_mrcnn.analysis) are its consumers.
 from __future__ import annotations
 
 import logging
-import numbers
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Optional, Sequence, Union
@@ -20,6 +19,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 import numpy as np
 from tqdm import tqdm
 
+from mrcnn.coco import evaluation_image_ids
 from siamese_mrcnn.data import ReferenceNotFoundError, get_one_target
 
 logger = logging.getLogger(__name__)
@@ -84,23 +84,8 @@ def check_indexed(dataset: Any) -> None:
 
 
 def requested_images(dataset: Any, image_ids: Optional[Sequence[int]], limit: int) -> list:
-    # A negative limit sliced off the last images, silently.
-    if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 0:
-        raise ValueError(f"limit: expected an integer >= 0 (0: every image), got {limit!r}")
-    ids = list(dataset.image_ids if image_ids is None else image_ids)
-    if limit:
-        ids = ids[:int(limit)]
-    repeated = sorted(int(i) for i, n in Counter(int(i) for i in ids).items() if n > 1)
-    if repeated:
-        raise ValueError(f"image_ids: expected each image once (a repeat counts its "
-                         f"detections twice), got {repeated[:10]} more than once")
-    bad = [i for i in ids if not 0 <= int(i) < len(dataset.image_info)]
-    if bad:
-        raise ValueError("image_ids: expected internal image ids in 0..{}, got {}".format(
-            len(dataset.image_info) - 1, bad[:10]))
-    if not ids:
-        raise ValueError("no images to evaluate: the data set (or image_ids) is empty")
-    return [int(i) for i in ids]
+    """mrcnn.coco.evaluation_image_ids: the ids to evaluate, each checked."""
+    return evaluation_image_ids(dataset, limit, image_ids)
 
 
 def evaluation_pairs(dataset: Any, image_ids: Sequence[int], categories: Iterable[int]

@@ -92,3 +92,23 @@ def test_add_coco_images_adds_classes_images_and_their_annotations(annotation_fi
     # Only the annotations of the classes asked for, crowds included.
     assert [a["id"] for a in first["annotations"]] == [3]
     assert second["id"] == 10 and [a["id"] for a in second["annotations"]] == [2]
+
+
+@pytest.mark.parametrize("limit, image_ids, message", [
+    (-1, None, r"limit: expected an integer >= 0 \(0: every image\), got -1"),  # dropped one
+    (2.0, None, r"limit: expected an integer >= 0 .*got 2.0"),
+    (0, [0, 2, 2], r"image_ids: expected each image once .*got \[2\] more than once"),
+    (0, [3], r"image_ids: expected internal image ids in 0..2, got \[3\]"),
+    (0, [], r"no images to evaluate"),
+])
+def test_evaluation_image_ids_refuses_what_would_evaluate_the_wrong_images(limit, image_ids,
+                                                                          message):
+    from mrcnn.coco import evaluation_image_ids
+
+    dataset = utils.Dataset()
+    for i in range(3):
+        dataset.add_image("coco", i, path=None)
+    dataset.prepare()
+    assert evaluation_image_ids(dataset, 2, None) == [0, 1]
+    with pytest.raises(ValueError, match=message):
+        evaluation_image_ids(dataset, limit, image_ids)
