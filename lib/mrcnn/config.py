@@ -196,7 +196,9 @@ class Config(object):
     RESNET_ARCHITECTURES = dict(RESNET_ARCHITECTURES)
 
     # Data loading workers (0 = load in the main thread) and whether they
-    # are processes rather than threads.
+    # are processes rather than threads. Threads overlap loading with training but
+    # load one sample at a time (each sample's seeded draws hold one lock, see
+    # mrcnn.sample_random); processes load in parallel.
     WORKERS = 0
     USE_MULTIPROCESSING = False
 
