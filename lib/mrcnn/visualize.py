@@ -118,12 +118,18 @@ def check_instances(boxes, masks, class_ids, image=None, class_names=None,
     if scores is not None and len(scores) < n:
         raise ValueError(f"scores: expected one per instance ({n}), got {len(scores)}")
     if class_names is not None and n:
-        unnamed = sorted({int(c) for c in class_ids if not 0 <= int(c) < len(class_names)})
-        if unnamed:
-            raise ValueError(
-                f"class_ids: {unnamed[:5]} have no name in class_names "
-                f"({len(class_names)} names, so ids 0..{len(class_names) - 1})")
+        check_class_names(class_ids, class_names)
     return n
+
+
+def check_class_names(class_ids, class_names) -> None:
+    """ValueError unless every class id names one of class_names (an IndexError in the
+    middle of a drawing before)."""
+    unnamed = sorted({int(c) for c in np.ravel(class_ids)
+                      if not 0 <= int(c) < len(class_names)})
+    if unnamed:
+        raise ValueError(f"class_ids: {unnamed[:5]} have no name in class_names "
+                         f"({len(class_names)} names, so ids 0..{len(class_names) - 1})")
 
 
 def draw_mask_outline(ax, mask: np.ndarray, color) -> None:
@@ -240,6 +246,7 @@ def draw_rois(image, rois, refined_rois, mask, class_ids, class_names, limit=10)
     class_ids: [n]; 0 marks a negative (background) ROI, drawn in gray.
     At most `limit` ROIs, picked at random, are drawn.
     """
+    check_class_names(class_ids, class_names)
     masked_image = image.copy()
     ids = np.arange(rois.shape[0], dtype=np.int32)
     if ids.shape[0] > limit:
@@ -297,6 +304,10 @@ def draw_box(image: np.ndarray, box, color) -> np.ndarray:
 
 def display_top_masks(image, mask, class_ids, class_names, limit=4) -> None:
     """Display the image and the masks of its `limit` most prominent classes."""
+    if mask.shape[-1] != len(class_ids):
+        raise ValueError(f"mask [H, W, N] and class_ids [N]: got {mask.shape[-1]} masks and "
+                         f"{len(class_ids)} class ids")
+    check_class_names(class_ids, class_names)
     to_display = [image]
     titles = ["H x W={}x{}".format(image.shape[0], image.shape[1])]
     # Rank the classes present by their total mask area.

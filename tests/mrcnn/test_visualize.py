@@ -233,6 +233,20 @@ def test_draw_rois_counts_and_stats(caplog, tmp_path):
     assert _saved(plt.gcf(), tmp_path, "rois.png")
 
 
+def test_draw_rois_and_top_masks_name_what_does_not_fit():
+    image, boxes, masks, class_ids = _scene()
+    # Each was an IndexError midway through the drawing, or (counts) the wrong masks.
+    with pytest.raises(ValueError, match=r"class_ids: \[3\] have no name in class_names "
+                       r"\(3 names, so ids 0..2\)"):
+        visualize.draw_rois(image, boxes, boxes, np.ones((3, 7, 7)), np.array([1, 3, 0]),
+                            CLASS_NAMES)
+    with pytest.raises(ValueError, match=r"class_ids: \[4\] have no name"):
+        visualize.display_top_masks(image, masks, np.array([1, 4, 2]), CLASS_NAMES)
+    with pytest.raises(ValueError, match=r"mask \[H, W, N\] and class_ids \[N\]: got 3 masks "
+                       r"and 2 class ids"):
+        visualize.display_top_masks(image, masks, class_ids[:2], CLASS_NAMES)
+
+
 def test_draw_rois_limit_samples():
     rois = np.tile(np.array([[2, 2, 12, 12]]), (12, 1))
     visualize.draw_rois(np.zeros((20, 20, 3), np.uint8), rois, rois,
