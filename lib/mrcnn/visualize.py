@@ -14,6 +14,7 @@ import html
 import itertools
 import logging
 import random
+from typing import Sequence
 
 import keras
 import matplotlib
@@ -122,7 +123,7 @@ def check_instances(boxes, masks, class_ids, image=None, class_names=None,
     return n
 
 
-def check_class_names(class_ids, class_names) -> None:
+def check_class_names(class_ids: np.ndarray, class_names: Sequence[str]) -> None:
     """ValueError unless every class id names one of class_names (an IndexError in the
     middle of a drawing before)."""
     unnamed = sorted({int(c) for c in np.ravel(class_ids)
