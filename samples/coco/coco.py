@@ -34,7 +34,11 @@ import os
 import sys
 from typing import Any, Iterable, Sequence
 
-from pycocotools.cocoeval import COCOeval
+# Before TensorFlow is first imported, as train_siamese.py does: its C++ logs (the first
+# detection's eight "PredictCost" lines) are not for the user.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pycocotools.cocoeval import COCOeval  # noqa: E402
 
 # Root directory of the project; lib/ holds the mrcnn package when it is not installed.
 ROOT_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))

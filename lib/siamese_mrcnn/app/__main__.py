@@ -12,8 +12,13 @@ import os
 import sys
 from typing import Sequence
 
-from mrcnn.cli_support import CLIError, add_set_option, run_command
-from siamese_mrcnn.app.uploads import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB, Limits
+# Before TensorFlow is first imported, as the other command lines do: its C++ logs (the
+# first detection's eight "PredictCost" lines) are not for the page's user.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from mrcnn.cli_support import CLIError, add_set_option, run_command  # noqa: E402
+from siamese_mrcnn.app.uploads import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB,  # noqa: E402
+                                       Limits)
 
 
 def build_parser() -> argparse.ArgumentParser:
