@@ -85,13 +85,18 @@ def build_config(spec: str = "small", overrides: dict | None = None, evaluation:
                  **fields: Any):
     """A validated Siamese config: a preset or file, then `fields`, then --set overrides."""
     from mrcnn.overrides import config_from_overrides
+    from siamese_mrcnn.config import check_siamese_classes
 
     merged = {k: v for k, v in fields.items() if v is not None}
     merged.update(overrides or {})
     try:
-        return config_from_overrides(_config_class(spec, evaluation), merged)
+        config = config_from_overrides(_config_class(spec, evaluation), merged)
+        # Every command builds a SiameseMaskRCNN from it: its own checks (NUM_CLASSES,
+        # TARGET_MAX_DIM) in one line here, not as a traceback from the constructor.
+        check_siamese_classes(config)
     except ValueError as error:
         raise CLIError(f"configuration: {error}") from error
+    return config
 
 
 # ----------------------------------------------------------------------- data

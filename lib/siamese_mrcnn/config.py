@@ -342,10 +342,19 @@ def preset(name: str, **overrides: Any) -> Config:
 
 
 def check_siamese_classes(config: "Config") -> None:
-    """The Siamese heads classify 'background' vs 'same category as the reference':
-    ValueError unless NUM_CLASSES is 2."""
+    """What a SiameseMaskRCNN needs of a valid Config (data-only uses need neither):
+    NUM_CLASSES 2, since the heads classify 'background' vs 'same category as the
+    reference', and a TARGET_MAX_DIM divisible by 32, since the reference runs through
+    the backbone and FPN. ValueError naming the field."""
     if config.NUM_CLASSES != 2:
         raise ValueError(
             "NUM_CLASSES must be 2 for Siamese Mask R-CNN (background and "
             "'same category as the reference'); got {!r}. A config with other classes "
             "builds a plain mrcnn.model.MaskRCNN.".format(config.NUM_CLASSES))
+    if config.TARGET_MAX_DIM % 32:
+        # The FPN's top-down adds need sides divisible by C5's stride: Keras failed
+        # while building, on "Inputs have incompatible shapes".
+        raise ValueError(
+            "TARGET_MAX_DIM must be divisible by 32 for the model (the reference goes "
+            "through the backbone and FPN); got {}. Use e.g. 64, 96, 128 or 192".format(
+                config.TARGET_MAX_DIM))

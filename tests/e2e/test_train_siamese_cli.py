@@ -424,6 +424,14 @@ IN_PROCESS_ERRORS = {
     "--set without =": (["detect", "--model", "none", "--image", "q.png",
                          "--reference", "q.png", "--set", "IMAGES_PER_GPU"],
                         "--set expects KEY=VALUE"),
+    # Both were tracebacks from the model's constructor (Keras' "incompatible shapes").
+    "reference size the FPN cannot take": (
+        ["detect", "--model", "none", "--image", "q.png", "--reference", "q.png",
+         "--config", "tiny", "--set", "TARGET_MIN_DIM=32", "TARGET_MAX_DIM=48"],
+        "configuration: TARGET_MAX_DIM must be divisible by 32 for the model"),
+    "three classes": (["detect", "--model", "none", "--image", "q.png", "--reference",
+                       "q.png", "--set", "NUM_CLASSES=3"],
+                      "configuration: NUM_CLASSES must be 2 for Siamese Mask R-CNN"),
 }
 
 

@@ -165,6 +165,17 @@ def test_coco_class_count_is_a_valid_config_for_a_plain_mask_rcnn(tmp_path):
     assert model.keras_model.get_layer("mrcnn_class_logits").output.shape[-1] == 81
 
 
+def test_a_reference_size_the_fpn_cannot_take_is_named_when_the_model_is_built(tmp_path):
+    from siamese_mrcnn.config import preset
+    from siamese_mrcnn.model import SiameseMaskRCNN
+
+    odd = preset("tiny_eval", TARGET_MIN_DIM=32, TARGET_MAX_DIM=48)  # data-only: valid
+    # Keras failed while building: "Inputs have incompatible shapes (4, 4, 32), (3, 3, 32)".
+    with pytest.raises(ValueError, match=r"TARGET_MAX_DIM must be divisible by 32 for the "
+                       r"model .*got 48"):
+        SiameseMaskRCNN("inference", odd, str(tmp_path))
+
+
 def test_callable_backbone_is_rejected():
     bad = type("Bad", (Config,), {"BACKBONE": staticmethod(lambda x: x),
                                   "COMPUTE_BACKBONE_SHAPE": staticmethod(lambda s: s)})
