@@ -91,13 +91,15 @@ def check_dataset(dataset: Any, config: Any) -> None:
     if not hasattr(dataset, "num_classes") or image_ids.size == 0:
         raise ValueError(f"dataset: expected at least one image, got {image_ids.size} "
                          "(was dataset.prepare() called?)")
-    if (dataset.num_images, dataset.num_classes) != (len(dataset.image_info),
-                                                      len(dataset.class_info)):
-        # The ids are from prepare(): later images were never drawn, later classes unknown.
-        raise ValueError(
-            f"dataset: {len(dataset.image_info)} images and {len(dataset.class_info)} "
-            f"classes, but prepare() saw {dataset.num_images} and {dataset.num_classes}: "
-            "call dataset.prepare() again after adding images or classes")
+    # A duck-typed data set without Matterport's lists is not compared.
+    if all(hasattr(dataset, name) for name in ("num_images", "image_info", "class_info")):
+        seen = (dataset.num_images, dataset.num_classes)
+        now = (len(dataset.image_info), len(dataset.class_info))
+        if seen != now:
+            # The ids are prepare()'s: later images are never drawn, later classes unknown.
+            raise ValueError(f"dataset: {now[0]} images and {now[1]} classes, but prepare() "
+                             f"saw {seen[0]} and {seen[1]}: call dataset.prepare() again "
+                             "after adding images or classes")
     if dataset.num_classes != config.NUM_CLASSES:
         raise ValueError(
             f"dataset: has {dataset.num_classes} classes (background and "
