@@ -12,7 +12,6 @@ import contextlib
 import copy
 import io
 import logging
-import numbers
 import os
 import time
 from collections import Counter
@@ -27,7 +26,7 @@ from tqdm import tqdm
 from mrcnn import utils
 from mrcnn.coco_io import (VAL2014_SUBSETS, add_coco_images, coco_paths,  # noqa: F401
                            images_with_classes, read_coco_annotations)
-from mrcnn.config import Config
+from mrcnn.config import Config, is_int
 
 logger = logging.getLogger(__name__)
 
@@ -318,7 +317,7 @@ def evaluation_image_ids(dataset: utils.Dataset, limit: int,
     ``limit`` of them when limit > 0. ValueError, naming it, for a limit that is not an
     integer >= 0 (-1 dropped the last image), an id outside the data set, a repeated id
     (its detections counted twice) or no image at all."""
-    if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 0:
+    if not is_int(limit) or limit < 0:
         raise ValueError(f"limit: expected an integer >= 0 (0: every image), got {limit!r}")
     ids = list(dataset.image_ids if image_ids is None else image_ids)
     if limit:

@@ -275,11 +275,11 @@ class Config(object):
         self._validate_data_loading()
 
     def _validate_counts(self) -> None:
-        _check_int(self, "NUM_CLASSES", minimum=1)
-        _check_int(self, "GPU_COUNT", minimum=1)
-        _check_int(self, "IMAGES_PER_GPU", minimum=1)
-        _check_int(self, "STEPS_PER_EPOCH", minimum=1)
-        _check_int(self, "VALIDATION_STEPS", minimum=0)
+        check_int(self, "NUM_CLASSES", minimum=1)
+        check_int(self, "GPU_COUNT", minimum=1)
+        check_int(self, "IMAGES_PER_GPU", minimum=1)
+        check_int(self, "STEPS_PER_EPOCH", minimum=1)
+        check_int(self, "VALIDATION_STEPS", minimum=0)
 
     def _validate_backbone(self) -> None:
         backbone = self.BACKBONE
@@ -296,20 +296,20 @@ class Config(object):
                 and not callable(self.COMPUTE_BACKBONE_SHAPE)):
             raise ValueError("COMPUTE_BACKBONE_SHAPE must be None or a callable; "
                              "got {!r}".format(self.COMPUTE_BACKBONE_SHAPE))
-        _check_int(self, "FPN_CLASSIF_FC_LAYERS_SIZE", minimum=1)
-        _check_int(self, "MASK_HEAD_CONV_CHANNELS", minimum=1)
-        _check_int(self, "TOP_DOWN_PYRAMID_SIZE", minimum=1)
+        check_int(self, "FPN_CLASSIF_FC_LAYERS_SIZE", minimum=1)
+        check_int(self, "MASK_HEAD_CONV_CHANNELS", minimum=1)
+        check_int(self, "TOP_DOWN_PYRAMID_SIZE", minimum=1)
 
     def _validate_image(self) -> None:
         mode = self.IMAGE_RESIZE_MODE
         if mode not in IMAGE_RESIZE_MODES:
             raise ValueError("IMAGE_RESIZE_MODE must be one of {}; got {!r}".format(
                 list(IMAGE_RESIZE_MODES), mode))
-        _check_int(self, "IMAGE_MAX_DIM", minimum=1)
+        check_int(self, "IMAGE_MAX_DIM", minimum=1)
         # IMAGE_MIN_DIM may be None ("no upscaling") except where it sets
         # the crop size or must be a multiple of 64.
         if self.IMAGE_MIN_DIM is not None or mode in ("crop", "pad64"):
-            _check_int(self, "IMAGE_MIN_DIM", minimum=1)
+            check_int(self, "IMAGE_MIN_DIM", minimum=1)
         # The network input side (IMAGE_SHAPE) must survive 6 halvings;
         # pad64 mode also asserts it on IMAGE_MIN_DIM (utils.resize_image).
         size_field = "IMAGE_MIN_DIM" if mode == "crop" else "IMAGE_MAX_DIM"
@@ -317,10 +317,10 @@ class Config(object):
         if mode == "pad64":
             _check_divisible(self, "IMAGE_MIN_DIM", _SIZE_DIVISOR, mode)
         scale = self.IMAGE_MIN_SCALE
-        if scale is not None and (not _is_number(scale) or scale < 0):
+        if scale is not None and (not is_number(scale) or scale < 0):
             raise ValueError("IMAGE_MIN_SCALE must be a number >= 0 or None; "
                              "got {!r}".format(scale))
-        _check_int(self, "IMAGE_CHANNEL_COUNT", minimum=1)
+        check_int(self, "IMAGE_CHANNEL_COUNT", minimum=1)
         mean = np.asarray(self.MEAN_PIXEL)
         if mean.ndim != 1 or mean.shape[0] != self.IMAGE_CHANNEL_COUNT:
             raise ValueError(
@@ -337,21 +337,21 @@ class Config(object):
                 "BACKBONE_STRIDES must have one stride per RPN_ANCHOR_SCALES "
                 "entry (one per pyramid level): {} strides for {} scales".format(
                     len(self.BACKBONE_STRIDES), len(self.RPN_ANCHOR_SCALES)))
-        _check_int(self, "RPN_ANCHOR_STRIDE", minimum=1)
+        check_int(self, "RPN_ANCHOR_STRIDE", minimum=1)
         _check_fraction(self, "RPN_NMS_THRESHOLD", low_open=True)
-        _check_int(self, "RPN_TRAIN_ANCHORS_PER_IMAGE", minimum=1)
-        _check_int(self, "PRE_NMS_LIMIT", minimum=1)
-        _check_int(self, "POST_NMS_ROIS_TRAINING", minimum=1)
-        _check_int(self, "POST_NMS_ROIS_INFERENCE", minimum=1)
+        check_int(self, "RPN_TRAIN_ANCHORS_PER_IMAGE", minimum=1)
+        check_int(self, "PRE_NMS_LIMIT", minimum=1)
+        check_int(self, "POST_NMS_ROIS_TRAINING", minimum=1)
+        check_int(self, "POST_NMS_ROIS_INFERENCE", minimum=1)
         _check_std_dev(self, "RPN_BBOX_STD_DEV")
 
     def _validate_rois_and_masks(self) -> None:
         _check_bool(self, "USE_MINI_MASK")
         _check_shape2(self, "MINI_MASK_SHAPE")
-        _check_int(self, "TRAIN_ROIS_PER_IMAGE", minimum=1)
+        check_int(self, "TRAIN_ROIS_PER_IMAGE", minimum=1)
         _check_fraction(self, "ROI_POSITIVE_RATIO", low_open=True)
-        _check_int(self, "POOL_SIZE", minimum=1)
-        _check_int(self, "MASK_POOL_SIZE", minimum=1)
+        check_int(self, "POOL_SIZE", minimum=1)
+        check_int(self, "MASK_POOL_SIZE", minimum=1)
         _check_shape2(self, "MASK_SHAPE")
         expected = [2 * self.MASK_POOL_SIZE] * 2
         if list(self.MASK_SHAPE) != expected:
@@ -359,18 +359,18 @@ class Config(object):
                 "MASK_SHAPE must be twice MASK_POOL_SIZE (the mask head "
                 "upsamples once): expected {}, got {}".format(
                     expected, list(self.MASK_SHAPE)))
-        _check_int(self, "MAX_GT_INSTANCES", minimum=1)
+        check_int(self, "MAX_GT_INSTANCES", minimum=1)
         _check_std_dev(self, "BBOX_STD_DEV")
 
     def _validate_detection(self) -> None:
-        _check_int(self, "DETECTION_MAX_INSTANCES", minimum=1)
+        check_int(self, "DETECTION_MAX_INSTANCES", minimum=1)
         _check_fraction(self, "DETECTION_MIN_CONFIDENCE", low_open=False)
         _check_fraction(self, "DETECTION_NMS_THRESHOLD", low_open=True)
 
     def _validate_training(self) -> None:
         _check_number(self, "LEARNING_RATE", positive=True)
         momentum = self.LEARNING_MOMENTUM
-        if not _is_number(momentum) or not 0 <= momentum < 1:
+        if not is_number(momentum) or not 0 <= momentum < 1:
             raise ValueError("LEARNING_MOMENTUM must be in [0, 1); got {!r}".format(
                 momentum))
         _check_number(self, "WEIGHT_DECAY", positive=False)
@@ -394,14 +394,14 @@ class Config(object):
                 "LOSS_WEIGHTS must have exactly the keys {}; unknown keys {}, "
                 "missing keys {}".format(list(LOSS_NAMES), unknown, missing))
         for name, value in weights.items():
-            if not _is_number(value) or value < 0:
+            if not is_number(value) or value < 0:
                 raise ValueError("LOSS_WEIGHTS[{!r}] must be a number >= 0; "
                                  "got {!r}".format(name, value))
 
     def _validate_data_loading(self) -> None:
-        _check_int(self, "WORKERS", minimum=0)
+        check_int(self, "WORKERS", minimum=0)
         _check_bool(self, "USE_MULTIPROCESSING")
-        _check_int(self, "MAX_CONSECUTIVE_FAILURES", minimum=1)
+        check_int(self, "MAX_CONSECUTIVE_FAILURES", minimum=1)
         if self.DISTRIBUTION not in DISTRIBUTIONS:
             raise ValueError("DISTRIBUTION must be one of {}; got {!r}".format(
                 list(DISTRIBUTIONS), self.DISTRIBUTION))
@@ -466,26 +466,29 @@ def check_model_arguments(config: Any, model_dir: Any) -> None:
                         f"got {model_dir!r}")
 
 
-def _is_number(value: Any) -> bool:
-    """A finite real number (nan and inf pass every "> 0" or ">= 0" range check)."""
+def is_number(value: Any) -> bool:
+    """A finite real number, not a bool (nan and inf pass every "> 0" or ">= 0" range
+    check). Public: the library's argument checks share it."""
     return (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
             and math.isfinite(value))
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """An integer (Python or numpy), not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
-def _check_int(config: Config, name: str, minimum: int) -> None:
+def check_int(config: Config, name: str, minimum: int) -> None:
+    """ValueError unless the config field ``name`` is an integer >= minimum."""
     value = getattr(config, name)
-    if not _is_int(value) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise ValueError("{} must be an integer >= {}; got {!r}".format(
             name, minimum, value))
 
 
 def _check_number(config: Config, name: str, positive: bool) -> None:
     value = getattr(config, name)
-    ok = _is_number(value) and (value > 0 if positive else value >= 0)
+    ok = is_number(value) and (value > 0 if positive else value >= 0)
     if not ok:
         raise ValueError("{} must be a finite number {} 0; got {!r}".format(
             name, ">" if positive else ">=", value))
@@ -494,7 +497,7 @@ def _check_number(config: Config, name: str, positive: bool) -> None:
 def _check_fraction(config: Config, name: str, low_open: bool) -> None:
     """Value in (0, 1] when low_open, else in [0, 1]."""
     value = getattr(config, name)
-    ok = _is_number(value) and value <= 1 and (value > 0 if low_open else value >= 0)
+    ok = is_number(value) and value <= 1 and (value > 0 if low_open else value >= 0)
     if not ok:
         raise ValueError("{} must be in {}0, 1]; got {!r}".format(
             name, "(" if low_open else "[", value))
@@ -521,7 +524,7 @@ def _check_positive_sequence(config: Config, name: str) -> None:
         items = list(np.asarray(value).reshape(-1)) if value is not None else []
     except Exception:  # noqa: BLE001 - anything not array-like is rejected below
         items = []
-    if not items or not all(_is_number(v) and v > 0 for v in items):
+    if not items or not all(is_number(v) and v > 0 for v in items):
         raise ValueError("{} must be a non-empty sequence of positive numbers; "
                          "got {!r}".format(name, value))
 
@@ -532,7 +535,7 @@ def _check_shape2(config: Config, name: str) -> None:
         items = list(value)
     except TypeError:
         items = []
-    if len(items) != 2 or not all(_is_int(v) and v > 0 for v in items):
+    if len(items) != 2 or not all(is_int(v) and v > 0 for v in items):
         raise ValueError("{} must be (height, width) of two positive integers; "
                          "got {!r}".format(name, value))
 

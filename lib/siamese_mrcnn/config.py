@@ -19,13 +19,12 @@ and TARGET_SHAPE ([TARGET_MAX_DIM, TARGET_MAX_DIM, 3]).
 """
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any, Mapping
 
 import numpy as np
 
 from mrcnn import config as mrcnn_config
+from mrcnn.config import check_int, is_int, is_number
 # Typed overrides live with the base config; these names stay importable from here.
 from mrcnn.overrides import config_from_overrides, parse_value  # noqa: F401
 
@@ -131,16 +130,16 @@ class Config(mrcnn_config.Config):
             raise ValueError(
                 "BACKBONE must be a ResNet for Siamese Mask R-CNN (one of {}); "
                 "got {!r}".format(sorted(self.RESNET_ARCHITECTURES), self.BACKBONE))
-        _require_int(self, "FPN_FEATUREMAPS", minimum=1)
+        check_int(self, "FPN_FEATUREMAPS", minimum=1)
         if self.FPN_FEATUREMAPS % 2:
             raise ValueError(
                 "FPN_FEATUREMAPS must be even (the matching convs have "
                 "3 * FPN_FEATUREMAPS / 2 filters); got {}".format(self.FPN_FEATUREMAPS))
 
     def _validate_references(self) -> None:
-        _require_int(self, "NUM_TARGETS", minimum=1)
-        _require_int(self, "TARGET_MIN_DIM", minimum=1)
-        _require_int(self, "TARGET_MAX_DIM", minimum=1)
+        check_int(self, "NUM_TARGETS", minimum=1)
+        check_int(self, "TARGET_MIN_DIM", minimum=1)
+        check_int(self, "TARGET_MAX_DIM", minimum=1)
         if self.TARGET_MIN_DIM > self.TARGET_MAX_DIM:
             raise ValueError(
                 "TARGET_MIN_DIM must be <= TARGET_MAX_DIM; got TARGET_MIN_DIM={} and "
@@ -156,14 +155,6 @@ class Config(mrcnn_config.Config):
             if not isinstance(value, str) or not value:
                 raise ValueError("{} must be a non-empty string; got {!r}".format(
                     name, value))
-
-
-def _require_int(config: Config, name: str, minimum: int) -> None:
-    value = getattr(config, name)
-    if (not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_))
-            or value < minimum):
-        raise ValueError("{} must be an integer >= {}; got {!r}".format(
-            name, minimum, value))
 
 
 ############################################################
@@ -304,8 +295,7 @@ def check_schedule(schedule: Any) -> dict:
     checked = {}
     for end, stage in schedule.items():
         epoch = int(end) if isinstance(end, str) and end.strip().isdigit() else end
-        if (isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 1
-                or int(epoch) in checked):
+        if not is_int(epoch) or epoch < 1 or int(epoch) in checked:
             raise ValueError(f"schedule: expected distinct integer end epochs >= 1, got "
                              f"{list(schedule)}")
         if not (isinstance(stage, Mapping) and isinstance(stage.get("layers"), str)
@@ -313,8 +303,7 @@ def check_schedule(schedule: Any) -> dict:
             raise ValueError(f"schedule[{end!r}]: expected {{\"learning_rate\": float, "
                              f"\"layers\": str}}, got {stage!r}")
         rate = stage["learning_rate"]
-        if (isinstance(rate, bool) or not isinstance(rate, numbers.Real)
-                or not (math.isfinite(rate) and rate >= 0)):
+        if not is_number(rate) or rate < 0:
             raise ValueError(f"schedule[{end!r}]: expected a finite learning_rate >= 0, got "
                              f"{rate!r}")
         checked[int(epoch)] = {"learning_rate": rate, "layers": stage["layers"]}

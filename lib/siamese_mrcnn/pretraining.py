@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from mrcnn.config import RESNET_ARCHITECTURES
+from mrcnn.config import RESNET_ARCHITECTURES, is_int
 
 logger = logging.getLogger(__name__)
 
@@ -197,9 +197,6 @@ def check_settings(epochs: int, batch_size: int, image_size: int, architecture: 
     """ValueError naming the first of pretrain's settings that cannot train, before any
     file is read or written (a negative seed used to fail only after classes.txt was
     written, and a negative learning rate trained)."""
-    def is_int(value) -> bool:
-        return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
     for name, value, low, why in (
             ("epochs", epochs, 0, ""), ("batch_size", batch_size, 1, ""),
             ("image_size", image_size, MIN_IMAGE_SIZE, " (the ResNet's stride)"),

@@ -11,6 +11,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 from pycocotools.coco import COCO
 
+from mrcnn.config import is_int
 from siamese_mrcnn.coco_eval import STAT_NAMES
 from siamese_mrcnn.data import active_classes_of
 from siamese_mrcnn.protocol import EvaluationResult, evaluate_protocol
@@ -132,7 +133,7 @@ def run_seeds(runs: int, seed: int) -> list:
     run_evaluation and evaluate_shard draw them. ValueError naming the argument for a
     `runs` < 1 or a negative `seed` (numpy's own message names neither)."""
     for name, value, low in (("runs", runs, 1), ("seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        if not is_int(value) or value < low:
             raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
     return np.random.SeedSequence(int(seed)).spawn(int(runs))
 

@@ -28,6 +28,8 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from mrcnn.config import is_int
+
 logger = logging.getLogger(__name__)
 
 RESULTS_NAME = "results.jsonl"
@@ -298,7 +300,7 @@ def search_collection(model, reference: np.ndarray | Sequence[np.ndarray],
                          "(list_images(spec) expands a folder or a glob)")
     if not (isinstance(min_score, numbers.Real) and 0 <= min_score <= 1):
         raise ValueError(f"min_score: expected a score in [0, 1], got {min_score!r}")
-    if isinstance(top, bool) or not isinstance(top, numbers.Integral) or top < 0:
+    if not is_int(top) or top < 0:
         raise ValueError(f"top: expected an integer >= 0 (0: no contact sheet), got {top!r}")
     os.makedirs(output, exist_ok=True)
     results_path = os.path.join(output, RESULTS_NAME)
