@@ -446,17 +446,17 @@ class DataGenerator(keras.utils.PyDataset):
         self.dataset = dataset
         self.config = config
         self.shuffle = shuffle
-        check_dataset(dataset, config)
+        # The loader checks the data set first (check_dataset).
+        self._loader = _SampleLoader(dataset, config, augmentation=augmentation,
+                                     random_rois=random_rois,
+                                     detection_targets=detection_targets,
+                                     no_augmentation_sources=no_augmentation_sources)
         self.image_ids = np.asarray(dataset.image_ids)
         self.batch_size = int(config.BATCH_SIZE if batch_size is None else batch_size)
         if self.batch_size < 1:
             raise ValueError(f"batch_size: expected an int >= 1, got {self.batch_size}")
         self.steps_per_epoch = steps_per_epoch
         self.max_failures = max_consecutive_failures(config)
-        self._loader = _SampleLoader(dataset, config, augmentation=augmentation,
-                                     random_rois=random_rois,
-                                     detection_targets=detection_targets,
-                                     no_augmentation_sources=no_augmentation_sources)
         # Without a seed, draw one: permutations are still a pure function of it.
         self.seed = int(np.random.SeedSequence(seed).entropy)
         self.epoch = 0

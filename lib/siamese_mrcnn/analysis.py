@@ -26,12 +26,13 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 import numpy as np
 from pycocotools.coco import COCO
 
+from mrcnn.coco import evaluation_image_ids
 from mrcnn.files import write_atomic  # noqa: F401 - also this module's public name
 from siamese_mrcnn.data import active_classes_of
 from siamese_mrcnn.coco_eval import (customCOCOeval, detections_to_coco, parse_eval_types,
                                      run_coco_eval)
 from siamese_mrcnn.pairs import (PairRunner, SeedLike, check_indexed, evaluation_pairs,
-                                 progress_bar, requested_images, seed_label, seed_sequence)
+                                 progress_bar, seed_label, seed_sequence)
 from siamese_mrcnn.protocol import (EvaluationResult, check_model_config, class_name_of,
                                     per_class_ap50, source_category_id)
 from siamese_mrcnn.runs import RunsSummary
@@ -92,7 +93,7 @@ def confusion_matrix(model: Any, dataset: Any, coco: COCO,
     if bad.size or chosen.size == 0:
         raise ValueError("class_ids: expected internal class ids in 1..{}, got {}".format(
             dataset.num_classes - 1, chosen.tolist()))
-    requested = requested_images(dataset, image_ids, limit)
+    requested = evaluation_image_ids(dataset, limit, image_ids)
     present = dict(evaluation_pairs(dataset, requested, chosen))
     queries = [(image_id, chosen.tolist()) for image_id in present]
     root = seed_sequence(seed)

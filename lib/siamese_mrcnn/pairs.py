@@ -19,7 +19,6 @@ from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 import numpy as np
 from tqdm import tqdm
 
-from mrcnn.coco import evaluation_image_ids
 from siamese_mrcnn.data import ReferenceNotFoundError, get_one_target
 
 logger = logging.getLogger(__name__)
@@ -81,11 +80,6 @@ def check_indexed(dataset: Any) -> None:
             raise ValueError("dataset: expected an IndexedCocoDataset (with "
                              "image_category_index), got {}".format(type(dataset).__name__))
         dataset.build_indices()
-
-
-def requested_images(dataset: Any, image_ids: Optional[Sequence[int]], limit: int) -> list:
-    """mrcnn.coco.evaluation_image_ids: the ids to evaluate, each checked."""
-    return evaluation_image_ids(dataset, limit, image_ids)
 
 
 def evaluation_pairs(dataset: Any, image_ids: Sequence[int], categories: Iterable[int]

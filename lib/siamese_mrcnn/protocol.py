@@ -11,11 +11,12 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 from pycocotools.coco import COCO
 
+from mrcnn.coco import evaluation_image_ids
 from siamese_mrcnn.coco_eval import (STAT_NAMES, customCOCOeval, detections_to_coco,
                                      parse_eval_types, run_coco_eval)
 from siamese_mrcnn.data import active_classes_of
 from siamese_mrcnn.pairs import (PairRunner, SeedLike, check_indexed, evaluation_pairs,
-                                 progress_bar, requested_images, seed_label, seed_sequence)
+                                 progress_bar, seed_label, seed_sequence)
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ def protocol_pairs(dataset: Any, limit: int = 0, image_ids: Optional[Sequence[in
     """(image ids, chosen class ids, queries): what the protocol evaluates. queries:
     [(internal image id, [internal class ids])], the pairs in their fixed order."""
     check_indexed(dataset)
-    image_ids = requested_images(dataset, image_ids, limit)
+    image_ids = evaluation_image_ids(dataset, limit, image_ids)
     chosen = chosen_classes(dataset, class_index)
     active = set(int(c) for c in active_classes_of(dataset))
     not_active = sorted(set(chosen.tolist()) - active)
